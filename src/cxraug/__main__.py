@@ -1,0 +1,3 @@
+from cxraug.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Typed configuration: dataclasses loaded from YAML, overridable with ``key.sub=value`` strings.
+
+Every run writes its resolved config (``config.yaml``) next to its outputs, so a run can be
+repeated exactly with ``--config RUN/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from cxraug.errors import CXRAugError, show_path
+from cxraug.io import write_text_atomic
+
+T = TypeVar("T")
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errs = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, where)
+            except (TypeError, ValueError, CXRAugError) as e:
+                errs.append(str(e))
+        raise CXRAugError(f"{where}: {value!r} does not fit {tp}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise CXRAugError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""]
+        if not isinstance(value, list | tuple):
+            raise CXRAugError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(inner, v, f"{where}[]") for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise CXRAugError(f"{where}: expected true/false, got {value!r}")
+        return bool(value)
+    if tp in (int, float):
+        try:
+            v = tp(value)
+        except (TypeError, ValueError) as e:
+            raise CXRAugError(f"{where}: expected {tp.__name__}, got {value!r}") from e
+        if tp is int and isinstance(value, float) and v != value:
+            raise CXRAugError(f"{where}: expected an integer, got {value!r}")
+        return v
+    if tp is str:
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    """Build dataclass ``cls`` from a (possibly partial) dict; unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise CXRAugError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise CXRAugError(f"override {key}: {p} is not a section")
+    d[parts[-1]] = value
+
+
+def load_config(
+    cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None, base: dict | None = None
+) -> T:
+    """``base`` (e.g. a preset) < YAML file < ``overrides`` ("a.b=value", YAML-parsed values)."""
+    data: dict = to_dict(base) if base is not None else {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise CXRAugError(f"config file not found: {show_path(p)}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise CXRAugError(f"{show_path(p)}: invalid YAML ({e})") from e
+        _deep_update(data, loaded)
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise CXRAugError(f"override {ov!r} must look like key=value (e.g. train.steps=500)")
+        k, v = ov.split("=", 1)
+        _set_dotted(data, k.strip(), yaml.safe_load(v) if v.strip() else "")
+    return from_dict(cls, data)
+
+
+def _deep_update(a: dict, b: dict) -> None:
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(a.get(k), dict):
+            _deep_update(a[k], v)
+        else:
+            a[k] = v
+
+
+def save_config(obj: Any, dest: str | os.PathLike) -> Path:
+    return write_text_atomic(dest, yaml.safe_dump(to_dict(obj), sort_keys=False))

@@ -1,0 +1,174 @@
+"""Collection statistics: class counts, skew, sizes and modes, exact and near duplicates."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import imagehash
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from cxraug.data.imageio import is_dicom, read_image
+from cxraug.data.preprocess import to_uint8
+from cxraug.data.sample import Collection
+from cxraug.errors import ImageReadError, show_path
+
+
+def skew_ratios(counts: dict[str, int]) -> dict[str, float]:
+    """Per class: negatives / positives (Zunair & Hamza's skew ratio; inf for an empty class)."""
+    total = sum(counts.values())
+    return {c: (total - n) / n if n else float("inf") for c, n in counts.items()}
+
+
+def describe_file(path: str | os.PathLike) -> tuple[str, str, int, int]:
+    """(format, mode, width, height) from the header only."""
+    if is_dicom(path):
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        mode = f"{ds.get('PhotometricInterpretation', '?')}/{ds.get('BitsStored', '?')}bit"
+        return "DICOM", mode, int(ds.get("Columns", 0)), int(ds.get("Rows", 0))
+    with Image.open(path) as im:
+        return str(im.format), im.mode, im.size[0], im.size[1]
+
+
+@dataclass
+class DuplicateGroup:
+    kind: str  # "exact" (same bytes) or "near" (perceptual hash within threshold)
+    paths: list[str]
+    distance: int = 0
+
+
+@dataclass
+class Inspection:
+    root: str
+    class_names: list[str]
+    counts: dict[str, int]
+    skew: dict[str, float]
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # min/median/max WxH summary
+    modes: dict[str, int] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+    duplicates: list[DuplicateGroup] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "root": self.root,
+            "class_names": self.class_names,
+            "counts": self.counts,
+            "n_images": sum(self.counts.values()),
+            "skew_ratio": self.skew,
+            "sizes": self.sizes,
+            "modes": self.modes,
+            "unreadable": self.unreadable,
+            "duplicate_groups": [{"kind": g.kind, "distance": g.distance, "paths": g.paths} for g in self.duplicates],
+            "problems": self.problems,
+        }
+
+
+def _groups_from_pairs(n: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def find_duplicates(
+    paths: list[str], hashes: list[np.ndarray], digests: list[bytes], threshold: int = 4
+) -> list[DuplicateGroup]:
+    """Exact groups by content digest, then near groups by pHash Hamming distance <= threshold."""
+    out: list[DuplicateGroup] = []
+    by_digest: dict[bytes, list[int]] = {}
+    for i, d in enumerate(digests):
+        by_digest.setdefault(d, []).append(i)
+    exact = [g for g in by_digest.values() if len(g) > 1]
+    out += [DuplicateGroup("exact", [paths[i] for i in g]) for g in exact]
+    # Near: one representative per exact group, pairwise Hamming distance on 64-bit pHashes.
+    reps = sorted(g[0] for g in by_digest.values())
+    if len(reps) > 1:
+        H = np.stack([hashes[i] for i in reps]).astype(bool)  # [R, 64]
+        pairs = []
+        for a in range(0, len(reps), 512):
+            d = (H[a : a + 512, None, :] != H[None, :, :]).sum(-1)  # [b, R]
+            for i, j in zip(*np.nonzero(d <= threshold)):
+                if a + i < j:
+                    pairs.append((a + i, j, int(d[i, j])))
+        for g in _groups_from_pairs(len(reps), [(i, j) for i, j, _ in pairs]):
+            dist = max((dd for i, j, dd in pairs if i in g and j in g), default=0)
+            out.append(DuplicateGroup("near", [paths[reps[i]] for i in g], dist))
+    return out
+
+
+def phash(img: np.ndarray) -> np.ndarray:
+    return imagehash.phash(Image.fromarray(to_uint8(img))).hash.flatten()
+
+
+def inspect_collection(coll: Collection, near_threshold: int = 4, progress: bool = True) -> Inspection:
+    """Decode every image once: counts, sizes, modes, unreadable files, duplicate groups."""
+    paths, hashes, digests, dims = [], [], [], []
+    modes: Counter[str] = Counter()
+    unreadable: list[str] = []
+    good_labels = []
+    for s in tqdm(coll.samples, desc="inspect", unit="img", disable=not progress, leave=False):
+        try:
+            img = read_image(s.path) if s.image is None else s.image
+            fmt, mode, w, h = describe_file(s.path) if s.image is None else ("array", "F", *s.image.shape[::-1])
+        except ImageReadError as e:
+            unreadable.append(str(e))
+            continue
+        except Exception as e:  # header parse errors not caught by the decoder
+            unreadable.append(f"{show_path(s.path)}: {e}")
+            continue
+        modes[f"{fmt} {mode}"] += 1
+        dims.append((w, h))
+        paths.append(s.path)
+        hashes.append(phash(img))
+        with open(s.path, "rb") if s.image is None else _NullCtx(img.tobytes()) as f:
+            digests.append(hashlib.blake2b(f.read(), digest_size=16).digest())
+        good_labels.append(s.labels)
+    lab = np.nan_to_num(np.stack(good_labels)) if good_labels else np.zeros((0, len(coll.class_names)))
+    counts = {c: int((lab[:, i] > 0.5).sum()) for i, c in enumerate(coll.class_names)}
+    sizes = {}
+    if dims:
+        a = np.asarray(dims)
+        for name, fn in (("min", np.min), ("median", np.median), ("max", np.max)):
+            sizes[name] = (int(fn(a[:, 0])), int(fn(a[:, 1])))
+    return Inspection(
+        root=coll.root,
+        class_names=coll.class_names,
+        counts=counts,
+        skew=skew_ratios(counts),
+        sizes=sizes,
+        modes=dict(modes),
+        unreadable=unreadable,
+        duplicates=find_duplicates(paths, hashes, digests, near_threshold),
+        problems=list(coll.problems),
+    )
+
+
+class _NullCtx:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def read(self) -> bytes:
+        return self.data

@@ -1,0 +1,125 @@
+"""Filesystem helpers: atomic writes, new run directories, safe checkpoint loading."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cxraug.errors import CheckpointError, CXRAugError, show_path
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; on success it is fsynced and renamed over ``dest``.
+
+    A crash (even SIGKILL) leaves either the old ``dest`` or the new one, never a partial file.
+    Disk-full and permission errors become a :class:`CXRAugError` and the temp file is removed.
+    """
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+    except OSError as e:
+        raise _write_error(dest, e) from e
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, dest)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        raise _write_error(dest, e) from e
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def _write_error(dest: Path, e: OSError) -> CXRAugError:
+    if e.errno == errno.ENOSPC:
+        why = "disk full"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "permission denied"
+    else:
+        why = e.strerror or str(e)
+    return CXRAugError(f"cannot write {show_path(dest)}: {why}")
+
+
+def write_text_atomic(dest: str | os.PathLike, text: str) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+    return Path(dest)
+
+
+def write_json(dest: str | os.PathLike, obj: Any) -> Path:
+    return write_text_atomic(dest, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_checkpoint(obj: dict, dest: str | os.PathLike) -> Path:
+    """``torch.save`` through :func:`atomic_path` (temp file + fsync + rename)."""
+    with atomic_path(dest) as tmp:
+        torch.save(obj, tmp)
+    return Path(dest)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, no code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {show_path(path)}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError on truncation, ...
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"refusing to load {show_path(path)}: it contains Python objects beyond tensors "
+                "(unsafe pickle); only checkpoints written by cxraug are accepted"
+            ) from e
+        raise CheckpointError(f"cannot read checkpoint {show_path(path)}: {msg}") from e
+
+
+def new_run_dir(base: str | os.PathLike, name: str) -> Path:
+    """Create ``base/name-YYYYmmdd-HHMMSS[-N]``; never reuses (and so never overwrites) a folder."""
+    base = Path(base)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        d = base / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
+        try:
+            d.mkdir(parents=True, exist_ok=False)
+            return d
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise _write_error(d, e) from e
+    raise CXRAugError(f"could not create a new run folder under {show_path(base)}")
+
+
+def ensure_outside(out: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:
+    """Refuse to write outputs inside an input folder: the tool never writes into the user's data."""
+    o = Path(out).resolve()
+    for i in inputs:
+        ip = Path(i).resolve()
+        if ip.is_dir() and (o == ip or ip in o.parents):
+            raise CXRAugError(
+                f"output folder {show_path(o)} is inside the input folder {show_path(ip)}; "
+                "choose an output location outside your data"
+            )

@@ -1,0 +1,120 @@
+"""Generates the bad-input corpus (issue: reliability). Nothing binary is committed: tests build it.
+
+``make_corpus(root)`` writes ``root/good/`` and ``root/bad/`` class folders plus an empty class
+folder, and returns {file name: expected error fragment} for every bad file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def gray(size: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random((size, size)) * 255).astype(np.uint8)
+
+
+def png_bytes(arr: np.ndarray, mode: str | None = None) -> bytes:
+    b = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(b, format="PNG") if mode else Image.fromarray(arr).save(b, format="PNG")
+    return b.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def bomb_png(w: int = 20000, h: int = 20000) -> bytes:
+    """A PNG whose header claims w x h pixels (decompression-bomb shape), with almost no data."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def write_dicom(
+    path: Path,
+    arr: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    with_pixels: bool = True,
+    bits: int = 16,
+    window: tuple[float, float] | None = None,
+    patient_id: str = "P0001",
+) -> Path:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientID = patient_id
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16 if bits > 8 else 8
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if with_pixels:
+        ds.PixelData = arr.astype(np.uint16 if bits > 8 else np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def make_corpus(root: Path) -> dict[str, str]:
+    """Write the corpus; return {file name: fragment expected in its error message}."""
+    good, bad = root / "good", root / "bad"
+    good.mkdir(parents=True)
+    bad.mkdir(parents=True)
+    (root / "empty_class").mkdir()
+    for i in range(3):
+        Image.fromarray(gray(64, i)).save(good / f"ok-{i}.png")
+    expected: dict[str, str] = {}
+    full = png_bytes(gray(128, 9))
+    (bad / "truncated.png").write_bytes(full[: len(full) // 2])
+    expected["truncated.png"] = "truncated"
+    jb = io.BytesIO()
+    Image.fromarray(gray(128, 3)).save(jb, format="JPEG")
+    (bad / "truncated.jpg").write_bytes(jb.getvalue()[: len(jb.getvalue()) // 3])
+    expected["truncated.jpg"] = "truncated"
+    (bad / "zero.png").write_bytes(b"")
+    expected["zero.png"] = "empty file"
+    (bad / "notes.png").write_text("this is not an image\n")
+    expected["notes.png"] = "not an image"
+    (bad / "tiny.png").write_bytes(png_bytes(np.zeros((1, 1), np.uint8)))
+    expected["tiny.png"] = "1x1"
+    (bad / "bomb.png").write_bytes(bomb_png())
+    expected["bomb.png"] = "decompression-bomb"
+    write_dicom(bad / "nopixels.dcm", np.zeros((32, 32)), with_pixels=False)
+    expected["nopixels.dcm"] = "no pixel data"
+    # Unusual but valid: these must load.
+    rgba = np.dstack([gray(64, 4)] * 3 + [np.full((64, 64), 255, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(good / "rgba.png")
+    Image.fromarray(gray(64, 5)).convert("P").save(good / "palette.png")
+    Image.fromarray(gray(64, 6).astype(np.uint16) * 257).save(good / "sixteen.png")
+    write_dicom(good / "mono1.dcm", gray(64, 7).astype(np.uint16) * 16, photometric="MONOCHROME1", bits=12)
+    name = os.fsdecode(b"caf\xe9-latin1.png")  # not valid UTF-8
+    with open(os.path.join(os.fsencode(good), os.fsencode(name)), "wb") as f:
+        f.write(png_bytes(gray(64, 8)))
+    try:
+        os.symlink(good, good / "loop")  # symlink loop
+    except OSError:
+        pass
+    return expected

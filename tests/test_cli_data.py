@@ -1,0 +1,125 @@
+"""`cxraug data inspect|prepare` and bad input (issue 2 item 7; issue 7 corpus)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from badinput.corpus import make_corpus
+from conftest import shared, snapshot
+from cxraug.cli import main
+from cxraug.data import read_folder, read_image
+from cxraug.errors import CXRAugError, ImageReadError
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    expected = make_corpus(root)
+    return root, expected
+
+
+def test_every_bad_file_gets_one_clear_error(corpus):
+    root, expected = corpus
+    for name, frag in expected.items():
+        with pytest.raises(ImageReadError) as ei:
+            read_image(root / "bad" / name)
+        msg = str(ei.value)
+        assert name in msg and frag in msg, msg
+        assert "\n" not in msg
+
+
+def test_unusual_but_valid_files_load(corpus):
+    root, _ = corpus
+    for s in read_folder(root).only_class("good").samples:
+        img = s.load().image
+        assert img.ndim == 2 and img.min() >= 0 and img.max() <= 1
+
+
+def test_inspect_corpus_summarises_and_touches_nothing(corpus, capsys):
+    root, expected = corpus
+    before = snapshot(root)
+    assert main(["data", "inspect", str(root), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"unreadable files: {len(expected)}" in out
+    for name in expected:
+        assert name in out
+    assert "class folder has no images" in out  # the empty class
+    assert "symlink loop" in out
+    assert "Traceback" not in out
+    assert snapshot(root) == before
+    assert main(["data", "inspect", str(root), "-q", "--no-skip-bad"]) == 1
+
+
+def test_non_utf8_name_is_read_and_printable(corpus, capsys):
+    import json
+
+    from cxraug.errors import show_path
+
+    root, _ = corpus
+    assert main(["data", "inspect", str(root), "-q", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["counts"]["good"] == 8  # 3 plain + RGBA, palette, 16-bit, MONOCHROME1 DICOM, non-UTF-8 name
+    name = next(s.path for s in read_folder(root).samples if "caf" in s.path)
+    assert show_path(name).endswith("caf\\xe9-latin1.png")
+
+
+def test_missing_path_is_one_line_error(capsys, tmp_path):
+    assert main(["data", "inspect", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file or folder" in err and "Traceback" not in err
+    with pytest.raises(CXRAugError, match="no images"):
+        read_folder(_empty(tmp_path))
+
+
+def _empty(tmp_path):
+    d = tmp_path / "emptyroot" / "cls"
+    d.mkdir(parents=True)
+    return d.parent
+
+
+def test_prepare_writes_run_folder_and_preview(phantom_root, tmp_path, capsys):
+    before = snapshot(phantom_root)
+    out = tmp_path / "runs"
+    assert main(["data", "prepare", str(phantom_root), "--size", "64", "--clahe", "--out", str(out), "-q"]) == 0
+    (run,) = list(out.iterdir())
+    assert (run / "preview.png").stat().st_size > 1000
+    assert (run / "config.yaml").read_text().count("clahe: true") == 1
+    assert snapshot(phantom_root) == before
+    # Refuses to write inside the input folder.
+    assert main(["data", "prepare", str(phantom_root), "--out", str(phantom_root / "runs"), "-q"]) == 2
+    assert not (phantom_root / "runs").exists()
+
+
+def test_prepare_skips_bad_files(corpus, tmp_path, capsys):
+    root, expected = corpus
+    assert main(["data", "prepare", str(root), "--out", str(tmp_path / "r"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped:") == len(expected)
+
+
+@pytest.mark.shared_data
+def test_inspect_covid_cxnet_reports_duplicates(capsys):
+    assert main(["data", "inspect", str(shared("covid-cxnet")), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "898 readable images" in out
+    line = next(line for line in out.splitlines() if line.startswith("duplicate groups:"))
+    assert int(line.split()[2]) > 0 and "exact" in out
+
+
+def test_read_only_input(phantom_root, tmp_path):
+    """Issue 7 item 5 (data stage): works on a read-only input folder."""
+    ro = tmp_path / "ro"
+    import shutil
+
+    shutil.copytree(phantom_root, ro)
+    for dp, _dns, fns in os.walk(ro):
+        for f in fns:
+            os.chmod(os.path.join(dp, f), 0o444)
+        os.chmod(dp, 0o555)
+    try:
+        assert main(["data", "prepare", str(ro), "--out", str(tmp_path / "o"), "-q"]) == 0
+    finally:
+        for dp, _dns, fns in os.walk(ro):
+            os.chmod(dp, 0o755)
