@@ -1,0 +1,20 @@
+"""GAN families, one file each: DCGAN, WGAN (Hussain, weight clipping), WGAN-GP, conditional, CycleGAN."""
+
+from cxraug.models.cgan import ConditionalGenerator, ProjectionDiscriminator
+from cxraug.models.cyclegan import PatchDiscriminator, ResnetGenerator
+from cxraug.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from cxraug.models.wgan import HussainCritic, HussainGenerator
+from cxraug.models.wgangp import WGANGPCritic, WGANGPGenerator
+
+__all__ = [
+    "ConditionalGenerator",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
+    "HussainCritic",
+    "HussainGenerator",
+    "PatchDiscriminator",
+    "ProjectionDiscriminator",
+    "ResnetGenerator",
+    "WGANGPCritic",
+    "WGANGPGenerator",
+]

@@ -1,0 +1,52 @@
+"""Training: one engine (:class:`Trainer`), GAN losses as strategy objects, named presets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cxraug.config import load_config
+from cxraug.io import load_checkpoint, new_run_dir
+from cxraug.train.config import PRESETS, TrainConfig, preset
+from cxraug.train.engine import Trainer, load_generator
+
+__all__ = ["PRESETS", "TrainConfig", "Trainer", "load_generator", "preset", "resume", "train"]
+
+
+def train(
+    preset_name: str = "wgan-gp-64",
+    data: str = "phantom",
+    out: str | os.PathLike = "runs",
+    config: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    eval_hook=None,
+    **kwargs,
+) -> Path:
+    """Train a GAN; returns the run folder. ``kwargs`` are TrainConfig fields (``steps=500``)."""
+    from cxraug.data.source import load_dataset
+
+    ov = [f"data.path={data}"] + [f"{k}={v}" for k, v in kwargs.items()] + list(overrides or [])
+    cfg = load_config(TrainConfig, config, ov, base=preset(preset_name))
+    ds = load_dataset(cfg.data, progress=progress)
+    run = new_run_dir(out, f"train-{cfg.preset}")
+    Trainer(cfg, ds, run, progress=progress, eval_hook=eval_hook).fit()
+    return run
+
+
+def resume(run_dir: str | os.PathLike, steps: int | None = None, progress: bool = True, eval_hook=None) -> Path:
+    """Continue a run from ``run_dir/checkpoints/last.pt`` (same folder, same RNG streams)."""
+    from cxraug.config import from_dict
+    from cxraug.data.source import load_dataset
+
+    run = Path(run_dir)
+    ckpt = run / "checkpoints" / "last.pt" if run.is_dir() else run
+    run = ckpt.parent.parent
+    st = load_checkpoint(ckpt)
+    cfg = from_dict(TrainConfig, st["config"])
+    if steps is not None:
+        cfg.steps = steps
+    tr = Trainer(cfg, load_dataset(cfg.data, progress=progress), run, progress=progress, eval_hook=eval_hook)
+    tr.load_state_dict(st)
+    tr.fit()
+    return run

@@ -1,0 +1,354 @@
+"""One training engine for every GAN family.
+
+Loop: ``n_critic`` critic updates, one generator update, EMA update = one step. Every
+``log_every`` steps the losses are synced to the host (no ``.item()`` in between), checked for
+NaN/divergence, written to ``losses.csv`` and shown on the progress bar with images/s. Every
+``sample_every`` steps a fixed-noise grid is saved; every ``ckpt_every`` steps ``last.pt`` is
+written atomically with everything needed to continue bit-for-bit (networks, optimisers, EMA,
+step, RNG states, history). Multi-GPU/multi-node via Hugging Face Accelerate
+(``accelerate launch -m cxraug train ...``); a single CPU process is the default.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from cxraug.config import from_dict, save_config, to_dict
+from cxraug.data.cache import CachedDataset
+from cxraug.errors import CXRAugError
+from cxraug.io import atomic_path, load_checkpoint, write_text_atomic
+from cxraug.report.figures import plot_curves, save_grid
+from cxraug.train.config import TrainConfig
+from cxraug.train.families import build_generator, make_family
+
+log = logging.getLogger("cxraug.train")
+CKPT_FORMAT = "cxraug-gan/1"
+
+
+class TrainingDiverged(CXRAugError):
+    pass
+
+
+def _fault(point: str, step: int) -> None:
+    """Test hook for crash-safety tests: ``CXRAUG_FAULT=point:step`` SIGKILLs this process there."""
+    spec = os.environ.get("CXRAUG_FAULT", "")
+    if spec and spec == f"{point}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: CachedDataset,
+        run_dir: str | os.PathLike,
+        progress: bool = True,
+        eval_hook: Callable[[Trainer], float] | None = None,
+    ):
+        from accelerate import Accelerator
+
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.eval_hook = eval_hook
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        device = pick_device(cfg.device)
+        amp = cfg.amp if cfg.amp != "auto" else ("bf16" if device.type == "cuda" else "no")
+        self.acc = Accelerator(cpu=device.type == "cpu", mixed_precision=amp)
+        self.device = self.acc.device
+        self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and self.device.type == "cuda")
+
+        self.class_names = list(data.class_names)
+        self.data_a, self.data_b = self._select_data(data)
+        self.n_labels = len(self.class_names)
+        self.family = make_family(cfg, self.n_labels)
+        fused = self.device.type == "cuda"
+        self.opt_g = self._optimizer(self.family.generators, cfg.lr_g, fused)
+        self.opt_d = self._optimizer(self.family.critics, cfg.lr_d, fused)
+        for m in (*self.family.generators.values(), *self.family.critics.values()):
+            m.to(self.device)
+            if self.channels_last:
+                m.to(memory_format=torch.channels_last)
+        self.ema = None
+        main_g = self.main_generator
+        if cfg.ema_decay > 0:
+            self.ema = AveragedModel(main_g, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        prepared = self.acc.prepare(
+            *self.family.generators.values(), *self.family.critics.values(), self.opt_g, self.opt_d
+        )
+        self._prepared = prepared
+        if cfg.compile:
+            for name, m in {**self.family.generators, **self.family.critics}.items():
+                setattr(self.family, name, torch.compile(m))
+        self.sampler = torch.Generator().manual_seed(cfg.seed + 1)
+        fixed = torch.Generator().manual_seed(12345)
+        self.fixed_noise = torch.randn(64, cfg.z_dim, generator=fixed)
+        lab = np.nan_to_num(self.data_a.labels)
+        self.fixed_labels = torch.from_numpy(lab[torch.randint(len(lab), (64,), generator=fixed).numpy()])
+        self.fixed_a = self.data_a.batch(torch.randint(len(self.data_a), (8,), generator=fixed).numpy())
+        self.step = 0
+        self.history: dict[str, list[list[float]]] = {}
+        self.best_fid: float | None = None
+        self.images_seen = 0
+
+    # ------------------------------------------------------------------ setup
+    def _select_data(self, data: CachedDataset) -> tuple[CachedDataset, CachedDataset | None]:
+        cfg = self.cfg
+        if cfg.family == "cyclegan":
+            if not (cfg.domain_a and cfg.domain_b):
+                raise CXRAugError("CycleGAN needs domain_a and domain_b (e.g. --domain-a normal --domain-b covid)")
+            a, b = data.only_class(cfg.domain_a), data.only_class(cfg.domain_b)
+            # Zunair & Hamza: balance the two domains by undersampling the larger one.
+            rng = np.random.default_rng(cfg.seed)
+            n = min(len(a), len(b))
+            a = a.subset(np.sort(rng.choice(len(a), n, replace=False))) if len(a) > n else a
+            b = b.subset(np.sort(rng.choice(len(b), n, replace=False))) if len(b) > n else b
+            return a, b
+        if cfg.cls:
+            return data.only_class(cfg.cls), None
+        return data, None
+
+    def _optimizer(self, nets: dict[str, nn.Module], lr: float, fused: bool) -> torch.optim.Optimizer:
+        params = [p for m in nets.values() for p in m.parameters()]
+        if self.cfg.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr)
+        if self.cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, betas=(self.cfg.beta1, self.cfg.beta2), fused=fused or None)
+        raise CXRAugError(f"unknown optimizer {self.cfg.optimizer!r} (adam or rmsprop)")
+
+    @property
+    def main_generator(self) -> nn.Module:
+        return self.family.generators["G_AB" if self.cfg.family == "cyclegan" else "G"]
+
+    # ------------------------------------------------------------------ data
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        b = self.cfg.batch_size
+        ia = torch.randint(len(self.data_a), (b,), generator=self.sampler).numpy()
+        x = self.data_a.batch(ia)
+        if self.data_b is not None:
+            ib = torch.randint(len(self.data_b), (b,), generator=self.sampler).numpy()
+            y = self.data_b.batch(ib)
+        else:
+            y = torch.from_numpy(np.nan_to_num(self.data_a.labels[np.sort(ia)]))
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+            if y.dim() == 4:
+                y = y.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    # ------------------------------------------------------------------ loop
+    def _update(self, opt, loss_fn, nets: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+        opt.zero_grad(set_to_none=True)
+        with self.acc.autocast():
+            loss, logs = loss_fn(self._batch())
+        self.acc.backward(loss)
+        opt.step()
+        return logs
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        fam, logs = self.family, {}
+        for m in (*fam.generators.values(), *fam.critics.values()):
+            m.train()
+        for _ in range(self.cfg.n_critic):
+            logs.update(self._update(self.opt_d, fam.critic_loss, fam.critics))
+            fam.after_critic_step()
+        logs.update(self._update(self.opt_g, fam.generator_loss, fam.generators))
+        if self.ema is not None:
+            self.ema.update_parameters(self.acc.unwrap_model(self.main_generator))
+        self.step += 1
+        self.images_seen += self.cfg.batch_size * (self.cfg.n_critic + 1)
+        return logs
+
+    def fit(self, steps: int | None = None) -> Path:
+        cfg = self.cfg
+        total = steps if steps is not None else cfg.steps
+        if self.acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        pending: list[dict[str, torch.Tensor]] = []
+        t0, seen0 = time.perf_counter(), self.images_seen
+        bar = tqdm(total=total, initial=self.step, desc=cfg.preset, unit="step", disable=not self.progress)
+        while self.step < total:
+            pending.append(self.train_step())
+            bar.update(1)
+            last = self.step == total
+            if self.step % cfg.log_every == 0 or last:
+                rate = (self.images_seen - seen0) / max(time.perf_counter() - t0, 1e-9)
+                self._log(pending, bar, rate)
+                pending = []
+            if self.acc.is_main_process:
+                if self.step % cfg.sample_every == 0 or last:
+                    self.save_samples()
+                if cfg.fid_every and self.eval_hook and (self.step % cfg.fid_every == 0 or last):
+                    self._evaluate()
+                if self.step % cfg.ckpt_every == 0 or last:
+                    self.save_checkpoint(self.run_dir / "checkpoints" / "last.pt")
+        bar.close()
+        if self.acc.is_main_process:
+            self.save_curves()
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    def _log(self, pending: list[dict[str, torch.Tensor]], bar, rate: float) -> None:
+        keys = sorted({k for p in pending for k in p})
+        stacked = {k: torch.stack([p[k].float() for p in pending if k in p]).mean() for k in keys}
+        vals = {k: float(v) for k, v in zip(keys, torch.stack(list(stacked.values())).cpu().tolist())}
+        for k, v in vals.items():
+            if not np.isfinite(v) or abs(v) > 1e7:
+                raise TrainingDiverged(
+                    f"{k} became {v} at step {self.step}: training diverged. The last good checkpoint is "
+                    f"{self.run_dir / 'checkpoints' / 'last.pt'}; lower the learning rates or use another preset."
+                )
+            self.history.setdefault(k, []).append([self.step, v])
+        self.history.setdefault("images_per_s", []).append([self.step, rate])
+        bar.set_postfix({**{k: f"{v:.3f}" for k, v in vals.items()}, "img/s": f"{rate:.0f}"})
+
+    # ------------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def sample(self, n: int = 64, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images from the EMA generator (or the live one): [n,1,S,S] in [-1,1] on CPU."""
+        g = self.ema.module if self.ema is not None else self.acc.unwrap_model(self.main_generator)
+        g.eval()
+        if self.cfg.family == "cyclegan":
+            return g(self.fixed_a.to(self.device)).float().cpu()
+        z = self.fixed_noise[:n].to(self.device)
+        y = (labels if labels is not None else self.fixed_labels[:n]).to(self.device)
+        return g(z, y).float().cpu()
+
+    def save_samples(self) -> Path:
+        dest = self.run_dir / "samples" / f"step-{self.step:06d}.png"
+        imgs = self.sample()
+        if self.cfg.family == "cyclegan":  # row of inputs (A) above their translations (A->B)
+            imgs = torch.cat([self.fixed_a, imgs])
+        save_grid(imgs, dest, nrow=8)
+        save_grid(imgs, self.run_dir / "samples.png", nrow=8)
+        return dest
+
+    def save_curves(self) -> None:
+        rows = [(s, k, v) for k, pts in self.history.items() for s, v in pts]
+        with atomic_path(self.run_dir / "losses.csv") as tmp, open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "metric", "value"])
+            w.writerows(sorted(rows))
+        series = {k: [tuple(p) for p in v] for k, v in self.history.items() if k not in ("images_per_s", "fid")}
+        plot_curves(series, self.run_dir / "losses.png", title=f"{self.cfg.preset} losses")
+        try:  # TensorBoard as well, when it is installed
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
+        with SummaryWriter(str(self.run_dir / "tb")) as tb:
+            for s, k, v in rows:
+                tb.add_scalar(k, v, s)
+
+    def _evaluate(self) -> None:
+        fid = float(self.eval_hook(self))
+        self.history.setdefault("fid", []).append([self.step, fid])
+        if self.best_fid is None or fid < self.best_fid:
+            self.best_fid = fid
+            self.save_checkpoint(self.run_dir / "checkpoints" / "best.pt")
+        log.info("step %d: FID %.2f (best %.2f)", self.step, fid, self.best_fid)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        fam = self.family
+        unwrap = self.acc.unwrap_model
+        st = {
+            "format": CKPT_FORMAT,
+            "config": to_dict(self.cfg),
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "class_names": self.class_names,
+            "real_labels": torch.from_numpy(np.ascontiguousarray(np.nan_to_num(self.data_a.labels))),
+            "nets": {k: unwrap(m).state_dict() for k, m in {**fam.generators, **fam.critics}.items()},
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": {"torch": torch.get_rng_state(), "sampler": self.sampler.get_state()},
+            "history": self.history,
+            "best_fid": self.best_fid,
+        }
+        if torch.cuda.is_available():
+            st["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        if hasattr(fam, "state"):
+            st["family"] = fam.state()
+        return st
+
+    def save_checkpoint(self, dest: str | os.PathLike) -> Path:
+        st = self.state_dict()
+        with atomic_path(dest) as tmp:
+            torch.save(st, tmp)
+            _fault("checkpoint-write", self.step)  # (tests) die with the new file half way to its place
+        _fault("after-checkpoint", self.step)
+        return Path(dest)
+
+    def load_state_dict(self, st: dict) -> None:
+        fam = self.family
+        unwrap = self.acc.unwrap_model
+        for k, m in {**fam.generators, **fam.critics}.items():
+            unwrap(m).load_state_dict(st["nets"][k])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        if self.ema is not None and st.get("ema") is not None:
+            self.ema.load_state_dict(st["ema"])
+        torch.set_rng_state(st["rng"]["torch"])
+        self.sampler.set_state(st["rng"]["sampler"])
+        if "cuda" in st["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(st["rng"]["cuda"])
+        if hasattr(fam, "load_state") and "family" in st:
+            fam.load_state(st["family"])
+        self.step = int(st["step"])
+        self.images_seen = int(st.get("images_seen", 0))
+        self.history = {k: [list(p) for p in v] for k, v in st["history"].items()}
+        self.best_fid = st.get("best_fid")
+
+    def resume(self, path: str | os.PathLike) -> None:
+        st = load_checkpoint(path)
+        if st.get("format") != CKPT_FORMAT:
+            raise CXRAugError(f"{path} is not a cxraug GAN checkpoint")
+        self.load_state_dict(st)
+
+
+def config_from_checkpoint(st: dict) -> TrainConfig:
+    return from_dict(TrainConfig, st["config"])
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True):
+    """(generator in eval mode, TrainConfig, checkpoint dict) from a training checkpoint."""
+    st = load_checkpoint(path)
+    if st.get("format") != CKPT_FORMAT:
+        raise CXRAugError(f"{path} is not a cxraug GAN checkpoint")
+    cfg = config_from_checkpoint(st)
+    g = build_generator(cfg, len(st["class_names"]))
+    name = "G_AB" if cfg.family == "cyclegan" else "G"
+    if use_ema and st.get("ema") is not None:
+        ema = {k.removeprefix("module."): v for k, v in st["ema"].items() if k.startswith("module.")}
+        g.load_state_dict(ema)
+    else:
+        g.load_state_dict(st["nets"][name])
+    return g.to(device).eval(), cfg, st
+
+
+def write_done_marker(run_dir: Path, text: str) -> None:
+    write_text_atomic(run_dir / "DONE", text)

@@ -1,0 +1,211 @@
+"""GAN zoo and training engine (issue 3)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cxraug.config import from_dict
+from cxraug.io import load_checkpoint
+from cxraug.models import (
+    ConditionalGenerator,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    HussainCritic,
+    HussainGenerator,
+    PatchDiscriminator,
+    ProjectionDiscriminator,
+    ResnetGenerator,
+    WGANGPCritic,
+    WGANGPGenerator,
+)
+from cxraug.models.cgan import sample_label_vectors
+from cxraug.models.common import keras_param_count
+from cxraug.train.config import PRESETS, TrainConfig, preset
+from cxraug.train.diffaug import DiffAugment
+from cxraug.train.engine import Trainer, TrainingDiverged, load_generator
+from cxraug.train.losses import WeightClip, cycle_loss, gradient_penalty
+
+
+# ------------------------------------------------------------------ shapes
+@pytest.mark.parametrize("size", [64, 128])
+def test_output_shapes_every_family(size):
+    z, x = torch.randn(2, 100), torch.randn(2, 1, size, size)
+    y = torch.tensor([[1.0] + [0] * 13, [0, 1.0] + [0] * 12])
+    for G in (DCGANGenerator(size=size, width=8), WGANGPGenerator(size=size, width=8), HussainGenerator(size=size)):
+        assert G(z).shape == (2, 1, size, size)
+    for D in (DCGANDiscriminator(size=size, width=8), WGANGPCritic(size=size, width=8), HussainCritic(size=size)):
+        assert D(x).shape == (2,)
+    assert ConditionalGenerator(14, size=size, width=8)(z, y).shape == (2, 1, size, size)
+    assert ProjectionDiscriminator(14, size=size, width=8)(x, y).shape == (2,)
+    assert ResnetGenerator(width=8, n_blocks=2)(x).shape == x.shape
+    assert PatchDiscriminator(width=8)(x).shape == (2, 1, size // 8 - 2, size // 8 - 2)
+
+
+def test_hussain_preset_96px_and_paper_parameter_counts():
+    g, d = HussainGenerator(size=96), HussainCritic(size=96)
+    out = g(torch.randn(2, 100))
+    assert out.shape == (2, 1, 96, 96) and out.abs().max() <= 1
+    assert d(out).shape == (2,)
+    assert keras_param_count(g) == 2_040_705
+    assert keras_param_count(d) == 1_658_369
+    # the per-block counts the paper lists
+    convs = [m for m in g.blocks if isinstance(m, torch.nn.Conv2d)]
+    bns = [m for m in g.blocks if isinstance(m, torch.nn.BatchNorm2d)]
+    per_block = [keras_param_count(c) + keras_param_count(b) for c, b in zip(convs, bns)]
+    assert per_block == [591_104, 591_104, 295_552, 148_096]
+    assert keras_param_count(g.to_img) == 1_153
+
+
+# ------------------------------------------------------------------ losses
+def test_gradient_penalty_matches_hand_computation():
+    # Critic D(x) = sum(w * x): grad wrt x is w everywhere, so GP = (||w|| - 1)^2 for any x_hat.
+    w = torch.arange(1.0, 5.0).view(1, 1, 2, 2)
+
+    def critic(x):
+        return (x * w).flatten(1).sum(1)
+
+    real, fake = torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2)
+    gp = gradient_penalty(critic, real, fake)
+    assert gp.item() == pytest.approx((30**0.5 - 1) ** 2, rel=1e-6)
+    # A nonlinear critic D(x) = sum(x^2): grad = 2 x_hat, checked on a fixed eps.
+    eps = torch.full((3, 1, 1, 1), 0.25)
+    x_hat = 0.25 * real + 0.75 * fake
+    expected = ((2 * x_hat).flatten(1).norm(dim=1) - 1).pow(2).mean()
+    got = gradient_penalty(lambda x: x.pow(2).flatten(1).sum(1), real, fake, eps=eps)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_weight_clipping_keeps_critic_within_c():
+    d = HussainCritic(size=64)
+    with torch.no_grad():
+        for p in d.parameters():
+            p.normal_(0, 1)
+    WeightClip(0.01).after_critic_step(d)
+    assert all(p.abs().max() <= 0.01 for p in d.parameters())
+
+
+def test_cycle_loss_zero_for_identity_generators():
+    x = torch.randn(4, 1, 32, 32)
+    ident = torch.nn.Identity()
+    assert cycle_loss(x, ident(ident(x))).item() == 0.0
+
+
+def test_diffaugment_shapes_and_policies():
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    out = DiffAugment("translation,cutout,brightness")(x)
+    assert out.shape == x.shape and not torch.equal(out, x)
+    with pytest.raises(ValueError):
+        DiffAugment("rotate")
+
+
+def test_label_vectors_follow_real_distribution():
+    real = torch.tensor([[1, 0, 1], [1, 1, 0], [0, 1, 0]], dtype=torch.float32).numpy()
+    ys = sample_label_vectors(real, 200, pathology=0, seed=0)
+    assert (ys[:, 0] == 1).all()
+    assert 0.3 < ys[:, 2].mean() < 0.7  # co-occurrence kept
+
+
+# ------------------------------------------------------------------ real (short) training per family
+FAMILY_CASES = {
+    "dcgan-64": {},
+    "wgan-clip-64": {"batch_size": 4},
+    "wgan-gp-64": {},
+    "cgan-64": {},
+    "cyclegan-64": {"domain_a": "normal", "domain_b": "covid", "batch_size": 2},
+}
+
+
+def _cfg(name: str, **kw) -> TrainConfig:
+    d = preset(name)
+    d.update(steps=24, batch_size=16, width=16, log_every=4, sample_every=12, ckpt_every=12, seed=0, n_blocks=2)
+    d.update(kw)
+    return from_dict(TrainConfig, d)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FAMILY_CASES))
+def test_short_training_moves_loss_and_samples_are_valid(name, phantom_ds, tmp_path):
+    cfg = _cfg(name, **FAMILY_CASES[name])
+    if name == "wgan-clip-64":
+        cfg.steps, cfg.log_every, cfg.sample_every, cfg.ckpt_every = 8, 2, 8, 8
+    tr = Trainer(cfg, phantom_ds, tmp_path, progress=False)
+    g0 = {k: v.clone() for k, v in tr.main_generator.state_dict().items()}
+    tr.fit()
+    losses = tr.history["g_loss"]
+    assert len(losses) >= 2 and losses[0][1] != losses[-1][1]
+    assert any(not torch.equal(g0[k], v) for k, v in tr.main_generator.state_dict().items())
+    s = tr.sample(8)
+    assert torch.isfinite(s).all() and s.min() >= -1 and s.max() <= 1
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "losses.png").is_file()
+    assert (tmp_path / "losses.csv").read_text().startswith("step,metric,value")
+    g, cfg2, _ = load_generator(tmp_path / "checkpoints" / "last.pt")
+    assert cfg2.family == cfg.family
+
+
+def test_divergence_stops_with_a_message(phantom_ds, tmp_path):
+    cfg = _cfg("dcgan-64", steps=4, log_every=2, lr_g=1e30, lr_d=1e30)
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        Trainer(cfg, phantom_ds, tmp_path, progress=False).fit()
+
+
+def test_presets_all_build():
+    for name in PRESETS:
+        cfg = from_dict(TrainConfig, preset(name))
+        assert cfg.data.size in (64, 96, 128, 256)
+
+
+# ------------------------------------------------------------------ crash + resume (subprocess, SIGKILL)
+def _train_cmd(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "cxraug", "train", "--preset", "wgan-gp-64", "--data", "phantom:normal=8,covid=8",
+        "--steps", "20", "--out", str(out), "-q", "--set", "width=8", "--set", "batch_size=4",
+        "--set", "n_critic=2", "--set", "ckpt_every=10", "--set", "sample_every=10", "--set", "threads=1",
+        "--set", "log_every=5", *extra,
+    ]  # fmt: skip
+
+
+def _run(cmd, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    st = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert st["step"] == 20
+    return {**{f"G.{k}": v for k, v in st["nets"]["G"].items()}, **{f"D.{k}": v for k, v in st["nets"]["D"].items()}}
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_straight_run(tmp_path):
+    straight = _run(_train_cmd(tmp_path / "a"))
+    assert straight.returncode == 0, straight.stderr
+    killed = _run(_train_cmd(tmp_path / "b"), {"CXRAUG_FAULT": "after-checkpoint:10"})
+    assert killed.returncode == -signal.SIGKILL
+    (run_b,) = list((tmp_path / "b").iterdir())
+    assert load_checkpoint(run_b / "checkpoints" / "last.pt")["step"] == 10
+    resumed = _run([sys.executable, "-m", "cxraug", "train", "--resume", str(run_b), "-q"])
+    assert resumed.returncode == 0, resumed.stderr
+    (run_a,) = list((tmp_path / "a").iterdir())
+    wa, wb = _final_weights(run_a), _final_weights(run_b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_sigkill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
+    killed = _run(_train_cmd(tmp_path), {"CXRAUG_FAULT": "checkpoint-write:20"})
+    assert killed.returncode == -signal.SIGKILL
+    (run,) = list(tmp_path.iterdir())
+    st = load_checkpoint(run / "checkpoints" / "last.pt")  # intact, loads safely
+    assert st["step"] == 10
+    resumed = _run([sys.executable, "-m", "cxraug", "train", "--resume", str(run), "-q"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 20
