@@ -1,0 +1,160 @@
+"""Pluggable feature extractors for the distribution metrics.
+
+``inception``      FID's InceptionV3 (torchmetrics / torch-fidelity weights), 2048-d pool features
+``inception-768``  the same network's 768-d mixed_6e features (Ng & Hargreaves, for small samples)
+``xrv``            torchxrayvision DenseNet-121 trained on CXRs, 1024-d penultimate features
+``encoder:PATH``   an encoder cxraug trained on your real images (offline; ``cxraug encoder train``)
+``auto``           inception when its weights are on disk, otherwise an encoder trained on the real set
+
+Pretrained weights are fetched by their libraries when online; offline these fail with one
+sentence saying where to put the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from cxraug.errors import CXRAugError, OfflineWeightsError
+
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+
+@dataclass
+class Extractor:
+    name: str  # reported with every number
+    fn: Callable[[torch.Tensor], torch.Tensor]  # [B,1,S,S] in [-1,1] -> [B,D]
+    ident: str  # for the feature cache key (includes weight digests)
+
+
+def _torch_hub_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def inception_weights_present() -> bool:
+    return (_torch_hub_dir() / INCEPTION_FILE).is_file()
+
+
+def inception_extractor(dims: int = 2048) -> Extractor:
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        net = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(dims)])
+    except Exception as e:
+        raise OfflineWeightsError(
+            f"InceptionV3 FID weights are not available offline ({type(e).__name__}); put {INCEPTION_FILE} "
+            f"(from github.com/toshas/torch-fidelity releases v0.2.0) into {_torch_hub_dir()}, "
+            "or use --features encoder:PATH / auto"
+        ) from e
+    net.eval()
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        u8 = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).expand(-1, 3, -1, -1)
+        return net(u8).reshape(x.size(0), -1)
+
+    return Extractor(f"inception-{dims}" if dims != 2048 else "inception", fn, f"inception-{dims}")
+
+
+def xrv_extractor(weights: str = "densenet121-res224-all", weights_path: str | None = None) -> Extractor:
+    import torchxrayvision as xrv
+
+    if weights_path:
+        model = xrv.models.DenseNet(weights=None)
+        try:
+            model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=False)
+        except Exception as e:
+            raise CXRAugError(f"cannot load torchxrayvision weights from {weights_path}: {e}") from e
+        ident = f"xrv-file-{hashlib.sha256(Path(weights_path).read_bytes()).hexdigest()[:12]}"
+    else:
+        try:
+            model = xrv.models.DenseNet(weights=weights)
+        except Exception as e:
+            raise OfflineWeightsError(
+                f"torchxrayvision weights {weights!r} are not available offline ({type(e).__name__}); download "
+                "them as torchxrayvision's message above says into ~/.torchxrayvision/models_data/, "
+                "or use --features encoder:PATH / auto"
+            ) from e
+        ident = f"xrv-{weights}"
+    model.eval()
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False) * 1024.0  # xrv range
+        return F.adaptive_avg_pool2d(F.relu(model.features(x)), 1).flatten(1)  # [B, 1024]
+
+    return Extractor("xrv-densenet121", fn, ident)
+
+
+def encoder_extractor(path: str | os.PathLike) -> Extractor:
+    from cxraug.metrics.encoder import file_digest, load_encoder
+
+    enc = load_encoder(path)
+    return Extractor(f"encoder:{Path(path).name}", enc, f"encoder-{file_digest(path)}")
+
+
+def get_extractor(spec: str, real_images: np.ndarray | None = None, progress: bool = True) -> Extractor:
+    if spec == "inception":
+        return inception_extractor(2048)
+    if spec == "inception-768":
+        return inception_extractor(768)
+    if spec == "xrv":
+        return xrv_extractor()
+    if spec.startswith("xrv:"):
+        return xrv_extractor(weights_path=spec.split(":", 1)[1])
+    if spec.startswith("encoder:"):
+        return encoder_extractor(spec.split(":", 1)[1])
+    if spec == "auto":
+        if inception_weights_present():
+            return inception_extractor(2048)
+        if real_images is None:
+            raise CXRAugError("features=auto without Inception weights needs the real images to train an encoder")
+        return encoder_extractor(auto_encoder_path(real_images, progress))
+    raise CXRAugError(f"unknown feature extractor {spec!r}: inception | inception-768 | xrv | encoder:PATH | auto")
+
+
+def auto_encoder_path(real_images: np.ndarray, progress: bool = True) -> Path:
+    """An encoder trained on ``real_images``, cached by their content hash."""
+    from cxraug.data.cache import default_cache_root
+    from cxraug.metrics.encoder import save_encoder, train_encoder
+
+    key = hashlib.sha256(np.ascontiguousarray(real_images).tobytes()).hexdigest()[:16]
+    path = default_cache_root() / "encoders" / f"auto-{key}.safetensors"
+    if not path.is_file():
+        save_encoder(train_encoder(np.asarray(real_images), progress=progress), path)
+    return path
+
+
+@torch.no_grad()
+def extract(ext: Extractor, images_u8: np.ndarray, batch: int = 128, progress: bool = True) -> np.ndarray:
+    """uint8 [N,S,S] -> float64 features [N,D]; batched, no-grad, channels_last."""
+    out = []
+    n = len(images_u8)
+    for i in tqdm(range(0, n, batch), desc=f"features ({ext.name})", disable=not progress, leave=False):
+        x = torch.from_numpy(np.ascontiguousarray(images_u8[i : i + batch])).float().div(127.5).sub(1).unsqueeze(1)
+        out.append(ext.fn(x.contiguous(memory_format=torch.channels_last)).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def cached_features(ext: Extractor, images_u8: np.ndarray, progress: bool = True) -> np.ndarray:
+    """Features of a (real) image set, cached on disk by content hash + extractor identity."""
+    from cxraug.data.cache import default_cache_root
+
+    h = hashlib.sha256(ext.ident.encode())
+    h.update(np.ascontiguousarray(images_u8).tobytes())
+    path = default_cache_root() / "features" / f"{h.hexdigest()[:24]}.npy"
+    if path.is_file():
+        return np.load(path)
+    f = extract(ext, images_u8, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from cxraug.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, f)
+    return f

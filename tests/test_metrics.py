@@ -1,0 +1,129 @@
+"""Metrics (issue 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import rand_u8, shared
+from cxraug.errors import OfflineWeightsError
+from cxraug.metrics import evaluate_images, frechet_distance, kid, memorization_audit, prdc
+from cxraug.metrics.fid import fid_from_features, mean_cov
+
+
+def test_fid_of_a_set_with_itself_is_zero():
+    f = np.random.default_rng(0).normal(size=(500, 32))
+    assert fid_from_features(f, f) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_fid_closed_form_two_gaussians():
+    # N(mu1, a^2 I) vs N(mu2, b^2 I) in d dims: |mu1-mu2|^2 + d (a - b)^2
+    d = 8
+    mu1, mu2 = np.zeros(d), np.full(d, 0.5)
+    s1, s2 = 4.0 * np.eye(d), 1.0 * np.eye(d)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(d * 0.25 + d * 1.0, rel=1e-12)
+    # non-commuting covariances vs scipy's sqrtm
+    from scipy import linalg
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(d, d)), rng.normal(size=(d, d))
+    c1, c2 = a @ a.T + np.eye(d), b @ b.T + np.eye(d)
+    ref = np.trace(c1) + np.trace(c2) - 2 * np.trace(linalg.sqrtm(c1 @ c2).real)
+    assert frechet_distance(mu1, c1, mu1, c2) == pytest.approx(ref, rel=1e-9)
+
+
+def test_fid_agrees_with_pytorch_fid_and_torchmetrics():
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    from torchmetrics.image.fid import _compute_fid
+
+    rng = np.random.default_rng(2)
+    r, f = rng.normal(size=(400, 64)), rng.normal(0.2, 1.1, size=(400, 64))
+    (m1, s1), (m2, s2) = mean_cov(r), mean_cov(f)
+    ours = frechet_distance(m1, s1, m2, s2)
+    assert ours == pytest.approx(calculate_frechet_distance(m1, s1, m2, s2), rel=1e-6)
+    tm = _compute_fid(*(torch.from_numpy(x) for x in (m1, s1, m2, s2))).item()
+    assert ours == pytest.approx(tm, rel=1e-6)
+
+
+def test_kid_unbiased_for_same_distribution():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(600, 16)), rng.normal(size=(600, 16))
+    m, s = kid(x, y, subsets=30, subset_size=200)
+    assert abs(m) < 3 * s + 1e-3  # centred on 0: unbiased (a biased MMD would be clearly > 0)
+    m_far, _ = kid(x, y + 1.0, subsets=10, subset_size=200)
+    assert m_far > 10 * abs(m) + 1e-3
+    m_same, _ = kid(x, x.copy(), subsets=10, subset_size=200)
+    assert abs(m_same) < 0.05
+
+
+def test_precision_recall_of_set_with_itself_is_one():
+    f = np.random.default_rng(4).normal(size=(300, 10))
+    r = prdc(f, f, k=5)
+    assert r["precision"] == 1.0 and r["recall"] == 1.0 and r["coverage"] == 1.0
+    far = prdc(f, f + 50, k=5)
+    assert far["precision"] == 0.0 and far["recall"] == 0.0
+
+
+def test_memorization_audit_flags_a_planted_copy():
+    real = rand_u8(50, 32, seed=0)
+    fake = rand_u8(20, 32, seed=1)
+    fake[7] = real[13]  # planted exact copy
+    rf = real.reshape(50, -1).astype(float)
+    ff = fake.reshape(20, -1).astype(float)
+    audit = memorization_audit(real, fake, rf, ff)
+    flagged = {(x["fake"], x["real_pixel_nn"]) for x in audit["flagged"]}
+    assert (7, 13) in flagged and audit["n_flagged"] == 1
+    assert audit["closest_pairs"][0][:2] == (7, 13)
+
+
+def test_pretrained_extractors_fail_offline_with_one_clear_sentence(monkeypatch, tmp_path):
+    from cxraug.metrics.features import get_extractor
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    import urllib.request
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    import requests
+
+    monkeypatch.setattr(requests, "get", offline)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for spec in ("inception", "xrv"):
+        with pytest.raises(OfflineWeightsError) as ei:
+            get_extractor(spec)
+        assert "\n" not in str(ei.value) and "offline" in str(ei.value)
+
+
+def test_xrv_extractor_loads_a_weights_file(tmp_path):
+    """The xrv loading path, on a weights file we can make here (random init of the same network)."""
+    import torchxrayvision as xrv
+
+    from cxraug.metrics.features import extract, get_extractor
+
+    torch.save(xrv.models.DenseNet(weights=None).state_dict(), tmp_path / "w.pt")
+    ext = get_extractor(f"xrv:{tmp_path / 'w.pt'}")
+    f = extract(ext, rand_u8(3, 64), progress=False)
+    assert f.shape == (3, 1024) and np.isfinite(f).all()
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_offline_encoder_fid_ranks_real_phantom_noise():
+    from cxraug.data.phantom import phantom
+    from cxraug.data.preprocess import Preprocess
+    from cxraug.data.source import DataConfig, load_dataset
+
+    ds = load_dataset(DataConfig(path=str(shared("covid-cxnet")), size=64), progress=False)
+    imgs = np.asarray(ds.images)
+    p = np.random.default_rng(0).permutation(len(imgs))
+    a, b = imgs[p[:449]], imgs[p[449:]]
+    ph = np.stack([Preprocess(64)(phantom("covid", 64, s)) for s in range(300)])
+    noise = rand_u8(300, 64, seed=5)
+    fid = {
+        name: evaluate_images(a, f, "auto", progress=False, audit=False)["fid"]
+        for name, f in (("real", b), ("phantom", ph), ("noise", noise))
+    }
+    assert fid["real"] * 5 < fid["phantom"] and fid["real"] * 5 < fid["noise"], fid
