@@ -193,12 +193,14 @@ def _add_common_everywhere(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sp in action.choices.values():
-                sp.add_argument(
-                    "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
-                )
-                sp.add_argument(
-                    "--out", default=argparse.SUPPRESS, help="where new run folders are created (default runs/)"
-                )
+                if "-q" not in sp._option_string_actions:
+                    sp.add_argument(
+                        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+                    )
+                if "--out" not in sp._option_string_actions:
+                    sp.add_argument(
+                        "--out", default=argparse.SUPPRESS, help="where new run folders are created (runs/)"
+                    )
                 _add_common_everywhere(sp)
 
 

@@ -159,7 +159,8 @@ def read_csv_manifest(
                     x = 0.0
                 lab[i] = unc if x == -1 else float(x > 0)
         pid = r[patient_col] if patient_col else patient_id_from_name(p)
-        samples.append(Sample(None, lab, str(pid), "real", str(p)))
+        synthetic = str(r.get("synthetic", "")).strip().lower() in ("true", "1", "yes")
+        samples.append(Sample(None, lab, str(pid), "synthetic" if synthetic else "real", str(p)))
     return Collection(samples, classes, multilabel=multilabel, root=str(root), problems=problems)
 
 

@@ -1,0 +1,240 @@
+"""The benchmark: does GAN augmentation help? {real, standard-aug, gan-aug, synthetic-only} x
+data regimes x seeds, on one fixed, real-only, patient-level test split. Resumable: each finished
+run is a ``runs/<key>/result.json`` and is not redone."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cxraug.classify.metrics import binary_metrics, mean_ci, multiclass_metrics, paired_comparison
+from cxraug.classify.models import build_classifier
+from cxraug.classify.train import fit_classifier, predict_proba
+from cxraug.config import load_config, save_config
+from cxraug.data.cache import CachedDataset, build_cache
+from cxraug.data.preprocess import Preprocess
+from cxraug.data.readers import read_folder
+from cxraug.data.sample import Collection
+from cxraug.data.source import open_source
+from cxraug.data.splits import check_no_synthetic, check_patient_disjoint, patient_split, regime_subset
+from cxraug.errors import CXRAugError
+from cxraug.io import load_checkpoint, save_checkpoint, write_json
+
+PROTOCOLS = ("real", "standard-aug", "gan-aug", "synthetic-only")
+
+
+@dataclass
+class Source:
+    path: str
+    label: str | None = None  # class name for a flat folder (e.g. covid-cxnet -> covid)
+
+
+@dataclass
+class StudyConfig:
+    sources: list[Source] = field(default_factory=lambda: [Source("phantom:normal=240,covid=48")])
+    size: int = 64
+    minority: str = "covid"
+    generator: str | None = None  # checkpoint trained on the minority class
+    model: str = "lightweight"
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
+    regimes: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.5, 1.0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    split_seed: int = 0
+    dedupe: bool = True  # drop test images that (near-)duplicate a training image
+    device: str = "cpu"
+
+
+def load_study_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> StudyConfig:
+    return load_config(StudyConfig, path, overrides)
+
+
+def load_sources(cfg: StudyConfig, progress: bool = True) -> CachedDataset:
+    samples, names = [], []
+    colls: list[tuple[Collection, str | None]] = []
+    for s in cfg.sources:
+        c = open_source(s.path, size=max(cfg.size, 64)) if s.path.startswith("phantom") else read_folder(s.path)
+        colls.append((c, s.label))
+        names += [s.label] if s.label else c.class_names
+    names = sorted(set(names))
+    for c, label in colls:
+        for smp in c.samples:
+            lab = np.zeros(len(names), np.float32)
+            lab[names.index(label or c.class_names[smp.label_index])] = 1
+            smp.labels = lab
+            samples.append(smp)
+    merged = Collection(samples, names, root="+".join(s.path for s in cfg.sources))
+    return build_cache(merged, Preprocess(cfg.size), progress=progress)
+
+
+def _dedupe_test(ds: CachedDataset, split: dict[str, np.ndarray], threshold: int = 4) -> tuple[np.ndarray, int]:
+    """Remove test images whose pHash is within ``threshold`` bits of any training image."""
+    from cxraug.data.stats import phash
+
+    h = np.stack([phash(np.asarray(ds.images[i], np.float32) / 255) for i in range(len(ds))]).astype(bool)
+    tr, te = split["train"], split["test"]
+    d = (h[te][:, None, :] != h[tr][None, :, :]).sum(-1).min(1)
+    keep = te[d > threshold]
+    return keep, int((d <= threshold).sum())
+
+
+class Study:
+    def __init__(self, cfg: StudyConfig, out: str | os.PathLike, progress: bool = True):
+        self.cfg, self.dir, self.progress = cfg, Path(out), progress
+        if cfg.generator is None and {"gan-aug", "synthetic-only"} & set(cfg.protocols):
+            raise CXRAugError("protocols gan-aug/synthetic-only need `generator: CHECKPOINT` in the study config")
+        bad = set(cfg.protocols) - set(PROTOCOLS)
+        if bad:
+            raise CXRAugError(f"unknown protocols {sorted(bad)}; choose from {PROTOCOLS}")
+
+    def prepare(self) -> None:
+        cfg = self.cfg
+        self.dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.dir / "config.yaml")
+        ds = load_sources(cfg, self.progress)
+        if cfg.minority not in ds.class_names:
+            raise CXRAugError(f"minority class {cfg.minority!r} not in {ds.class_names}")
+        self.ds, self.names = ds, ds.class_names
+        self.k_min = ds.class_names.index(cfg.minority)
+        self.y = ds.label_index
+        sp = patient_split(ds.labels, ds.patient_ids, tuple(cfg.split), cfg.split_seed, ds.sources, ds.paths)
+        check_patient_disjoint(ds.patient_ids, sp)
+        n_dupes = 0
+        if cfg.dedupe:
+            sp["test"], n_dupes = _dedupe_test(ds, sp)
+        check_no_synthetic([ds.sources[i] for i in sp["test"]], [ds.paths[i] for i in sp["test"]])
+        self.split = sp
+        self.images = np.asarray(ds.images)
+        self.syn = self._synthetic()
+        write_json(self.dir / "data.json", {
+            "classes": self.names, "minority": cfg.minority, "counts": ds.counts(),
+            "split_counts": {k: {c: int((self.y[v] == i).sum()) for i, c in enumerate(self.names)} for k, v in sp.items()},
+            "test_duplicates_removed": n_dupes, "sources": [s.__dict__ for s in cfg.sources],
+            "patients": len(set(ds.patient_ids)), "errors": ds.errors,
+        })  # fmt: skip
+
+    def _synthetic(self) -> np.ndarray | None:
+        if not self.cfg.generator:
+            return None
+        from cxraug.data.preprocess import resize
+        from cxraug.report.figures import save_grid
+        from cxraug.synth.generate import generate
+
+        counts = np.bincount(self.y[self.split["train"]], minlength=len(self.names))
+        need = int(max(counts.max() - counts[self.k_min], counts[self.k_min]))
+        path = self.dir / "synthetic.npy"
+        if path.is_file():
+            return np.load(path)
+        imgs, _, _ = generate(self.cfg.generator, need, seed=1234)
+        if imgs.shape[-1] != self.cfg.size:
+            imgs = np.stack([resize(i, self.cfg.size, "direct") for i in imgs])
+        np.save(path, imgs)
+        save_grid(imgs[:64], self.dir / "synthetic_samples.png")
+        return imgs
+
+    # ------------------------------------------------------------------ runs
+    def train_set(self, protocol: str, regime: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(images, class indices, is_synthetic) for one run."""
+        idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
+        x, y = self.images[idx], self.y[idx]
+        syn_flag = np.zeros(len(y), bool)
+        if protocol in ("gan-aug", "synthetic-only"):
+            counts = np.bincount(y, minlength=len(self.names))
+            n_min = counts[self.k_min]
+            if protocol == "gan-aug":
+                n_add = int(counts.max() - n_min)  # equalize the minority to the largest class
+            else:  # replace the real minority by the same number of synthetic images
+                keep = y != self.k_min
+                x, y, syn_flag = x[keep], y[keep], syn_flag[keep]
+                n_add = int(n_min)
+            rng = np.random.default_rng(seed)
+            pick = rng.choice(len(self.syn), min(n_add, len(self.syn)), replace=False)
+            x = np.concatenate([x, self.syn[pick]])
+            y = np.concatenate([y, np.full(len(pick), self.k_min)])
+            syn_flag = np.concatenate([syn_flag, np.ones(len(pick), bool)])
+        return x, y, syn_flag
+
+    def run_one(self, protocol: str, regime: float, seed: int) -> dict:
+        key = f"{protocol}-r{regime:g}-s{seed}"
+        rdir = self.dir / "runs" / key
+        done = rdir / "result.json"
+        if done.is_file():
+            import json
+
+            return json.loads(done.read_text())
+        x, y, syn = self.train_set(protocol, regime, seed)
+        model, weights = build_classifier(self.cfg.model, len(self.names))
+        v = self.split["val"]
+        model, curves = fit_classifier(model, x, y, self.images[v], self.y[v], self.cfg.epochs, self.cfg.batch_size,
+                                       self.cfg.lr, augment=protocol == "standard-aug", seed=seed,
+                                       device=self.cfg.device)  # fmt: skip
+        te = self.split["test"]
+        prob = predict_proba(model, self.images[te])
+        if len(self.names) == 2:
+            metrics = binary_metrics(self.y[te] == self.k_min, prob[:, self.k_min])
+        else:
+            metrics = multiclass_metrics(self.y[te], prob, self.names)
+        res = {"key": key, "protocol": protocol, "regime": regime, "seed": seed, "model": self.cfg.model,
+               "weights": weights, "n_train": len(y), "n_synthetic": int(syn.sum()), "curves": curves,
+               "metrics": metrics, "test_prob": prob[:, self.k_min].tolist(),
+               "test_true": (self.y[te] == self.k_min).astype(int).tolist()}  # fmt: skip
+        rdir.mkdir(parents=True, exist_ok=True)
+        if seed == self.cfg.seeds[0]:
+            save_checkpoint({"state_dict": model.state_dict()}, rdir / "model.pt")
+        write_json(done, res)  # written last: its presence marks the run complete
+        return res
+
+    def run(self) -> dict:
+        self.prepare()
+        cfg = self.cfg
+        jobs = [(p, r, s) for r in cfg.regimes for p in cfg.protocols for s in cfg.seeds]
+        results = [self.run_one(*j) for j in tqdm(jobs, desc="benchmark", unit="run", disable=not self.progress)]
+        summary = aggregate(results, cfg)
+        write_json(self.dir / "results.json", {"config": load_config_dict(self.dir), "summary": summary,
+                                               "runs": [{k: v for k, v in r.items() if k not in ("test_prob", "test_true")}
+                                                        for r in results]})  # fmt: skip
+        return summary
+
+    def model(self, key: str) -> torch.nn.Module:
+        m, _ = build_classifier(self.cfg.model, len(self.names), pretrained=False)
+        m.load_state_dict(load_checkpoint(self.dir / "runs" / key / "model.pt")["state_dict"])
+        return m.eval()
+
+
+def load_config_dict(d: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((d / "config.yaml").read_text())
+
+
+METRIC_KEYS = ("accuracy", "precision", "recall", "specificity", "f1", "auc", "false_negatives")
+
+
+def aggregate(results: list[dict], cfg: StudyConfig) -> dict:
+    table: dict = {}
+    for r in results:
+        table.setdefault(str(r["regime"]), {}).setdefault(r["protocol"], []).append(r)
+    out: dict = {"table": {}, "paired_gan_vs_standard": {}}
+    for regime, by_p in table.items():
+        out["table"][regime] = {}
+        for p, runs in by_p.items():
+            m = [r["metrics"] for r in sorted(runs, key=lambda r: r["seed"])]
+            keys = METRIC_KEYS if "auc" in m[0] else ("accuracy", "macro_f1", "macro_auc")
+            out["table"][regime][p] = {k: mean_ci([x.get(k, float("nan")) for x in m]) for k in keys}
+        if "gan-aug" in by_p and "standard-aug" in by_p:
+            ga = sorted(by_p["gan-aug"], key=lambda r: r["seed"])
+            sa = sorted(by_p["standard-aug"], key=lambda r: r["seed"])
+            key = "auc" if "auc" in ga[0]["metrics"] else "macro_auc"
+            out["paired_gan_vs_standard"][regime] = {
+                k: paired_comparison([r["metrics"][k] for r in ga], [r["metrics"][k] for r in sa])
+                for k in (key, "recall" if key == "auc" else "accuracy")
+            }
+    return out

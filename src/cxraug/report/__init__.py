@@ -1,0 +1,1 @@
+"""Reports: figures, plots and the self-contained HTML report."""

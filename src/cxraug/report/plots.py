@@ -1,0 +1,107 @@
+"""Benchmark plots: learning curves, confusion matrices, ROC, confidence, Grad-CAM, UMAP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from sklearn.metrics import roc_curve
+
+from cxraug.report.figures import save_fig
+
+
+def learning_curves(runs: list[dict], dest: Path) -> Path:
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 2.8), squeeze=False)
+    for ax, r in zip(axes[0], runs):
+        ax.plot(r["curves"]["train_loss"], label="train")
+        ax.plot(r["curves"]["val_loss"], label="val")
+        ax.set_title(r["protocol"], fontsize=9)
+        ax.set_xlabel("epoch")
+    axes[0][0].legend(fontsize=8)
+    return save_fig(fig, dest)
+
+
+def confusion_matrices(runs: list[dict], names: list[str], dest: Path) -> Path:
+    fig, axes = plt.subplots(1, len(runs), figsize=(2.8 * len(runs), 2.8), squeeze=False)
+    for ax, r in zip(axes[0], runs):
+        cm = np.asarray(r["metrics"]["confusion_matrix"])
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=9)
+        ticks = names if len(names) == len(cm) else ["neg", "pos"]
+        ax.set_xticks(range(len(cm)), ticks, fontsize=7)
+        ax.set_yticks(range(len(cm)), ticks, fontsize=7)
+        ax.set_title(r["protocol"], fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+    return save_fig(fig, dest)
+
+
+def roc_curves(runs: list[dict], dest: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(4, 4))
+    for r in runs:
+        if len(set(r["test_true"])) == 2:
+            fpr, tpr, _ = roc_curve(r["test_true"], r["test_prob"])
+            ax.plot(fpr, tpr, label=f"{r['protocol']} (AUC {r['metrics'].get('auc', float('nan')):.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.legend(fontsize=7)
+    return save_fig(fig, dest)
+
+
+def confidence_plot(runs: list[dict], dest: Path) -> Path:
+    """Per-image predicted probability for the minority-class test images (Zunair & Hamza)."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for r in runs:
+        p = np.asarray(r["test_prob"])[np.asarray(r["test_true"]) == 1]
+        ax.plot(np.sort(p)[::-1], marker=".", lw=0.8, label=r["protocol"])
+    ax.axhline(0.5, color="k", lw=0.6, ls="--")
+    ax.set_xlabel("minority-class test images (sorted)")
+    ax.set_ylabel("predicted probability")
+    ax.legend(fontsize=7)
+    return save_fig(fig, dest)
+
+
+def gradcam_grid(model: torch.nn.Module, real_u8: np.ndarray, syn_u8: np.ndarray, target: int, dest: Path) -> Path:
+    """Grad-CAM (pytorch-grad-cam) on real and synthetic images for the minority class."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    layer = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    rows = [("real", real_u8[:6]), ("synthetic", syn_u8[:6])] if syn_u8 is not None else [("real", real_u8[:6])]
+    fig, axes = plt.subplots(len(rows), 6, figsize=(12, 2.1 * len(rows)), squeeze=False)
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        for r, (name, imgs) in enumerate(rows):
+            x = torch.from_numpy(np.ascontiguousarray(imgs)).float().div(127.5).sub(1).unsqueeze(1)
+            heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(x))
+            for c in range(6):
+                ax = axes[r][c]
+                ax.axis("off")
+                if c < len(imgs):
+                    ax.imshow(imgs[c], cmap="gray")
+                    ax.imshow(heat[c], cmap="jet", alpha=0.35)
+            axes[r][0].set_title(name, fontsize=9, loc="left")
+    return save_fig(fig, dest)
+
+
+@torch.no_grad()
+def umap_plot(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, synthetic: np.ndarray,
+              names: list[str], dest: Path, seed: int = 0) -> Path:  # fmt: skip
+    """UMAP of the classifier's penultimate features: real vs synthetic, per class."""
+    import umap
+
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div(127.5).sub(1).unsqueeze(1)
+    feats = torch.cat([model.embed(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
+    emb = umap.UMAP(n_neighbors=15, random_state=seed).fit_transform(feats)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for k, c in enumerate(names):
+        for syn, marker in ((False, "o"), (True, "x")):
+            m = (labels == k) & (synthetic == syn)
+            if m.any():
+                ax.scatter(emb[m, 0], emb[m, 1], s=8, marker=marker, label=f"{c} ({'synthetic' if syn else 'real'})")
+    ax.legend(fontsize=7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return save_fig(fig, dest)

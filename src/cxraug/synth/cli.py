@@ -1,0 +1,89 @@
+"""``cxraug synthesize`` and ``cxraug balance``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from cxraug.cli import register
+
+
+def cmd_synthesize(a: argparse.Namespace) -> int:
+    from cxraug.io import ensure_outside
+    from cxraug.synth.generate import generate
+    from cxraug.synth.write import write_manifest, write_synthetic
+
+    out = Path(a.out_dir)
+    if out.exists() and any(out.iterdir()):
+        from cxraug.errors import CXRAugError
+
+        raise CXRAugError(f"{out} exists and is not empty; choose a new folder (outputs are never overwritten)")
+    ensure_outside(out, [Path(a.checkpoint).parent])
+    imgs, labs, info = generate(a.checkpoint, a.n, seed=a.seed, label=a.label)
+    rows = write_synthetic(out, imgs, labs, info["class_names"], a.checkpoint, a.seed)
+    print(f"wrote {len(rows)} synthetic images + {write_manifest(out, rows)}")
+    return 0
+
+
+def cmd_balance(a: argparse.Namespace) -> int:
+    from cxraug.config import save_config
+    from cxraug.data.source import open_source
+    from cxraug.io import ensure_outside, new_run_dir, write_json
+    from cxraug.synth.balance import plan_balance
+    from cxraug.synth.generate import generate
+    from cxraug.synth.write import write_manifest, write_synthetic
+
+    if not a.data.startswith("phantom"):
+        ensure_outside(a.out, [a.data])
+    coll = open_source(a.data, size=64)
+    counts = coll.counts()
+    _, _, info = generate(a.generator, 1)
+    can = [info["trained_on_class"]] if info["family"] != "cgan" and info["trained_on_class"] else None
+    if info["family"] == "cgan":
+        can = [c for c in counts if c in info["class_names"]]
+    if can is None:
+        from cxraug.errors import CXRAugError
+
+        raise CXRAugError("the generator was trained on all classes at once; train it with --class to balance")
+    plan = plan_balance(counts, a.strategy, len(coll), only=can)
+    run = new_run_dir(a.out, "balance")
+    save_config(vars(a) | {"func": None}, run / "config.yaml")
+    rows = [{"path": s.path, "label": coll.class_names[s.label_index], "labels": coll.class_names[s.label_index],
+             "patient_id": s.patient_id, "synthetic": "false"} for s in coll.samples]  # fmt: skip
+    for c, n in plan.items():
+        imgs, labs, info = generate(a.generator, n, seed=a.seed, label=c if info["family"] == "cgan" else None)
+        lab = np.zeros((n, len(coll.class_names)), np.float32)
+        lab[:, coll.class_names.index(c)] = 1
+        rows += write_synthetic(run / "synthetic", imgs, lab, coll.class_names, a.generator, a.seed, prefix=c)
+    write_manifest(run, rows)
+    after = {c: counts[c] + plan.get(c, 0) for c in counts}
+    write_json(run / "balance.json", {"strategy": a.strategy, "before": counts, "added": plan, "after": after})
+    print(f"{'class':<20}{'before':>8}{'added':>8}{'after':>8}")
+    for c in counts:
+        print(f"{c:<20}{counts[c]:>8}{plan.get(c, 0):>8}{after[c]:>8}")
+    print(f"run folder: {run} (manifest.csv lists real + synthetic; synthetic rows marked)")
+    return 0
+
+
+@register
+def _register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synthesize", help="generate N images from a checkpoint (marked PNGs + manifest)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--label", help="for conditional GANs: draw label vectors of this pathology")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", dest="out_dir", required=True, help="new folder for the PNGs and manifest")
+    p.set_defaults(func=cmd_synthesize)
+    b = sub.add_parser(
+        "balance",
+        help="generate the synthetic images a collection needs for a target balance",
+        description="Strategies: equalize (all classes to the largest), min-fraction:0.15 (every label >= 15%%), "
+        "skew:1.0 (minority to negatives/positives = 1.0).",
+    )
+    b.add_argument("--data", required=True)
+    b.add_argument("--generator", required=True, help="checkpoint trained on the class(es) to add")
+    b.add_argument("--strategy", default="equalize")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(func=cmd_balance)
