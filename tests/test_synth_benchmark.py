@@ -1,0 +1,158 @@
+"""Synthesis, balancing, leakage guards, classifier metrics, tiny end-to-end study (issue 5)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxraug.classify.metrics import binary_metrics, mean_ci, multiclass_metrics, paired_comparison
+from cxraug.data.markers import is_marked_synthetic
+from cxraug.data.splits import check_no_synthetic, patient_split
+from cxraug.errors import LeakageError
+from cxraug.synth.balance import plan_balance
+
+
+def test_balance_equalize_and_skew():
+    counts = {"normal": 100, "covid": 20, "pneumonia": 50}
+    assert plan_balance(counts, "equalize") == {"covid": 80, "pneumonia": 50}
+    assert plan_balance(counts, "equalize", only=["covid"]) == {"covid": 80}
+    # skew = negatives / positives; covid: 150 negatives -> 150 positives for skew 1.0
+    assert plan_balance(counts, "skew:1.0", only=["covid"]) == {"covid": 130}
+    assert plan_balance(counts, "skew:3.0", only=["covid"]) == {"covid": 30}
+
+
+def test_balance_fifteen_percent_rule_multilabel():
+    # 200 images, multi-label positives per pathology (sum > total).
+    counts = {"Edema": 80, "Effusion": 90, "Pneumothorax": 10, "Fracture": 4}
+    plan = plan_balance(counts, "min-fraction:0.15", total=200)
+    total = 200 + sum(plan.values())
+    assert set(plan) == {"Pneumothorax", "Fracture"}
+    for c in counts:
+        assert (counts[c] + plan.get(c, 0)) / total >= 0.15 - 1e-9
+    # minimal: one image fewer for any label and it would fall below 15 %
+    for c, n in plan.items():
+        assert (counts[c] + n - 1) / (total - 1) < 0.15
+
+
+def test_synthetic_markers_and_manifest(tmp_path):
+    import torch
+
+    from cxraug.synth.write import write_manifest, write_synthetic
+
+    ck = tmp_path / "g.pt"
+    torch.save({"x": torch.zeros(1)}, ck)
+    imgs = np.random.default_rng(0).integers(0, 255, (3, 32, 32), dtype=np.uint8)
+    rows = write_synthetic(tmp_path / "out", imgs, np.array([[0, 1]] * 3, np.float32), ["normal", "covid"], ck, 7)
+    write_manifest(tmp_path / "out", rows)
+    p = rows[0]["path"]
+    assert is_marked_synthetic(p)
+    with Image.open(p) as im:
+        assert im.text["cxraug:seed"] == "7" and len(im.text["cxraug:checkpoint"]) == 16
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert all(r["synthetic"] == "true" and r["label"] == "covid" for r in manifest)
+    from cxraug.data.readers import read_csv_manifest
+
+    coll = read_csv_manifest(tmp_path / "out" / "manifest.csv", label_col="label", patient_col="patient_id")
+    assert all(s.synthetic for s in coll.samples)
+
+
+def test_split_code_refuses_synthetic_images(tmp_path):
+    real = tmp_path / "r.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(real)
+    from cxraug.data.markers import png_info
+
+    marked = tmp_path / "s.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(marked, pnginfo=png_info())
+    check_no_synthetic(["real"], [str(real)])
+    with pytest.raises(LeakageError):
+        check_no_synthetic(["real"], [str(marked)])  # by PNG marker, even if the source says real
+    with pytest.raises(LeakageError):
+        check_no_synthetic(["synthetic"], [str(real)])  # by recorded source
+    labels = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
+    with pytest.raises(LeakageError):
+        patient_split(labels, ["a", "b", "c", "d"], sources=["real", "real", "synthetic", "real"])
+
+
+def test_binary_metrics_match_sklearn():
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = np.clip(y * 0.3 + rng.random(200) * 0.7, 0, 1)
+    m = binary_metrics(y, s)
+    pred = (s >= 0.5).astype(int)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["precision"] == pytest.approx(skm.precision_score(y, pred))
+    assert m["recall"] == pytest.approx(skm.recall_score(y, pred))
+    assert m["specificity"] == pytest.approx(skm.recall_score(1 - y, 1 - pred))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred))
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(y, s))
+    assert m["false_negatives"] == int(((pred == 0) & (y == 1)).sum())
+    assert m["confusion_matrix"] == skm.confusion_matrix(y, pred).tolist()
+
+
+def test_multiclass_metrics_match_sklearn():
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 150)
+    p = rng.dirichlet(np.ones(3), 150)
+    p[np.arange(150), y] += 0.5
+    p /= p.sum(1, keepdims=True)
+    m = multiclass_metrics(y, p, ["a", "b", "c"])
+    pred = p.argmax(1)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert m["macro_precision"] == pytest.approx(skm.precision_score(y, pred, average="macro"))
+    assert m["macro_auc"] == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr", average="macro"))
+
+
+def test_confidence_intervals_and_paired_test():
+    from scipy import stats
+
+    ci = mean_ci([0.8, 0.85, 0.9])
+    assert ci["mean"] == pytest.approx(0.85)
+    assert ci["ci"] == pytest.approx(stats.t.ppf(0.975, 2) * 0.05 / np.sqrt(3))
+    pc = paired_comparison([0.9, 0.8, 0.85], [0.8, 0.78, 0.8])
+    assert pc["mean"] == pytest.approx(np.mean([0.1, 0.02, 0.05]))
+    assert pc["p_value"] == pytest.approx(stats.ttest_rel([0.9, 0.8, 0.85], [0.8, 0.78, 0.8]).pvalue)
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_study_report_and_resume(tmp_path, monkeypatch):
+    from cxraug.classify.study import Source, Study, StudyConfig
+    from cxraug.report.html import build_report
+    from cxraug.train import train
+
+    data = "phantom:normal=60,covid=24"
+    gan = train("dcgan-64", data, tmp_path / "gan", progress=False, cls="covid", steps=6, width=8, batch_size=8)
+    cfg = StudyConfig(sources=[Source(data)], generator=str(gan / "checkpoints" / "last.pt"), regimes=[1.0],
+                      seeds=[0], epochs=2, batch_size=16)  # fmt: skip
+    study = tmp_path / "study"
+    summary = Study(cfg, study, progress=False).run()
+    assert set(summary["table"]["1.0"]) == {"real", "standard-aug", "gan-aug", "synthetic-only"}
+    for m in summary["table"]["1.0"].values():
+        assert {"accuracy", "precision", "recall", "specificity", "f1", "auc", "false_negatives"} <= set(m)
+    assert "1.0" in summary["paired_gan_vs_standard"]
+    # the test split is real only
+    st = Study(cfg, study, progress=False)
+    st.prepare()
+    assert all(st.ds.sources[i] != "synthetic" for i in st.split["test"])
+    x, y, syn = st.train_set("gan-aug", 1.0, 0)
+    assert syn.sum() > 0 and (y[syn] == st.k_min).all()
+    # resumable: a second run redoes nothing
+    import cxraug.classify.study as study_mod
+
+    monkeypatch.setattr(study_mod, "fit_classifier", lambda *a, **k: (_ for _ in ()).throw(AssertionError("redone")))
+    Study(cfg, study, progress=False).run()
+    monkeypatch.undo()
+    report = build_report(study, progress=False)
+    html = report.read_text()
+    for section in ("Data", "Generator", "Image quality", "Memorization audit", "Benchmark", "Plots"):
+        assert f"<h2>{section}" in html
+    assert html.count("<table>") == 3 and "data:image/png;base64" in html  # data, quality, one regime
+    res = json.loads((study / "results.json").read_text())
+    assert {"summary", "runs", "quality", "config"} <= set(res)
