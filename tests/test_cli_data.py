@@ -121,5 +121,5 @@ def test_read_only_input(phantom_root, tmp_path):
     try:
         assert main(["data", "prepare", str(ro), "--out", str(tmp_path / "o"), "-q"]) == 0
     finally:
-        for dp, _dns, fns in os.walk(ro):
+        for dp, _dns, _fns in os.walk(ro):
             os.chmod(dp, 0o755)

@@ -145,7 +145,7 @@ def test_short_training_moves_loss_and_samples_are_valid(name, phantom_ds, tmp_p
     assert torch.isfinite(s).all() and s.min() >= -1 and s.max() <= 1
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "losses.png").is_file()
     assert (tmp_path / "losses.csv").read_text().startswith("step,metric,value")
-    g, cfg2, _ = load_generator(tmp_path / "checkpoints" / "last.pt")
+    _g, cfg2, _ = load_generator(tmp_path / "checkpoints" / "last.pt")
     assert cfg2.family == cfg.family
 
 

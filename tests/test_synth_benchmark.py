@@ -141,7 +141,7 @@ def test_tiny_end_to_end_study_report_and_resume(tmp_path, monkeypatch):
     st = Study(cfg, study, progress=False)
     st.prepare()
     assert all(st.ds.sources[i] != "synthetic" for i in st.split["test"])
-    x, y, syn = st.train_set("gan-aug", 1.0, 0)
+    _x, y, syn = st.train_set("gan-aug", 1.0, 0)
     assert syn.sum() > 0 and (y[syn] == st.k_min).all()
     # resumable: a second run redoes nothing
     import cxraug.classify.study as study_mod

@@ -67,7 +67,7 @@ def memorization_audit(
                 "feature_ratio": float(ratio[k]),
             }
             for k in flagged
-        ],  # fmt: skip
+        ],
         "closest_pairs": [(int(k), int(pix_i[k]), float(pix_rmse[k])) for k in order[:16]],
     }
 

@@ -53,7 +53,7 @@ def cmd_balance(a: argparse.Namespace) -> int:
     rows = [{"path": s.path, "label": coll.class_names[s.label_index], "labels": coll.class_names[s.label_index],
              "patient_id": s.patient_id, "synthetic": "false"} for s in coll.samples]  # fmt: skip
     for c, n in plan.items():
-        imgs, labs, info = generate(a.generator, n, seed=a.seed, label=c if info["family"] == "cgan" else None)
+        imgs, _labs, info = generate(a.generator, n, seed=a.seed, label=c if info["family"] == "cgan" else None)
         lab = np.zeros((n, len(coll.class_names)), np.float32)
         lab[:, coll.class_names.index(c)] = 1
         rows += write_synthetic(run / "synthetic", imgs, lab, coll.class_names, a.generator, a.seed, prefix=c)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from cxraug.config import from_dict, save_config, to_dict
@@ -94,7 +94,7 @@ class Trainer:
         self.ema = None
         main_g = self.main_generator
         if cfg.ema_decay > 0:
-            self.ema = AveragedModel(main_g, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            self.ema = AveragedModel(main_g, multi_avg_fn=self._ema_update, use_buffers=True)
         prepared = self.acc.prepare(
             *self.family.generators.values(), *self.family.critics.values(), self.opt_g, self.opt_d
         )
@@ -112,6 +112,15 @@ class Trainer:
         self.history: dict[str, list[list[float]]] = {}
         self.best_fid: float | None = None
         self.images_seen = 0
+
+    def _ema_update(self, avg: list[torch.Tensor], cur: list[torch.Tensor], n_averaged) -> None:
+        # Warm-up (as in timm/StyleGAN): a fixed 0.999 from step 0 averages the first, wildly different
+        # weights and yields a near-constant generator for the first thousands of steps.
+        d = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        avg = [a for a in avg if a.is_floating_point()]
+        cur = [c for c in cur if c.is_floating_point()]
+        if avg:
+            torch._foreach_lerp_(avg, cur, 1 - d)
 
     # ------------------------------------------------------------------ setup
     def _select_data(self, data: CachedDataset) -> tuple[CachedDataset, CachedDataset | None]:
