@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from cxraug.data.preprocess import u8_to_tensor
 from cxraug.errors import CheckpointError, show_path
 
 
@@ -71,7 +72,7 @@ def train_encoder(
     data = torch.from_numpy(np.ascontiguousarray(images))
     for _ in tqdm(range(steps), desc="encoder", disable=not progress, leave=False):
         idx = torch.randint(len(data), (batch_size,), generator=gen)
-        x = data[idx].float().div(127.5).sub(1).unsqueeze(1)
+        x = u8_to_tensor(data[idx])
         shift = torch.randint(-4, 5, (2,), generator=gen).tolist()
         x = torch.roll(x, shifts=shift, dims=(2, 3))
         noisy = x + 0.1 * torch.randn(x.shape, generator=gen)

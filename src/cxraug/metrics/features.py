@@ -23,6 +23,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from cxraug.data.preprocess import u8_to_tensor
 from cxraug.errors import CXRAugError, OfflineWeightsError
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -137,7 +138,7 @@ def extract(ext: Extractor, images_u8: np.ndarray, batch: int = 128, progress: b
     out = []
     n = len(images_u8)
     for i in tqdm(range(0, n, batch), desc=f"features ({ext.name})", disable=not progress, leave=False):
-        x = torch.from_numpy(np.ascontiguousarray(images_u8[i : i + batch])).float().div(127.5).sub(1).unsqueeze(1)
+        x = u8_to_tensor(images_u8[i : i + batch])
         out.append(ext.fn(x.contiguous(memory_format=torch.channels_last)).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid
 
+from cxraug.data.preprocess import u8_to_tensor
 from cxraug.io import atomic_path
 
 
@@ -21,7 +22,7 @@ def save_grid(images: torch.Tensor | np.ndarray, dest: str | os.PathLike, nrow: 
     from PIL import Image
 
     if isinstance(images, np.ndarray):
-        t = torch.from_numpy(np.asarray(images)).float().div(127.5).sub(1).unsqueeze(1)
+        t = u8_to_tensor(images)
     else:
         t = images.detach().float().cpu()
     grid = make_grid(t.clamp(-1, 1), nrow=nrow, padding=pad, normalize=True, value_range=(-1, 1))

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_curve
 
+from cxraug.data.preprocess import u8_to_tensor
 from cxraug.report.figures import save_fig
 
 
@@ -74,7 +75,7 @@ def gradcam_grid(model: torch.nn.Module, real_u8: np.ndarray, syn_u8: np.ndarray
     fig, axes = plt.subplots(len(rows), 6, figsize=(12, 2.1 * len(rows)), squeeze=False)
     with GradCAM(model=model, target_layers=[layer]) as cam:
         for r, (name, imgs) in enumerate(rows):
-            x = torch.from_numpy(np.ascontiguousarray(imgs)).float().div(127.5).sub(1).unsqueeze(1)
+            x = u8_to_tensor(imgs)
             heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(x))
             for c in range(6):
                 ax = axes[r][c]
@@ -92,7 +93,7 @@ def umap_plot(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, sy
     """UMAP of the classifier's penultimate features: real vs synthetic, per class."""
     import umap
 
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div(127.5).sub(1).unsqueeze(1)
+    x = u8_to_tensor(images)
     feats = torch.cat([model.embed(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
     emb = umap.UMAP(n_neighbors=15, random_state=seed).fit_transform(feats)
     fig, ax = plt.subplots(figsize=(5, 4))

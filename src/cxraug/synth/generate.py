@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 
-from cxraug.data.preprocess import tensor_to_u8
+from cxraug.data.preprocess import tensor_to_u8, u8_to_tensor
 from cxraug.models.cgan import sample_label_vectors
 from cxraug.train.engine import load_generator
 
@@ -40,7 +40,7 @@ def generate(
             if source_images is None:
                 raise ValueError("CycleGAN synthesis translates source images: pass source_images (domain A)")
             idx = torch.randint(len(source_images), (b,), generator=gen).numpy()
-            x = torch.from_numpy(np.ascontiguousarray(source_images[idx])).float().div(127.5).sub(1).unsqueeze(1)
+            x = u8_to_tensor(source_images[idx])
             imgs = g(x)
             y = torch.zeros(b, len(names))
             if cfg.domain_b in names:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from cxraug.config import from_dict, save_config, to_dict
 from cxraug.data.cache import CachedDataset
 from cxraug.errors import CXRAugError
-from cxraug.io import atomic_path, load_checkpoint, write_text_atomic
+from cxraug.io import atomic_path, load_checkpoint
 from cxraug.report.figures import plot_curves, save_grid
 from cxraug.train.config import TrainConfig
 from cxraug.train.families import build_generator, make_family
@@ -357,7 +357,3 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", 
     else:
         g.load_state_dict(st["nets"][name])
     return g.to(device).eval(), cfg, st
-
-
-def write_done_marker(run_dir: Path, text: str) -> None:
-    write_text_atomic(run_dir / "DONE", text)
