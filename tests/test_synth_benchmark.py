@@ -123,16 +123,17 @@ def test_confidence_intervals_and_paired_test():
 
 @pytest.mark.slow
 def test_tiny_end_to_end_study_report_and_resume(tmp_path, monkeypatch):
-    from cxraug.classify.study import Source, Study, StudyConfig
+    from cxraug.classify.study import GanSpec, Source, Study, StudyConfig, check_generator_unseen
+    from cxraug.io import load_checkpoint
     from cxraug.report.html import build_report
-    from cxraug.train import train
 
     data = "phantom:normal=60,covid=24"
-    gan = train("dcgan-64", data, tmp_path / "gan", progress=False, cls="covid", steps=6, width=8, batch_size=8)
-    cfg = StudyConfig(sources=[Source(data)], generator=str(gan / "checkpoints" / "last.pt"), regimes=[1.0],
+    cfg = StudyConfig(sources=[Source(data)], gan=GanSpec(steps=6, width=8, batch_size=8), regimes=[1.0],
                       seeds=[0], epochs=2, batch_size=16)  # fmt: skip
     study = tmp_path / "study"
     summary = Study(cfg, study, progress=False).run()
+    (gan,) = list((study / "gans").iterdir())  # the study trained its generator on the training split only
+    assert load_checkpoint(gan / "checkpoints" / "last.pt")["step"] == 6
     assert set(summary["table"]["1.0"]) == {"real", "standard-aug", "gan-aug", "synthetic-only"}
     for m in summary["table"]["1.0"].values():
         assert {"accuracy", "precision", "recall", "specificity", "f1", "auc", "false_negatives"} <= set(m)
@@ -143,6 +144,8 @@ def test_tiny_end_to_end_study_report_and_resume(tmp_path, monkeypatch):
     assert all(st.ds.sources[i] != "synthetic" for i in st.split["test"])
     _x, y, syn = st.train_set("gan-aug", 1.0, 0)
     assert syn.sum() > 0 and (y[syn] == st.k_min).all()
+    n_seen = check_generator_unseen(gan / "checkpoints" / "last.pt", st.fp[st.split["test"]])  # does not raise
+    assert n_seen == (st.y[st.split["train"]] == st.k_min).sum()
     # resumable: a second run redoes nothing
     import cxraug.classify.study as study_mod
 

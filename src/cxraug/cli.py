@@ -136,6 +136,57 @@ def cmd_data_prepare(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_split(a: argparse.Namespace) -> int:
+    import csv
+    import os
+
+    import numpy as np
+
+    from cxraug.config import save_config
+    from cxraug.data.source import load_dataset
+    from cxraug.data.splits import check_patient_disjoint, patient_split
+    from cxraug.data.stats import fingerprints, min_hamming
+    from cxraug.io import atomic_path, ensure_outside, new_run_dir, write_json
+
+    cfg = _data_cfg(a)
+    if not cfg.path.startswith("phantom"):
+        ensure_outside(a.out, [cfg.path])
+    fr = tuple(float(x) for x in a.fractions.split(","))
+    if len(fr) != 3:
+        raise CXRAugError(f"--fractions needs three numbers train,val,test; got {a.fractions!r}")
+    ds = load_dataset(cfg, progress=not a.quiet)
+    sp = patient_split(ds.labels, ds.patient_ids, fr, a.seed, ds.sources, ds.paths)  # refuses synthetic images
+    check_patient_disjoint(ds.patient_ids, sp)
+    fp = fingerprints(np.asarray(ds.images))
+    te, tr = sp["test"], sp["train"]
+    dist = min_hamming(fp[te], fp[tr])
+    dup = te[dist <= a.near_threshold]
+    if a.dedupe:
+        sp["test"] = te[dist > a.near_threshold]
+    run = new_run_dir(a.out, "split")
+    save_config(cfg, run / "config.yaml")
+    multi = ds.multilabel
+    for name, idx in sp.items():
+        with atomic_path(run / f"{name}.csv") as tmp, open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "patient", *(ds.class_names if multi else ["label"])])
+            for i in idx:
+                lab = ds.labels[i]
+                cols = [f"{v:g}" for v in lab] if multi else [ds.class_names[int(np.argmax(lab))]]
+                w.writerow([os.path.abspath(ds.paths[i]), ds.patient_ids[i], *cols])
+    counts = {k: {c: int((ds.label_index[v] == j).sum()) for j, c in enumerate(ds.class_names)} for k, v in sp.items()}
+    write_json(run / "summary.json", {"counts": counts, "patients": len(set(ds.patient_ids)), "seed": a.seed,
+                                      "fractions": fr, "near_threshold": a.near_threshold,
+                                      "test_near_duplicates_of_train": [ds.paths[i] for i in dup],
+                                      "removed_from_test": bool(a.dedupe), "errors": ds.errors})  # fmt: skip
+    for k, c in counts.items():
+        print(f"{k:<6} " + "  ".join(f"{n}={v}" for n, v in c.items()))
+    what = "removed from test" if a.dedupe else "kept in test (use --dedupe to remove them)"
+    print(f"{len(dup)} test image(s) near-duplicate a training image (pHash <= {a.near_threshold} bits): {what}")
+    print(f"run folder: {run}   (train a GAN on the training split: cxraug train --data {run / 'train.csv'} ...)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from cxraug import __version__
@@ -181,6 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(dp)
     dp.add_argument("--copy-cache", action="store_true", help="also write the cache into the run folder (portable)")
     dp.set_defaults(func=cmd_data_prepare)
+
+    ds_ = dsub.add_parser(
+        "split",
+        help="patient-level train/val/test manifests + a cross-split duplicate check",
+        description="Stratified, patient-level split written as train.csv/val.csv/test.csv (paths into your data; "
+        "nothing is copied). Test images that (near-)duplicate a training image are reported, and removed "
+        "with --dedupe. Synthetic images are refused.",
+    )
+    _add_data_args(ds_)
+    ds_.add_argument("--fractions", default="0.7,0.15,0.15", help="train,val,test; default %(default)s")
+    ds_.add_argument("--seed", type=int, default=0)
+    ds_.add_argument("--dedupe", action="store_true", help="remove near-duplicates of training images from test")
+    ds_.add_argument("--near-threshold", type=int, default=4, help="pHash bits; default %(default)s")
+    ds_.set_defaults(func=cmd_data_split)
 
     for register in _REGISTRY:
         register(sub)

@@ -123,3 +123,12 @@ def ensure_outside(out: str | os.PathLike, inputs: list[str | os.PathLike]) -> N
                 f"output folder {show_path(o)} is inside the input folder {show_path(ip)}; "
                 "choose an output location outside your data"
             )
+
+
+def crash_hook(point: str, n: int) -> None:
+    """Test hook for crash-safety tests: ``CXRAUG_FAULT=point:n`` SIGKILLs this process right there
+    (``checkpoint-write:N``, ``after-checkpoint:N`` in training, ``after-run:N`` in a study)."""
+    import signal
+
+    if os.environ.get("CXRAUG_FAULT", "") == f"{point}:{n}":
+        os.kill(os.getpid(), signal.SIGKILL)

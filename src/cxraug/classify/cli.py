@@ -19,6 +19,8 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
     else:
         cfg = load_study_config(a.config, a.set)
         out = new_run_dir(a.out, "study")
+    if a.dedupe is not None:
+        cfg.dedupe = a.dedupe
     summary = Study(cfg, out, progress=not a.quiet).run()
     for regime, by_p in summary["table"].items():
         print(f"regime {float(regime) * 100:g} %")
@@ -46,6 +48,8 @@ def _register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--config", help="study YAML (fields of StudyConfig: sources, generator, regimes, seeds, ...)")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field; repeatable")
     b.add_argument("--resume", metavar="STUDY_DIR", help="continue an interrupted study")
+    b.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None,
+                   help="remove test images that (near-)duplicate a training image (default: on)")  # fmt: skip
     b.set_defaults(func=cmd_benchmark)
     r = sub.add_parser("report", help="self-contained HTML report + results.json for a study folder")
     r.add_argument("study", help="a study folder written by `cxraug benchmark`")

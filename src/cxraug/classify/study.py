@@ -4,6 +4,7 @@ run is a ``runs/<key>/result.json`` and is not redone."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,15 +16,17 @@ from tqdm.auto import tqdm
 from cxraug.classify.metrics import binary_metrics, mean_ci, multiclass_metrics, paired_comparison
 from cxraug.classify.models import build_classifier
 from cxraug.classify.train import fit_classifier, predict_proba
-from cxraug.config import load_config, save_config
+from cxraug.config import load_config, save_config, to_dict
 from cxraug.data.cache import CachedDataset, build_cache
 from cxraug.data.preprocess import Preprocess
 from cxraug.data.readers import read_folder
 from cxraug.data.sample import Collection
 from cxraug.data.source import open_source
 from cxraug.data.splits import check_no_synthetic, check_patient_disjoint, patient_split, regime_subset
-from cxraug.errors import CXRAugError
-from cxraug.io import load_checkpoint, save_checkpoint, write_json
+from cxraug.errors import CXRAugError, LeakageError, show_path
+from cxraug.io import crash_hook, load_checkpoint, save_checkpoint, write_json
+from cxraug.train.config import TrainConfig, preset
+from cxraug.train.engine import Trainer
 
 PROTOCOLS = ("real", "standard-aug", "gan-aug", "synthetic-only")
 
@@ -35,11 +38,27 @@ class Source:
 
 
 @dataclass
+class GanSpec:
+    """A generator the study trains itself, once per distinct minority training set (each regime,
+    and each seed's subset below 100 %), on exactly that run's minority training images: the GAN
+    never sees a validation or test image, and the 10 % regime's GAN sees only that 10 %."""
+
+    preset: str = "dcgan-64"
+    steps: int = 1000
+    width: int = 32
+    batch_size: int = 64
+    diffaug: str = "translation,cutout"  # limited data (Zhao et al., DiffAugment)
+    seed: int = 0
+    overrides: list[str] = field(default_factory=list)  # more TrainConfig fields, "key=value"
+
+
+@dataclass
 class StudyConfig:
     sources: list[Source] = field(default_factory=lambda: [Source("phantom:normal=240,covid=48")])
     size: int = 64
     minority: str = "covid"
-    generator: str | None = None  # checkpoint trained on the minority class
+    generator: str | None = None  # a checkpoint trained on the minority class, used for every run ...
+    gan: GanSpec | None = None  # ... or let the study train its own generators (leak-free by construction)
     model: str = "lightweight"
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
     regimes: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.5, 1.0])
@@ -75,22 +94,49 @@ def load_sources(cfg: StudyConfig, progress: bool = True) -> CachedDataset:
     return build_cache(merged, Preprocess(cfg.size), progress=progress)
 
 
-def _dedupe_test(ds: CachedDataset, split: dict[str, np.ndarray], threshold: int = 4) -> tuple[np.ndarray, int]:
-    """Remove test images whose pHash is within ``threshold`` bits of any training image."""
-    from cxraug.data.stats import phash
+NEAR_DUPLICATE_BITS = 4  # pHash distance at or below which two images count as the same radiograph
 
-    h = np.stack([phash(np.asarray(ds.images[i], np.float32) / 255) for i in range(len(ds))]).astype(bool)
-    tr, te = split["train"], split["test"]
-    d = (h[te][:, None, :] != h[tr][None, :, :]).sum(-1).min(1)
-    keep = te[d > threshold]
-    return keep, int((d <= threshold).sum())
+
+def _dedupe_test(fp: np.ndarray, split: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
+    """Remove test images whose pHash is within ``NEAR_DUPLICATE_BITS`` of any training image."""
+    from cxraug.data.stats import min_hamming
+
+    te = split["test"]
+    d = min_hamming(fp[te], fp[split["train"]])
+    return te[d > NEAR_DUPLICATE_BITS], int((d <= NEAR_DUPLICATE_BITS).sum())
+
+
+def check_generator_unseen(checkpoint: str | os.PathLike, test_fp: np.ndarray) -> int:
+    """Raise :class:`LeakageError` if the generator was trained on (near-duplicates of) test images.
+
+    Returns how many training images the checkpoint records (0 if it records none: older checkpoints).
+    """
+    from cxraug.data.stats import min_hamming
+
+    st = load_checkpoint(checkpoint)
+    seen = st.get("train_phash")
+    if seen is None:
+        return 0
+    d = min_hamming(test_fp, seen.numpy())
+    n = int((d <= NEAR_DUPLICATE_BITS).sum())
+    if n:
+        raise LeakageError(
+            f"the generator {show_path(checkpoint)} was trained on {n} image(s) of this study's test split; "
+            "its synthetic images would leak the test set into training. Train it on the study's training "
+            "split only, or replace `generator:` by a `gan:` block so the study trains its own"
+        )
+    return len(seen)
 
 
 class Study:
     def __init__(self, cfg: StudyConfig, out: str | os.PathLike, progress: bool = True):
         self.cfg, self.dir, self.progress = cfg, Path(out), progress
-        if cfg.generator is None and {"gan-aug", "synthetic-only"} & set(cfg.protocols):
-            raise CXRAugError("protocols gan-aug/synthetic-only need `generator: CHECKPOINT` in the study config")
+        if cfg.generator is None and cfg.gan is None and {"gan-aug", "synthetic-only"} & set(cfg.protocols):
+            raise CXRAugError(
+                "protocols gan-aug/synthetic-only need `generator: CHECKPOINT` or a `gan:` block in the study config"
+            )
+        if cfg.generator and cfg.gan:
+            raise CXRAugError("give either `generator:` or `gan:` in the study config, not both")
         bad = set(cfg.protocols) - set(PROTOCOLS)
         if bad:
             raise CXRAugError(f"unknown protocols {sorted(bad)}; choose from {PROTOCOLS}")
@@ -108,36 +154,78 @@ class Study:
         sp = patient_split(ds.labels, ds.patient_ids, tuple(cfg.split), cfg.split_seed, ds.sources, ds.paths)
         check_patient_disjoint(ds.patient_ids, sp)
         n_dupes = 0
+        from cxraug.data.stats import fingerprints
+
+        self.images = np.asarray(ds.images)
+        self.fp = fingerprints(self.images)
         if cfg.dedupe:
-            sp["test"], n_dupes = _dedupe_test(ds, sp)
+            sp["test"], n_dupes = _dedupe_test(self.fp, sp)
         check_no_synthetic([ds.sources[i] for i in sp["test"]], [ds.paths[i] for i in sp["test"]])
         self.split = sp
-        self.images = np.asarray(ds.images)
-        self.syn = self._synthetic()
+        gen_seen = check_generator_unseen(cfg.generator, self.fp[sp["test"]]) if cfg.generator else None
+        self._syn_cache: dict[str, np.ndarray] = {}
+        self.syn = self.synthetic_for(max(cfg.regimes), cfg.seeds[0]) if (cfg.generator or cfg.gan) else None
         write_json(self.dir / "data.json", {
             "classes": self.names, "minority": cfg.minority, "counts": ds.counts(),
             "split_counts": {k: {c: int((self.y[v] == i).sum()) for i, c in enumerate(self.names)} for k, v in sp.items()},
             "test_duplicates_removed": n_dupes, "sources": [s.__dict__ for s in cfg.sources],
             "patients": len(set(ds.patient_ids)), "errors": ds.errors,
+            "generator": ({"checkpoint": cfg.generator, "training_images_checked": gen_seen} if cfg.generator
+                          else {"trained_by_study": to_dict(cfg.gan)} if cfg.gan else None),
         })  # fmt: skip
 
-    def _synthetic(self) -> np.ndarray | None:
-        if not self.cfg.generator:
-            return None
+    def _minority_train(self, regime: float, seed: int) -> np.ndarray:
+        idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
+        return idx[self.y[idx] == self.k_min]
+
+    def generator_for(self, regime: float, seed: int) -> str:
+        """The checkpoint whose samples augment the (regime, seed) run; trains it first if needed."""
+        if self.cfg.generator:
+            return self.cfg.generator
+        mins = self._minority_train(regime, seed)
+        key = hashlib.sha1(mins.astype(np.int64).tobytes()).hexdigest()[:12]
+        gdir = self.dir / "gans" / f"{self.cfg.minority}-{len(mins)}-{key}"
+        ckpt = gdir / "checkpoints" / "last.pt"
+        spec = self.cfg.gan
+        assert spec is not None
+        tcfg = load_config(TrainConfig, None, [f"width={spec.width}", f"steps={spec.steps}",
+                                               f"batch_size={min(spec.batch_size, len(mins))}",
+                                               f"diffaug={spec.diffaug}", f"seed={spec.seed}",
+                                               f"data.size={self.cfg.size}", f"data.path=study:{len(mins)} "
+                                               f"{self.cfg.minority} training images", *spec.overrides],
+                           base=preset(spec.preset))  # fmt: skip
+        if ckpt.is_file() and load_checkpoint(ckpt)["step"] >= tcfg.steps:
+            return str(ckpt)
+        if self.progress:
+            tqdm.write(f"training {spec.preset} on {len(mins)} {self.cfg.minority} training images -> {gdir}")
+        tr = Trainer(tcfg, self.ds.subset(mins), gdir, progress=self.progress)
+        if ckpt.is_file():  # interrupted: continue exactly where it stopped
+            tr.load_state_dict(load_checkpoint(ckpt))
+        tr.fit()
+        return str(ckpt)
+
+    def synthetic_for(self, regime: float, seed: int) -> np.ndarray:
+        """Enough synthetic minority images for any protocol of this (regime, seed), uint8 [N,S,S]."""
         from cxraug.data.preprocess import resize
         from cxraug.report.figures import save_grid
         from cxraug.synth.generate import generate
 
+        ckpt = self.generator_for(regime, seed)
+        if ckpt in self._syn_cache:
+            return self._syn_cache[ckpt]
         counts = np.bincount(self.y[self.split["train"]], minlength=len(self.names))
-        need = int(max(counts.max() - counts[self.k_min], counts[self.k_min]))
-        path = self.dir / "synthetic.npy"
-        if path.is_file():
-            return np.load(path)
-        imgs, _, _ = generate(self.cfg.generator, need, seed=1234)
-        if imgs.shape[-1] != self.cfg.size:
-            imgs = np.stack([resize(i, self.cfg.size, "direct") for i in imgs])
-        np.save(path, imgs)
-        save_grid(imgs[:64], self.dir / "synthetic_samples.png")
+        need = int(max(counts.max() - counts[self.k_min], counts[self.k_min], 1))
+        path = Path(ckpt).parent.parent / "synthetic.npy" if self.cfg.gan else self.dir / "synthetic.npy"
+        if path.is_file() and len(np.load(path, mmap_mode="r")) >= need:
+            imgs = np.load(path)
+        else:
+            imgs, _, _ = generate(ckpt, need, seed=1234)
+            if imgs.shape[-1] != self.cfg.size:
+                imgs = np.stack([resize(i, self.cfg.size, "direct") for i in imgs])
+            np.save(path, imgs)
+            if self.cfg.generator or not (self.dir / "synthetic_samples.png").is_file():
+                save_grid(imgs[:64], self.dir / "synthetic_samples.png")
+        self._syn_cache[ckpt] = imgs
         return imgs
 
     # ------------------------------------------------------------------ runs
@@ -155,15 +243,20 @@ class Study:
                 keep = y != self.k_min
                 x, y, syn_flag = x[keep], y[keep], syn_flag[keep]
                 n_add = int(n_min)
+            syn = self.synthetic_for(regime, seed)
             rng = np.random.default_rng(seed)
-            pick = rng.choice(len(self.syn), min(n_add, len(self.syn)), replace=False)
-            x = np.concatenate([x, self.syn[pick]])
+            pick = rng.choice(len(syn), min(n_add, len(syn)), replace=False)
+            x = np.concatenate([x, syn[pick]])
             y = np.concatenate([y, np.full(len(pick), self.k_min)])
             syn_flag = np.concatenate([syn_flag, np.ones(len(pick), bool)])
         return x, y, syn_flag
 
+    @staticmethod
+    def key(protocol: str, regime: float, seed: int) -> str:
+        return f"{protocol}-r{regime:g}-s{seed}"
+
     def run_one(self, protocol: str, regime: float, seed: int) -> dict:
-        key = f"{protocol}-r{regime:g}-s{seed}"
+        key = self.key(protocol, regime, seed)
         rdir = self.dir / "runs" / key
         done = rdir / "result.json"
         if done.is_file():
@@ -196,7 +289,13 @@ class Study:
         self.prepare()
         cfg = self.cfg
         jobs = [(p, r, s) for r in cfg.regimes for p in cfg.protocols for s in cfg.seeds]
-        results = [self.run_one(*j) for j in tqdm(jobs, desc="benchmark", unit="run", disable=not self.progress)]
+        results, n_new = [], 0
+        for job in tqdm(jobs, desc="benchmark", unit="run", disable=not self.progress):
+            done = (self.dir / "runs" / self.key(*job) / "result.json").is_file()
+            results.append(self.run_one(*job))
+            if not done:
+                n_new += 1
+                crash_hook("after-run", n_new)
         summary = aggregate(results, cfg)
         write_json(self.dir / "results.json", {"config": load_config_dict(self.dir), "summary": summary,
                                                "runs": [{k: v for k, v in r.items() if k not in ("test_prob", "test_true")}

@@ -129,6 +129,12 @@ def read_csv_manifest(
     missing = [c for c in [path_col, label_col, patient_col, *(label_cols or [])] if c and c not in cols]
     if missing:
         raise CXRAugError(f"{show_path(csv_path)}: missing column(s) {missing}; has {list(cols)}")
+    if label_col is None and label_cols is None:  # auto: a `label` column, else every other column is a label
+        patient_col = patient_col or next((c for c in ("patient", "patient_id", "Patient ID") if c in cols), None)
+        if "label" in cols:
+            label_col = "label"
+        else:
+            label_cols = [c for c in cols if c not in (path_col, patient_col, "synthetic")]
     if (label_col is None) == (label_cols is None):
         raise CXRAugError("give exactly one of label_col (single label) or label_cols (multi-hot)")
     samples: list[Sample] = []

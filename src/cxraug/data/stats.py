@@ -117,6 +117,26 @@ def phash(img: np.ndarray) -> np.ndarray:
     return imagehash.phash(Image.fromarray(to_uint8(img))).hash.flatten()
 
 
+def fingerprints(images_u8: np.ndarray) -> np.ndarray:
+    """64-bit perceptual hashes of uint8 images [N,H,W], packed to [N,8] uint8. Robust to resizing, so
+    a checkpoint can record what its GAN saw and a study can check it against its test split."""
+    if len(images_u8) == 0:
+        return np.zeros((0, 8), np.uint8)
+    return np.stack([np.packbits(imagehash.phash(Image.fromarray(np.asarray(im))).hash.flatten()) for im in images_u8])
+
+
+def min_hamming(a: np.ndarray, b: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """For each packed hash in ``a`` [N,8], the smallest bit distance to any hash in ``b`` [M,8]."""
+    if len(b) == 0:
+        return np.full(len(a), 64, np.int64)
+    bb = np.unpackbits(b, axis=1).astype(bool)
+    out = [
+        (np.unpackbits(a[i : i + chunk], axis=1).astype(bool)[:, None, :] != bb[None]).sum(-1).min(1)
+        for i in range(0, len(a), chunk)
+    ]
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
 def inspect_collection(coll: Collection, near_threshold: int = 4, progress: bool = True) -> Inspection:
     """Decode every image once: counts, sizes, modes, unreadable files, duplicate groups."""
     paths, hashes, digests, dims = [], [], [], []

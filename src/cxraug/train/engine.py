@@ -12,9 +12,9 @@ step, RNG states, history). Multi-GPU/multi-node via Hugging Face Accelerate
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from cxraug.config import from_dict, save_config, to_dict
 from cxraug.data.cache import CachedDataset
 from cxraug.errors import CXRAugError
-from cxraug.io import atomic_path, load_checkpoint
+from cxraug.io import atomic_path, crash_hook, load_checkpoint
 from cxraug.report.figures import plot_curves, save_grid
 from cxraug.train.config import TrainConfig
 from cxraug.train.families import build_generator, make_family
@@ -39,13 +39,6 @@ CKPT_FORMAT = "cxraug-gan/1"
 
 class TrainingDiverged(CXRAugError):
     pass
-
-
-def _fault(point: str, step: int) -> None:
-    """Test hook for crash-safety tests: ``CXRAUG_FAULT=point:step`` SIGKILLs this process there."""
-    spec = os.environ.get("CXRAUG_FAULT", "")
-    if spec and spec == f"{point}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -280,6 +273,15 @@ class Trainer:
         log.info("step %d: FID %.2f (best %.2f)", self.step, fid, self.best_fid)
 
     # ------------------------------------------------------------------ checkpoints
+    @functools.cached_property
+    def train_fingerprints(self) -> np.ndarray:
+        """pHashes of every training image (both domains for CycleGAN): lets a study prove that this
+        generator never saw one of its test images."""
+        from cxraug.data.stats import fingerprints
+
+        sets = [self.data_a] + ([self.data_b] if self.data_b is not None else [])
+        return np.concatenate([fingerprints(np.asarray(d.images)) for d in sets])
+
     def state_dict(self) -> dict:
         fam = self.family
         unwrap = self.acc.unwrap_model
@@ -290,6 +292,7 @@ class Trainer:
             "images_seen": self.images_seen,
             "class_names": self.class_names,
             "real_labels": torch.from_numpy(np.ascontiguousarray(np.nan_to_num(self.data_a.labels))),
+            "train_phash": torch.from_numpy(self.train_fingerprints),
             "nets": {k: unwrap(m).state_dict() for k, m in {**fam.generators, **fam.critics}.items()},
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
@@ -308,8 +311,8 @@ class Trainer:
         st = self.state_dict()
         with atomic_path(dest) as tmp:
             torch.save(st, tmp)
-            _fault("checkpoint-write", self.step)  # (tests) die with the new file half way to its place
-        _fault("after-checkpoint", self.step)
+            crash_hook("checkpoint-write", self.step)  # (tests) die with the new file half way to its place
+        crash_hook("after-checkpoint", self.step)
         return Path(dest)
 
     def load_state_dict(self, st: dict) -> None:
