@@ -159,3 +159,20 @@ def test_tiny_end_to_end_study_report_and_resume(tmp_path, monkeypatch):
     assert html.count("<table>") == 3 and "data:image/png;base64" in html  # data, quality, one regime
     res = json.loads((study / "results.json").read_text())
     assert {"summary", "runs", "quality", "config"} <= set(res)
+
+
+def test_minority_share_thins_only_the_training_minority(tmp_path):
+    from cxraug.classify.study import Source, Study, StudyConfig
+
+    base = dict(sources=[Source("phantom:normal=60,covid=60")], protocols=["real"], regimes=[1.0], seeds=[0])
+    full = Study(StudyConfig(**base), tmp_path / "a", progress=False)
+    full.prepare()
+    thin = Study(StudyConfig(**base, minority_share=0.2), tmp_path / "b", progress=False)
+    thin.prepare()
+    k = thin.k_min
+    n_min, n_all = (thin.y[thin.split["train"]] == k).sum(), len(thin.split["train"])
+    assert abs(n_min / n_all - 0.2) < 0.03
+    assert set(thin.split["train"]) < set(full.split["train"])
+    for s in ("val", "test"):  # evaluation splits keep their natural balance
+        assert np.array_equal(thin.split[s], full.split[s])
+    assert json.loads((tmp_path / "b" / "data.json").read_text())["minority_train_unused"] > 0

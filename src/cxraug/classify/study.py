@@ -68,6 +68,9 @@ class StudyConfig:
     lr: float = 1e-3
     split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     split_seed: int = 0
+    # Simulate the rare-disease case: keep only enough minority training patients for the minority to be
+    # this share of the training split (e.g. 0.2); val/test keep their natural balance. None = as is.
+    minority_share: float | None = None
     dedupe: bool = True  # drop test images that (near-)duplicate a training image
     device: str = "cpu"
 
@@ -153,6 +156,9 @@ class Study:
         self.y = ds.label_index
         sp = patient_split(ds.labels, ds.patient_ids, tuple(cfg.split), cfg.split_seed, ds.sources, ds.paths)
         check_patient_disjoint(ds.patient_ids, sp)
+        n_unused = 0
+        if cfg.minority_share is not None:
+            sp["train"], n_unused = self._reduce_minority(sp["train"], cfg.minority_share)
         n_dupes = 0
         from cxraug.data.stats import fingerprints
 
@@ -168,11 +174,34 @@ class Study:
         write_json(self.dir / "data.json", {
             "classes": self.names, "minority": cfg.minority, "counts": ds.counts(),
             "split_counts": {k: {c: int((self.y[v] == i).sum()) for i, c in enumerate(self.names)} for k, v in sp.items()},
-            "test_duplicates_removed": n_dupes, "sources": [s.__dict__ for s in cfg.sources],
+            "test_duplicates_removed": n_dupes, "minority_train_unused": n_unused, "sources": [s.__dict__ for s in cfg.sources],
             "patients": len(set(ds.patient_ids)), "errors": ds.errors,
             "generator": ({"checkpoint": cfg.generator, "training_images_checked": gen_seen} if cfg.generator
                           else {"trained_by_study": to_dict(cfg.gan)} if cfg.gan else None),
         })  # fmt: skip
+
+    def _reduce_minority(self, train: np.ndarray, share: float) -> tuple[np.ndarray, int]:
+        """Drop minority training patients (seeded) until the minority is ``share`` of the training split."""
+        if not 0 < share < 1:
+            raise CXRAugError(f"minority_share must be in (0, 1), got {share}")
+        is_min = self.y[train] == self.k_min
+        n_other = int((~is_min).sum())
+        target = max(1, round(share * n_other / (1 - share)))
+        if is_min.sum() <= target:
+            return train, 0
+        pids = sorted({self.ds.patient_ids[i] for i in train[is_min]})
+        order = np.random.default_rng(self.cfg.split_seed).permutation(len(pids))
+        keep_p, n = set(), 0
+        count = {p: 0 for p in pids}
+        for i in train[is_min]:
+            count[self.ds.patient_ids[i]] += 1
+        for j in order:
+            if n >= target:
+                break
+            keep_p.add(pids[j])
+            n += count[pids[j]]
+        keep = ~is_min | np.array([self.ds.patient_ids[i] in keep_p for i in train])
+        return train[keep], int((~keep).sum())
 
     def _minority_train(self, regime: float, seed: int) -> np.ndarray:
         idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
@@ -238,7 +267,7 @@ class Study:
             counts = np.bincount(y, minlength=len(self.names))
             n_min = counts[self.k_min]
             if protocol == "gan-aug":
-                n_add = int(counts.max() - n_min)  # equalize the minority to the largest class
+                n_add = int(max(counts.max() - n_min, 0))  # equalize the minority to the largest class
             else:  # replace the real minority by the same number of synthetic images
                 keep = y != self.k_min
                 x, y, syn_flag = x[keep], y[keep], syn_flag[keep]

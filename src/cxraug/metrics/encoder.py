@@ -69,7 +69,7 @@ def train_encoder(
     opt = torch.optim.AdamW([*enc.parameters(), *dec.parameters()], lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     gen = torch.Generator().manual_seed(seed)
-    data = torch.from_numpy(np.ascontiguousarray(images))
+    data = torch.from_numpy(np.array(images, dtype=np.uint8))  # a writable copy (the cache is a read-only memmap)
     for _ in tqdm(range(steps), desc="encoder", disable=not progress, leave=False):
         idx = torch.randint(len(data), (batch_size,), generator=gen)
         x = u8_to_tensor(data[idx])

@@ -1,0 +1,339 @@
+"""Throughput on this machine: GAN training steps (engine vs a naive textbook loop), data loading
+(PNG folder vs cache) and FID feature extraction, each with its peak resident memory.
+
+    python benchmarks/bench_throughput.py                      # everything, ../shared/data/covid-cxnet
+    python benchmarks/bench_throughput.py --only train:dcgan-64 --repeats 5
+    python benchmarks/bench_throughput.py --data phantom       # no shared data needed
+
+Every case runs in a fresh subprocess (its peak RSS is its own), does warm-up steps first and
+reports the median of ``--repeats`` timed blocks. Results: a Markdown table on stdout and a JSON
+file under ``benchmarks/results/``. Copy the table into BENCHMARKS.md with the machine line.
+
+"images/s" for training counts real images consumed by the critic per second
+(batch x n_critic x generator steps / s), the same definition for engine and baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "covid-cxnet"
+TRAIN_PRESETS = ("dcgan-64", "wgan-gp-64", "wgan-gp-128")
+CASES = (
+    [f"train:{p}:{impl}" for p in TRAIN_PRESETS for impl in ("engine", "naive")]
+    + ["load:png", "load:cache"]
+    + ["fid:encoder", "fid:xrv-densenet121", "fid:inception-v3"]
+)
+
+
+# ----------------------------------------------------------------------------- data
+def image_folder(data: str, workdir: Path) -> Path:
+    """A folder-per-class root for torchvision's ImageFolder: a symlink to a flat folder (nothing copied),
+    or phantoms written into ``workdir``."""
+    if data == "phantom":
+        from cxraug.data import write_phantom_folder
+
+        root = workdir / "phantom"
+        if not root.exists():
+            write_phantom_folder(root, {"covid": 898}, size=256, seed=0)
+        return root
+    root = workdir / "imagefolder"
+    root.mkdir(exist_ok=True)
+    link = root / "class0"
+    if not link.exists():
+        link.symlink_to(Path(data).resolve(), target_is_directory=True)
+    return root
+
+
+def cached(data_root: Path, size: int):
+    from cxraug.data.source import DataConfig, load_dataset
+
+    return load_dataset(DataConfig(str(data_root), size=size), progress=False)
+
+
+def train_config(preset_name: str, batch: int):
+    from cxraug.config import from_dict
+    from cxraug.train.config import TrainConfig, preset
+
+    d = preset(preset_name)
+    d.update(batch_size=batch, ema_decay=0.999, log_every=10)
+    return from_dict(TrainConfig, d)
+
+
+# ----------------------------------------------------------------------------- timing
+def timed(step, warmup: int, repeats: int, per_block: int, sync) -> list[float]:
+    for _ in range(warmup):
+        step()
+    sync()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(per_block):
+            step()
+        sync()
+        out.append((time.perf_counter() - t0) / per_block)
+    return out
+
+
+def run_case(case: str, a: argparse.Namespace) -> dict:
+    work = Path(a.workdir)
+    root = image_folder(a.data, work)
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    kind, *rest = case.split(":")
+    if kind == "train":
+        preset_name, impl = rest
+        cfg = train_config(preset_name, a.batch)
+        cfg.device = a.device
+        impl, *opts = impl.split("+")  # engine+cl+bf16+compile: try one of the engine's switches
+        cfg.channels_last = "on" if "cl" in opts else cfg.channels_last
+        cfg.amp = "bf16" if "bf16" in opts else cfg.amp
+        cfg.compile = "compile" in opts
+        fn = engine_step if impl == "engine" else naive_step
+        step = fn(cfg, root, work, dev)
+        per_block = a.steps
+        secs = timed(step, a.warmup, a.repeats, per_block, sync)
+        med = statistics.median(secs)
+        return {"s_per_step": med, "steps_per_s": 1 / med, "images_per_s": cfg.batch_size * cfg.n_critic / med,
+                "all_s_per_step": secs}  # fmt: skip
+    if kind == "load":
+        return load_case(rest[0], root, a)
+    return fid_case(rest[0], root, a, dev, sync)
+
+
+def engine_step(cfg, root: Path, work: Path, dev: torch.device):
+    from cxraug.train.engine import Trainer
+
+    tr = Trainer(cfg, cached(root, cfg.data.size), work / "engine-run", progress=False)
+    return tr.train_step
+
+
+def naive_step(cfg, root: Path, work: Path, dev: torch.device):
+    """The textbook loop: ImageFolder decoding PNGs every batch, default DataLoader, float32, no
+    channels_last, no fused optimizer, loss.item() every iteration, gradient penalty by its own forward."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    from cxraug.train.families import build_critic, build_generator
+
+    s = cfg.data.size
+    tf = transforms.Compose([transforms.Grayscale(), transforms.Resize(s), transforms.CenterCrop(s),
+                             transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])  # fmt: skip
+    loader = DataLoader(datasets.ImageFolder(str(root), tf), batch_size=cfg.batch_size, shuffle=True, drop_last=True)
+    G, D = build_generator(cfg).to(dev), build_critic(cfg).to(dev)
+    if cfg.optimizer == "rmsprop":
+        opt_g, opt_d = torch.optim.RMSprop(G.parameters(), cfg.lr_g), torch.optim.RMSprop(D.parameters(), cfg.lr_d)
+    else:
+        opt_g = torch.optim.Adam(G.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    bce = torch.nn.BCEWithLogitsLoss()
+    state = {"it": iter(loader)}
+
+    def real_batch() -> torch.Tensor:
+        try:
+            x, _ = next(state["it"])
+        except StopIteration:
+            state["it"] = iter(loader)
+            x, _ = next(state["it"])
+        return x.to(dev)
+
+    def step() -> None:
+        for _ in range(cfg.n_critic):
+            x = real_batch()
+            z = torch.randn(x.size(0), cfg.z_dim, device=dev)
+            fake = G(z).detach()
+            opt_d.zero_grad()
+            if cfg.loss == "bce":
+                d_real, d_fake = D(x).view(-1), D(fake).view(-1)
+                loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+            else:
+                loss_d = D(fake).mean() - D(x).mean()
+                eps = torch.rand(x.size(0), 1, 1, 1, device=dev)
+                x_hat = (eps * x + (1 - eps) * fake).requires_grad_(True)
+                (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+                loss_d = loss_d + cfg.gp_lambda * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+            loss_d.backward()
+            opt_d.step()
+            loss_d.item()
+        opt_g.zero_grad()
+        z = torch.randn(cfg.batch_size, cfg.z_dim, device=dev)
+        d_fake = D(G(z)).view(-1)
+        loss_g = bce(d_fake, torch.ones_like(d_fake)) if cfg.loss == "bce" else -d_fake.mean()
+        loss_g.backward()
+        opt_g.step()
+        loss_g.item()
+
+    return step
+
+
+def load_case(what: str, root: Path, a: argparse.Namespace) -> dict:
+    n_batches = a.load_batches
+    if what == "png":
+        from torch.utils.data import DataLoader
+        from torchvision import datasets, transforms
+
+        tf = transforms.Compose([transforms.Grayscale(), transforms.Resize(64), transforms.CenterCrop(64),
+                                 transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])  # fmt: skip
+        loader = DataLoader(datasets.ImageFolder(str(root), tf), batch_size=a.batch, shuffle=True, drop_last=True)
+        state = {"it": iter(loader)}
+
+        def step() -> None:
+            try:
+                next(state["it"])
+            except StopIteration:
+                state["it"] = iter(loader)
+                next(state["it"])
+    else:
+        ds = cached(root, 64)  # built (or found) before timing: the cache is a one-off cost per collection
+        g = torch.Generator().manual_seed(0)
+
+        def step() -> None:
+            ds.batch(torch.randint(len(ds), (a.batch,), generator=g).numpy())
+
+    secs = timed(step, 2, a.repeats, n_batches, lambda: None)
+    med = statistics.median(secs)
+    return {"s_per_batch": med, "images_per_s": a.batch / med, "all_s_per_batch": secs}
+
+
+def fid_case(what: str, root: Path, a: argparse.Namespace, dev: torch.device, sync) -> dict:
+    from cxraug.data.preprocess import u8_to_tensor
+
+    note = ""
+    if what == "encoder":
+        from cxraug.metrics.encoder import ConvEncoder, save_encoder
+        from cxraug.metrics.features import encoder_extractor
+
+        path = save_encoder(ConvEncoder(64), Path(a.workdir) / "bench-encoder.safetensors")
+        fn, size = encoder_extractor(path).fn, 64
+    elif what == "xrv-densenet121":
+        import torchxrayvision as xrv
+
+        from cxraug.metrics.features import xrv_extractor
+
+        path = Path(a.workdir) / "xrv-random.pt"
+        torch.save(xrv.models.DenseNet(weights=None).state_dict(), path)
+        fn, size = xrv_extractor(weights_path=str(path)).fn, 64
+        note = "random weights (same cost as the pretrained ones)"
+    else:
+        from torchvision.models import inception_v3
+
+        net = inception_v3(weights=None, aux_logits=False, init_weights=False).eval().to(dev)
+        net.fc = torch.nn.Identity()
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            return net(x.expand(-1, 3, -1, -1))
+
+        size, note = 64, "torchvision InceptionV3 architecture, random weights (FID weights need the network)"
+    imgs = u8_to_tensor(np.random.default_rng(0).integers(0, 256, (a.batch, size, size), dtype=np.uint8)).to(dev)
+
+    @torch.no_grad()
+    def step() -> None:
+        fn(imgs.contiguous(memory_format=torch.channels_last))
+
+    secs = timed(step, 1, a.repeats, 1, sync)
+    med = statistics.median(secs)
+    return {"s_per_batch": med, "images_per_s": a.batch / med, "note": note}
+
+
+# ----------------------------------------------------------------------------- driver
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version()}  # fmt: skip
+
+
+def child(a: argparse.Namespace) -> None:
+    res = run_case(a.case, a)
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(res))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else "phantom",
+                   help="flat folder of PNGs, or 'phantom'; default %(default)s")  # fmt: skip
+    p.add_argument("--only", nargs="*", help=f"cases (prefix match) from: {' '.join(CASES)}")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="timed blocks; the median is reported")
+    p.add_argument("--steps", type=int, default=2, help="training steps per timed block")
+    p.add_argument("--load-batches", type=int, default=5)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--workdir", default=None, help="scratch folder (default: a temp folder)")
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.case:
+        child(a)
+        return 0
+    cases = [c for c in CASES if not a.only or any(c.startswith(o) for o in a.only)]
+    cases += [o for o in a.only or [] if o.count(":") == 2 and o not in cases]  # e.g. train:dcgan-64:engine+cl
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="cxraug-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CXRAUG_CACHE": str(work / "cache")}
+    results, info = {}, machine()
+    print(f"machine: {info}", file=sys.stderr)
+    for c in cases:
+        args = [sys.executable, __file__, "--case", c, "--workdir", str(work), "--data", a.data, "--batch",
+                str(a.batch), "--warmup", str(a.warmup), "--repeats", str(a.repeats), "--steps", str(a.steps),
+                "--load-batches", str(a.load_batches), "--device", a.device]  # fmt: skip
+        t0 = time.perf_counter()
+        r = subprocess.run(args, capture_output=True, text=True, env=env)
+        line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            results[c] = {"error": (r.stderr.strip().splitlines() or ["?"])[-1]}
+        else:
+            results[c] = json.loads(line[7:])
+        print(f"{c:<28} {time.perf_counter() - t0:6.1f} s  {results[c]}", file=sys.stderr)
+    print(table(results, info))
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    dest = out / f"throughput-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    dest.write_text(json.dumps({"machine": info, "args": vars(a), "results": results}, indent=2))
+    print(f"\n(json: {dest.relative_to(ROOT)})")
+    return 0
+
+
+def table(results: dict, info: dict) -> str:
+    lines = [f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['threads']} threads)"
+             + (f", GPU {info['gpu']}" if info["gpu"] else ""), "",
+             "| case | images/s | s per step/batch | peak RSS MB | vs naive |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for c, r in results.items():
+        if "error" in r:
+            lines.append(f"| {c} | error: {r['error']} | | | |")
+            continue
+        per = r.get("s_per_step", r.get("s_per_batch"))
+        ratio = ""
+        if ":engine" in c:
+            base = results.get(c.split(":engine")[0] + ":naive", {})
+            if "images_per_s" in base:
+                ratio = f"{r['images_per_s'] / base['images_per_s']:.2f}x"
+        if c == "load:cache" and "images_per_s" in results.get("load:png", {}):
+            ratio = f"{r['images_per_s'] / results['load:png']['images_per_s']:.0f}x"
+        note = f" ({r['note']})" if r.get("note") else ""
+        lines.append(f"| {c}{note} | {r['images_per_s']:.0f} | {per:.3f} | {r['peak_rss_mb']:.0f} | {ratio} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
