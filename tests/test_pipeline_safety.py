@@ -84,6 +84,9 @@ def test_whole_pipeline_on_a_read_only_input_folder(phantom_root, tmp_path, caps
     _read_only(ro)
     before = snapshot(ro)
     out = tmp_path / "runs"
+    from cxraug.metrics.encoder import ConvEncoder, save_encoder
+
+    enc = f"encoder:{save_encoder(ConvEncoder(64), tmp_path / 'enc.safetensors')}"  # untrained: plumbing only
     try:
         assert main(["data", "split", str(ro), "--dedupe", "--out", str(out), "-q"]) == 0
         (split,) = list(out.glob("split-*"))
@@ -92,13 +95,13 @@ def test_whole_pipeline_on_a_read_only_input_folder(phantom_root, tmp_path, caps
         (gan,) = list(out.glob("train-*"))
         ckpt = gan / "checkpoints" / "last.pt"
         assert main(["evaluate", "--real", str(split / "test.csv"), "--fake", str(ckpt), "--class", "covid",
-                     "--n", "32", "--features", "auto", "--out", str(out), "-q"]) == 0  # fmt: skip
+                     "--n", "32", "--features", enc, "--out", str(out), "-q"]) == 0  # fmt: skip
         assert main(["synthesize", "--checkpoint", str(ckpt), "--n", "5", "--out", str(out / "syn"), "-q"]) == 0
         assert main(["balance", "--data", str(ro), "--generator", str(ckpt), "--strategy", "equalize",
                      "--out", str(out), "-q"]) == 0  # fmt: skip
         study_yaml = tmp_path / "study.yaml"
         study_yaml.write_text(yaml.safe_dump({
-            "sources": [{"path": str(ro)}], "generator": str(ckpt), "regimes": [1.0], "seeds": [0], "epochs": 1,
+            "sources": [{"path": str(ro)}], "generator": str(ckpt), "regimes": [1.0], "seeds": [0], "epochs": 1, "features": enc,
             "batch_size": 16}))  # fmt: skip
         assert main(["benchmark", "--config", str(study_yaml), "--out", str(out), "-q"]) == 0
         (study,) = list(out.glob("study-*"))

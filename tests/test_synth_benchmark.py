@@ -176,3 +176,30 @@ def test_minority_share_thins_only_the_training_minority(tmp_path):
     for s in ("val", "test"):  # evaluation splits keep their natural balance
         assert np.array_equal(thin.split[s], full.split[s])
     assert json.loads((tmp_path / "b" / "data.json").read_text())["minority_train_unused"] > 0
+
+
+def test_multilabel_head_learns_with_unknown_labels_masked():
+    """Multi-label head (CheXpert style): per-label sigmoids, NaN labels ignored, per-label AUC."""
+    import torch
+
+    from cxraug.classify.metrics import multilabel_auc
+    from cxraug.classify.models import build_classifier
+    from cxraug.classify.train import fit_classifier, masked_bce, predict_proba
+
+    rng = np.random.default_rng(0)
+    n = 160
+    y = rng.integers(0, 2, (n, 2)).astype(np.float32)
+    x = rng.integers(0, 40, (n, 32, 32)).astype(np.uint8)
+    x[:, :16, :] += (y[:, 0, None, None] * 150).astype(np.uint8)  # label 0: bright top half
+    x[:, :, :16] += (y[:, 1, None, None] * 60).astype(np.uint8)  # label 1: brighter left half
+    y_noisy = y.copy()
+    y_noisy[rng.random((n, 2)) < 0.2] = np.nan  # unknown labels
+    t = torch.tensor([[0.0, np.nan]])
+    assert masked_bce(torch.tensor([[0.0, 100.0]]), t).item() == pytest.approx(np.log(2))  # NaN label ignored
+    model, _ = build_classifier("lightweight", 2)
+    model, curves = fit_classifier(model, x[:120], y_noisy[:120], x[120:], y_noisy[120:], epochs=15, lr=3e-3)
+    assert np.isfinite(curves["train_loss"]).all()
+    prob = predict_proba(model, x[120:], multilabel=True)
+    assert prob.shape == (40, 2) and not np.allclose(prob.sum(1), 1)
+    auc = multilabel_auc(y[120:], prob, ["a", "b"])
+    assert auc["per_label_auc"]["a"] > 0.9 and auc["per_label_auc"]["b"] > 0.8

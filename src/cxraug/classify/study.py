@@ -71,6 +71,7 @@ class StudyConfig:
     # Simulate the rare-disease case: keep only enough minority training patients for the minority to be
     # this share of the training split (e.g. 0.2); val/test keep their natural balance. None = as is.
     minority_share: float | None = None
+    features: str = "auto"  # feature extractor for the report's FID/KID/PR and memorization audit
     dedupe: bool = True  # drop test images that (near-)duplicate a training image
     device: str = "cpu"
 

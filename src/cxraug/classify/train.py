@@ -36,13 +36,19 @@ def fit_classifier(
     seed: int = 0,
     device: str = "cpu",
 ) -> tuple[nn.Module, dict]:
-    """Class-index targets; returns the best-validation model and per-epoch train/val loss curves."""
+    """Returns the best-validation model and per-epoch train/val loss curves.
+
+    Targets: class indices [N] (binary / multi-class head, cross-entropy) or multi-hot float vectors
+    [N,K] (multi-label head, one sigmoid per label; NaN = unknown label, masked out of the loss)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    xt, yt = to_float(x_train), torch.as_tensor(y_train, dtype=torch.long)
-    xv, yv = to_float(x_val).to(device), torch.as_tensor(y_val, dtype=torch.long).to(device)
+    multilabel = np.ndim(y_train) == 2
+    dtype = torch.float32 if multilabel else torch.long
+    loss_fn = masked_bce if multilabel else F.cross_entropy
+    xt, yt = to_float(x_train), torch.as_tensor(y_train, dtype=dtype)
+    xv, yv = to_float(x_val).to(device), torch.as_tensor(y_val, dtype=dtype).to(device)
     best, best_loss, curves = None, float("inf"), {"train_loss": [], "val_loss": []}
     for _ in range(epochs):
         model.train()
@@ -54,12 +60,12 @@ def fit_classifier(
                 continue
             xb = xt[idx]
             xb = _augment(xb) if augment else xb
-            loss = F.cross_entropy(model((xb * 2 - 1).to(device)), yt[idx].to(device))
+            loss = loss_fn(model((xb * 2 - 1).to(device)), yt[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             tot += loss.item() * len(idx)
-        val_loss = F.cross_entropy(predict_logits(model, xv), yv).item()
+        val_loss = loss_fn(predict_logits(model, xv), yv).item()
         curves["train_loss"].append(tot / len(xt))
         curves["val_loss"].append(val_loss)
         if val_loss < best_loss:
@@ -75,5 +81,13 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch
     return torch.cat([model((x[i : i + batch] * 2 - 1).to(dev)) for i in range(0, len(x), batch)])
 
 
-def predict_proba(model: nn.Module, u8: np.ndarray) -> np.ndarray:
-    return F.softmax(predict_logits(model, to_float(u8)), 1).cpu().numpy()
+def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Multi-label BCE over the known labels only (NaN = not recorded / uncertain-ignored)."""
+    known = ~torch.isnan(target)
+    return F.binary_cross_entropy_with_logits(logits[known], target[known])
+
+
+def predict_proba(model: nn.Module, u8: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """Softmax class probabilities [N,K], or independent per-label probabilities with ``multilabel``."""
+    logits = predict_logits(model, to_float(u8))
+    return (torch.sigmoid(logits) if multilabel else F.softmax(logits, 1)).cpu().numpy()

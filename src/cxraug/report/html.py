@@ -79,7 +79,7 @@ def build_report(study_dir: str | Path, progress: bool = True) -> Path:
         from cxraug.metrics.memorization import closest_pairs_grid
 
         real_train_min = st.images[st.split["train"]][st.y[st.split["train"]] == k]
-        quality = evaluate_images(real_train_min, st.syn, "auto", progress=progress)
+        quality = evaluate_images(real_train_min, st.syn, cfg.features, progress=progress)
         closest_pairs_grid(real_train_min, st.syn, quality["memorization"], fig / "closest_pairs.png")
         res["quality"] = quality
     write_text_atomic(d / "results.json", json.dumps(res, indent=2, default=float))
