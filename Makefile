@@ -24,4 +24,5 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 bench: $(STAMP)
-	@echo "benchmarks/ scripts: not written yet (issue 6)"
+	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/time_to_fid.py

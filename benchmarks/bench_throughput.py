@@ -99,16 +99,19 @@ def run_case(case: str, a: argparse.Namespace) -> dict:
         preset_name, impl = rest
         cfg = train_config(preset_name, a.batch)
         cfg.device = a.device
-        impl, *opts = impl.split("+")  # engine+cl+bf16+compile: try one of the engine's switches
+        impl, *opts = impl.split("+")  # engine+cl+bf16+fp32+compile: try one of the engine's switches
         cfg.channels_last = "on" if "cl" in opts else cfg.channels_last
-        cfg.amp = "bf16" if "bf16" in opts else cfg.amp
+        cfg.amp = "bf16" if "bf16" in opts else "no" if "fp32" in opts else cfg.amp
         cfg.compile = "compile" in opts
         fn = engine_step if impl == "engine" else naive_step
         step = fn(cfg, root, work, dev)
         per_block = a.steps
         secs = timed(step, a.warmup, a.repeats, per_block, sync)
         med = statistics.median(secs)
-        return {"s_per_step": med, "steps_per_s": 1 / med, "images_per_s": cfg.batch_size * cfg.n_critic / med,
+        from cxraug.train.engine import default_amp
+
+        amp = "no" if impl == "naive" else cfg.amp if cfg.amp != "auto" else default_amp(dev)
+        return {"amp": amp, "s_per_step": med, "steps_per_s": 1 / med, "images_per_s": cfg.batch_size * cfg.n_critic / med,
                 "all_s_per_step": secs}  # fmt: skip
     if kind == "load":
         return load_case(rest[0], root, a)

@@ -31,6 +31,9 @@ def main() -> int:
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--max-steps", type=int, default=1500)
     p.add_argument("--encoder", help="encoder.safetensors (default: train one, 400 steps)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override, e.g. amp=bf16"
+    )
     a = p.parse_args()
 
     from cxraug.config import load_config
@@ -46,7 +49,7 @@ def main() -> int:
     enc = a.encoder or str(save_encoder(train_encoder(ds.images, steps=400, progress=False), work / "enc.safetensors"))
     t_enc = time.perf_counter() - t0
     cfg = load_config(TrainConfig, None, [f"width={a.width}", f"steps={a.max_steps}", f"fid_every={a.every}",
-                                          "sample_every=100000", "ckpt_every=100000"], base=preset("wgan-gp-64"))  # fmt: skip
+                                          "sample_every=100000", "ckpt_every=100000", *a.set], base=preset("wgan-gp-64"))  # fmt: skip
     hook = EncoderFIDHook(f"encoder:{enc}")
     trace: list[dict] = []
     start = time.perf_counter()
@@ -65,10 +68,10 @@ def main() -> int:
         tr.fit()
     except Reached:
         reached = True
-    out = {"threshold": a.threshold, "reached": reached, "trace": trace, "encoder_train_s": round(t_enc, 1),
+    out = {"overrides": a.set, "threshold": a.threshold, "reached": reached, "trace": trace, "encoder_train_s": round(t_enc, 1),
            "width": a.width, "images": len(ds)}  # fmt: skip
     if reached:
-        print(f"FID <= {a.threshold} after {trace[-1]['step']} steps, {trace[-1]['seconds']:.0f} s "
+        print(f"{' '.join(a.set) or 'defaults'}: FID <= {a.threshold} after {trace[-1]['step']} steps, {trace[-1]['seconds']:.0f} s "
               f"(+ {t_enc:.0f} s to train the encoder)")  # fmt: skip
     else:
         print(f"FID {trace[-1]['fid'] if trace else float('nan'):.2f} > {a.threshold} after {a.max_steps} steps")

@@ -140,3 +140,14 @@ def test_data_split_reports_and_removes_cross_split_duplicates(phantom_root, tmp
           for k, v in rows.items()}  # fmt: skip
     assert (min_hamming(fp["test"], fp["train"]) > 4).all()
     assert "near-duplicate a training image" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_offline(tmp_path, capsys):
+    """`make demo` runs `cxraug demo`; here with fewer steps/epochs (the full one: BENCHMARKS.md)."""
+    assert main(["demo", "--steps", "20", "--epochs", "1", "--out", str(tmp_path), "-q"]) == 0
+    out = capsys.readouterr().out
+    (run,) = list(tmp_path.iterdir())
+    assert (run / "study" / "report.html").is_file() and (run / "study" / "synthetic_samples.png").is_file()
+    assert len(list((run / "study" / "gans").iterdir())) == 2  # one generator per training split
+    assert "report:" in out and "AUC" in out

@@ -50,6 +50,15 @@ def test_permission_error_is_clear_and_leaves_nothing(tmp_path):
         os.chmod(d, 0o755)
 
 
+def test_permission_error_while_writing_is_clear_and_leaves_nothing(tmp_path):
+    """The same guarantee where the test runs as root (which chmod cannot stop): EACCES mid-write."""
+    dest = tmp_path / "out.json"
+    with pytest.raises(CXRAugError, match="permission denied"), atomic_path(dest) as tmp:
+        tmp.write_text("{")
+        raise PermissionError(13, "Permission denied")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_write_leaves_no_partial_file(tmp_path):
     dest = tmp_path / "out.bin"
     with pytest.raises(CXRAugError, match="disk full"), atomic_path(dest) as tmp:

@@ -1,7 +1,8 @@
 """``cxraug demo``: the whole pipeline, offline, on the embedded phantoms, in a few CPU minutes.
 
-phantoms -> cache -> DCGAN on the COVID-like class -> sample grid -> FID/KID/PR + memorization
-(offline encoder) -> classifier benchmark (4 protocols) -> report.html.
+phantoms -> cache -> patient split -> a DCGAN on the COVID-like training images of each regime ->
+classifier benchmark (4 protocols x 2 regimes) -> FID/KID/PR + memorization (offline encoder) ->
+report.html.
 """
 
 from __future__ import annotations
@@ -16,32 +17,30 @@ DEMO_DATA = "phantom:normal=240,covid=48"
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from cxraug.classify.study import Source, Study, StudyConfig
+    from cxraug.classify.study import GanSpec, Source, Study, StudyConfig
     from cxraug.io import new_run_dir
     from cxraug.report.html import build_report
-    from cxraug.train import train
 
     t0 = time.perf_counter()
     run = new_run_dir(a.out, "demo")
     progress = not a.quiet
-    print(f"[1/3] training a DCGAN on the COVID-like phantoms ({a.steps} steps) ...")
-    gan = train("dcgan-64", DEMO_DATA, run, progress=progress, cls="covid", steps=a.steps, width=32,
-                batch_size=64, sample_every=100, ckpt_every=100, seed=a.seed)  # fmt: skip
-    ckpt = gan / "checkpoints" / "last.pt"
-    print(f"      samples: {gan / 'samples.png'}")
-    print("[2/3] classifier benchmark: real / standard-aug / GAN-aug / synthetic-only ...")
-    cfg = StudyConfig(sources=[Source(DEMO_DATA)], minority="covid", generator=str(ckpt),
-                      regimes=[0.5, 1.0], seeds=[a.seed], epochs=a.epochs)  # fmt: skip
     study = run / "study"
+    print(f"[1/3] DCGANs on the COVID-like phantoms of each training split ({a.steps} steps), then the classifier "
+          "benchmark: real / standard-aug / GAN-aug / synthetic-only ...")  # fmt: skip
+    gan = GanSpec(preset="dcgan-64", steps=a.steps, width=32, batch_size=64, diffaug="", seed=a.seed,
+                  overrides=["sample_every=100", "ckpt_every=100"])  # fmt: skip
+    cfg = StudyConfig(sources=[Source(DEMO_DATA)], minority="covid", gan=gan, regimes=[0.5, 1.0], seeds=[a.seed],
+                      epochs=a.epochs)  # fmt: skip
     Study(cfg, study, progress=progress).run()
-    print("[3/3] quality metrics, memorization audit and report ...")
+    print("[2/3] quality metrics, memorization audit and report ...")
     report = build_report(study, progress=progress)
     res = json.loads((study / "results.json").read_text())
     q = res["quality"]
     print(f"      FID ({q['features']}) {q['fid']:.2f}; memorization: {q['memorization']['n_flagged']} flagged")
+    print("[3/3] results at 100 % of the training data:")
     for p, m in res["summary"]["table"]["1.0"].items():
         print(f"      {p:<16} AUC {m['auc']['mean']:.3f}  sensitivity {m['recall']['mean']:.3f}")
-    print(f"done in {time.perf_counter() - t0:.0f} s\nrun folder: {run}\nsample grid: {gan / 'samples.png'}\n"
+    print(f"done in {time.perf_counter() - t0:.0f} s\nrun folder: {run}\nsample grid: {study / 'synthetic_samples.png'}\n"
           f"report: {report}")  # fmt: skip
     return 0
 

@@ -41,7 +41,7 @@ class TrainConfig:
     fid_every: int = 0  # evaluate FID every K steps (0 = off) and keep best.pt
     fid_n: int = 256
     device: str = "auto"  # auto | cpu | cuda | mps
-    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp16 | no
+    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | bf16 | fp16 | no
     channels_last: str = "auto"  # auto (on GPU) | on | off
     compile: bool = False  # torch.compile the networks (opt-in)
     threads: int = 0  # CPU threads for torch (0 = torch's default)
