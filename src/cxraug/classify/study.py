@@ -13,13 +13,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cxraug.classify.metrics import binary_metrics, mean_ci, multiclass_metrics, paired_comparison
+from cxraug.classify.metrics import binary_metrics, mean_ci, multiclass_metrics, multilabel_auc, paired_comparison
 from cxraug.classify.models import build_classifier
 from cxraug.classify.train import fit_classifier, predict_proba
 from cxraug.config import load_config, save_config, to_dict
 from cxraug.data.cache import CachedDataset, build_cache
 from cxraug.data.preprocess import Preprocess
-from cxraug.data.readers import read_folder
 from cxraug.data.sample import Collection
 from cxraug.data.source import open_source
 from cxraug.data.splits import check_no_synthetic, check_patient_disjoint, patient_split, regime_subset
@@ -81,12 +80,18 @@ def load_study_config(path: str | os.PathLike | None, overrides: list[str] | Non
 
 
 def load_sources(cfg: StudyConfig, progress: bool = True) -> CachedDataset:
+    """One dataset from the study's sources: folders/phantoms (one class each, or folder-per-class) or
+    one multi-label CSV manifest (CheXpert style; its label vectors are kept as they are)."""
     samples, names = [], []
     colls: list[tuple[Collection, str | None]] = []
     for s in cfg.sources:
-        c = open_source(s.path, size=max(cfg.size, 64)) if s.path.startswith("phantom") else read_folder(s.path)
+        c = open_source(s.path, size=max(cfg.size, 64))
         colls.append((c, s.label))
         names += [s.label] if s.label else c.class_names
+    if any(c.multilabel for c, _ in colls):
+        if len(colls) != 1:
+            raise CXRAugError("a multi-label study takes exactly one source (a CSV manifest with label columns)")
+        return build_cache(colls[0][0], Preprocess(cfg.size), progress=progress)
     names = sorted(set(names))
     for c, label in colls:
         for smp in c.samples:
@@ -154,7 +159,11 @@ class Study:
             raise CXRAugError(f"minority class {cfg.minority!r} not in {ds.class_names}")
         self.ds, self.names = ds, ds.class_names
         self.k_min = ds.class_names.index(cfg.minority)
-        self.y = ds.label_index
+        self.multilabel = ds.multilabel
+        self.y = ds.label_index  # class index (single-label); for multi-label the targets are ds.labels
+        lab_k = np.nan_to_num(ds.labels[:, self.k_min], nan=-1.0)
+        self.pos = lab_k == 1 if self.multilabel else self.y == self.k_min  # minority-positive images
+        self.known = lab_k >= 0 if self.multilabel else np.ones(len(ds), bool)  # minority label recorded
         sp = patient_split(ds.labels, ds.patient_ids, tuple(cfg.split), cfg.split_seed, ds.sources, ds.paths)
         check_patient_disjoint(ds.patient_ids, sp)
         n_unused = 0
@@ -174,7 +183,9 @@ class Study:
         self.syn = self.synthetic_for(max(cfg.regimes), cfg.seeds[0]) if (cfg.generator or cfg.gan) else None
         write_json(self.dir / "data.json", {
             "classes": self.names, "minority": cfg.minority, "counts": ds.counts(),
-            "split_counts": {k: {c: int((self.y[v] == i).sum()) for i, c in enumerate(self.names)} for k, v in sp.items()},
+            "multilabel": self.multilabel,
+            "split_counts": {k: {c: int((np.nan_to_num(ds.labels[v, i]) > 0.5).sum()) for i, c in enumerate(self.names)}
+                             for k, v in sp.items()},
             "test_duplicates_removed": n_dupes, "minority_train_unused": n_unused, "sources": [s.__dict__ for s in cfg.sources],
             "patients": len(set(ds.patient_ids)), "errors": ds.errors,
             "generator": ({"checkpoint": cfg.generator, "training_images_checked": gen_seen} if cfg.generator
@@ -185,7 +196,7 @@ class Study:
         """Drop minority training patients (seeded) until the minority is ``share`` of the training split."""
         if not 0 < share < 1:
             raise CXRAugError(f"minority_share must be in (0, 1), got {share}")
-        is_min = self.y[train] == self.k_min
+        is_min = self.pos[train]
         n_other = int((~is_min).sum())
         target = max(1, round(share * n_other / (1 - share)))
         if is_min.sum() <= target:
@@ -206,7 +217,7 @@ class Study:
 
     def _minority_train(self, regime: float, seed: int) -> np.ndarray:
         idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
-        return idx[self.y[idx] == self.k_min]
+        return idx[self.pos[idx]]
 
     def generator_for(self, regime: float, seed: int) -> str:
         """The checkpoint whose samples augment the (regime, seed) run; trains it first if needed."""
@@ -243,8 +254,7 @@ class Study:
         ckpt = self.generator_for(regime, seed)
         if ckpt in self._syn_cache:
             return self._syn_cache[ckpt]
-        counts = np.bincount(self.y[self.split["train"]], minlength=len(self.names))
-        need = int(max(counts.max() - counts[self.k_min], counts[self.k_min], 1))
+        need = max(self._n_to_add(self.split["train"]), int(self.pos[self.split["train"]].sum()), 1)
         path = Path(ckpt).parent.parent / "synthetic.npy" if self.cfg.gan else self.dir / "synthetic.npy"
         if path.is_file() and len(np.load(path, mmap_mode="r")) >= need:
             imgs = np.load(path)
@@ -259,25 +269,40 @@ class Study:
         return imgs
 
     # ------------------------------------------------------------------ runs
+    def _n_to_add(self, idx: np.ndarray) -> int:
+        """Synthetic images that equalize the minority: to the largest class (single-label), or its
+        positives to its negatives (multi-label)."""
+        if self.multilabel:
+            return int(max((self.known[idx] & ~self.pos[idx]).sum() - self.pos[idx].sum(), 0))
+        counts = np.bincount(self.y[idx], minlength=len(self.names))
+        return int(max(counts.max() - counts[self.k_min], 0))
+
+    def targets(self, idx: np.ndarray) -> np.ndarray:
+        """Class indices [N] (single-label) or multi-hot vectors [N,K] with NaN = unknown (multi-label)."""
+        return self.ds.labels[idx].astype(np.float32) if self.multilabel else self.y[idx]
+
     def train_set(self, protocol: str, regime: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(images, class indices, is_synthetic) for one run."""
+        """(images, targets, is_synthetic) for one run."""
         idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
-        x, y = self.images[idx], self.y[idx]
+        x, y = self.images[idx], self.targets(idx)
         syn_flag = np.zeros(len(y), bool)
         if protocol in ("gan-aug", "synthetic-only"):
-            counts = np.bincount(y, minlength=len(self.names))
-            n_min = counts[self.k_min]
             if protocol == "gan-aug":
-                n_add = int(max(counts.max() - n_min, 0))  # equalize the minority to the largest class
+                n_add = self._n_to_add(idx)
             else:  # replace the real minority by the same number of synthetic images
-                keep = y != self.k_min
+                keep = ~self.pos[idx]
                 x, y, syn_flag = x[keep], y[keep], syn_flag[keep]
-                n_add = int(n_min)
+                n_add = int(self.pos[idx].sum())
             syn = self.synthetic_for(regime, seed)
             rng = np.random.default_rng(seed)
             pick = rng.choice(len(syn), min(n_add, len(syn)), replace=False)
             x = np.concatenate([x, syn[pick]])
-            y = np.concatenate([y, np.full(len(pick), self.k_min)])
+            if self.multilabel:  # positive for the minority label; the other labels of a synthetic image are unknown
+                y_syn = np.full((len(pick), len(self.names)), np.nan, np.float32)
+                y_syn[:, self.k_min] = 1
+            else:
+                y_syn = np.full(len(pick), self.k_min)
+            y = np.concatenate([y, y_syn])
             syn_flag = np.concatenate([syn_flag, np.ones(len(pick), bool)])
         return x, y, syn_flag
 
@@ -296,19 +321,24 @@ class Study:
         x, y, syn = self.train_set(protocol, regime, seed)
         model, weights = build_classifier(self.cfg.model, len(self.names))
         v = self.split["val"]
-        model, curves = fit_classifier(model, x, y, self.images[v], self.y[v], self.cfg.epochs, self.cfg.batch_size,
+        model, curves = fit_classifier(model, x, y, self.images[v], self.targets(v), self.cfg.epochs, self.cfg.batch_size,
                                        self.cfg.lr, augment=protocol == "standard-aug", seed=seed,
                                        device=self.cfg.device)  # fmt: skip
         te = self.split["test"]
-        prob = predict_proba(model, self.images[te])
-        if len(self.names) == 2:
-            metrics = binary_metrics(self.y[te] == self.k_min, prob[:, self.k_min])
+        prob = predict_proba(model, self.images[te], multilabel=self.multilabel)
+        if self.multilabel:  # the minority label as a binary task (where recorded) + per-label AUC
+            te = te[self.known[te]]
+            prob = predict_proba(model, self.images[te], multilabel=True)
+            metrics = {**binary_metrics(self.pos[te], prob[:, self.k_min]),
+                       **multilabel_auc(self.ds.labels[te], prob, self.names)}  # fmt: skip
+        elif len(self.names) == 2:
+            metrics = binary_metrics(self.pos[te], prob[:, self.k_min])
         else:
             metrics = multiclass_metrics(self.y[te], prob, self.names)
         res = {"key": key, "protocol": protocol, "regime": regime, "seed": seed, "model": self.cfg.model,
                "weights": weights, "n_train": len(y), "n_synthetic": int(syn.sum()), "curves": curves,
                "metrics": metrics, "test_prob": prob[:, self.k_min].tolist(),
-               "test_true": (self.y[te] == self.k_min).astype(int).tolist()}  # fmt: skip
+               "test_true": self.pos[te].astype(int).tolist()}  # fmt: skip
         rdir.mkdir(parents=True, exist_ok=True)
         if seed == self.cfg.seeds[0]:
             save_checkpoint({"state_dict": model.state_dict()}, rdir / "model.pt")
@@ -357,6 +387,7 @@ def aggregate(results: list[dict], cfg: StudyConfig) -> dict:
         for p, runs in by_p.items():
             m = [r["metrics"] for r in sorted(runs, key=lambda r: r["seed"])]
             keys = METRIC_KEYS if "auc" in m[0] else ("accuracy", "macro_f1", "macro_auc")
+            keys = (*keys, "macro_auc") if "auc" in m[0] and "macro_auc" in m[0] else keys  # multi-label
             out["table"][regime][p] = {k: mean_ci([x.get(k, float("nan")) for x in m]) for k in keys}
         if "gan-aug" in by_p and "standard-aug" in by_p:
             ga = sorted(by_p["gan-aug"], key=lambda r: r["seed"])

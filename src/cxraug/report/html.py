@@ -54,14 +54,16 @@ def build_report(study_dir: str | Path, progress: bool = True) -> Path:
     top = max(cfg.regimes)
     first = [r for r in full if r["regime"] == top and r["seed"] == cfg.seeds[0]]
     plots.learning_curves(first, fig / "learning_curves.png")
-    plots.confusion_matrices(first, data["classes"], fig / "confusion.png")
+    binary = data.get("multilabel") or len(data["classes"]) == 2  # minority vs rest
+    plots.confusion_matrices(first, [f"not {cfg.minority}", cfg.minority] if binary else data["classes"],
+                             fig / "confusion.png")  # fmt: skip
     plots.roc_curves(first, fig / "roc.png")
     plots.confidence_plot(first, fig / "confidence.png")
     st = Study(cfg, d, progress=False)
     st.prepare()
     k = st.k_min
     te = st.split["test"]
-    real_min = st.images[te][st.y[te] == k]
+    real_min = st.images[te][st.pos[te]]
     gan_key = next((r["key"] for r in first if r["protocol"] == "gan-aug"), first[0]["key"])
     model = st.model(gan_key)
     try:
@@ -70,7 +72,11 @@ def build_report(study_dir: str | Path, progress: bool = True) -> Path:
         log.warning("Grad-CAM failed: %s", e)
     x, y, syn = st.train_set("gan-aug" if st.syn is not None else "real", top, cfg.seeds[0])
     try:
-        plots.umap_plot(model, x, y, syn, data["classes"], fig / "umap.png")
+        if st.multilabel:  # colour by the minority label
+            y, names = (np.nan_to_num(y[:, k]) == 1).astype(int), [f"not {cfg.minority}", cfg.minority]
+        else:
+            names = data["classes"]
+        plots.umap_plot(model, x, y, syn, names, fig / "umap.png")
     except Exception as e:
         log.warning("UMAP failed: %s", e)
     quality = None
@@ -78,7 +84,7 @@ def build_report(study_dir: str | Path, progress: bool = True) -> Path:
         from cxraug.metrics import evaluate_images
         from cxraug.metrics.memorization import closest_pairs_grid
 
-        real_train_min = st.images[st.split["train"]][st.y[st.split["train"]] == k]
+        real_train_min = st.images[st.split["train"]][st.pos[st.split["train"]]]
         quality = evaluate_images(real_train_min, st.syn, cfg.features, progress=progress)
         closest_pairs_grid(real_train_min, st.syn, quality["memorization"], fig / "closest_pairs.png")
         res["quality"] = quality

@@ -105,7 +105,8 @@ class Trainer:
         if cfg.compile:
             for name, m in {**self.family.generators, **self.family.critics}.items():
                 setattr(self.family, name, torch.compile(m))
-        self.sampler = torch.Generator().manual_seed(cfg.seed + 1)
+        # each process of a multi-GPU/multi-node run (`accelerate launch`) draws its own batches
+        self.sampler = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * self.acc.process_index)
         fixed = torch.Generator().manual_seed(12345)
         self.fixed_noise = torch.randn(64, cfg.z_dim, generator=fixed)
         lab = np.nan_to_num(self.data_a.labels)
@@ -335,7 +336,8 @@ class Trainer:
         if self.ema is not None and st.get("ema") is not None:
             self.ema.load_state_dict(st["ema"])
         torch.set_rng_state(st["rng"]["torch"])
-        self.sampler.set_state(st["rng"]["sampler"])
+        if self.acc.num_processes == 1:  # one saved stream; other processes keep their own seeds
+            self.sampler.set_state(st["rng"]["sampler"])
         if "cuda" in st["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(st["rng"]["cuda"])
         if hasattr(fam, "load_state") and "family" in st:
