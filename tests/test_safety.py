@@ -89,3 +89,14 @@ def test_fid_hook_keeps_best_checkpoint(phantom_ds, tmp_path):
     assert len(fids) == 2 and tr.best_fid == min(fids)
     best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     assert best["best_fid"] == min(fids)
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    from cxraug.io import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600

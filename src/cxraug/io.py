@@ -17,6 +17,12 @@ import torch
 from cxraug.errors import CheckpointError, CXRAugError, show_path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; on success it is fsynced and renamed over ``dest``.
@@ -36,6 +42,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp_path, dest)
     except OSError as e:
         tmp_path.unlink(missing_ok=True)

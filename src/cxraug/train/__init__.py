@@ -8,7 +8,7 @@ from pathlib import Path
 from cxraug.config import load_config
 from cxraug.io import load_checkpoint, new_run_dir
 from cxraug.train.config import PRESETS, TrainConfig, preset
-from cxraug.train.engine import Trainer, load_generator
+from cxraug.train.engine import Trainer, load_generator, pick_device
 
 __all__ = ["PRESETS", "TrainConfig", "Trainer", "load_generator", "preset", "resume", "train"]
 
@@ -29,9 +29,22 @@ def train(
     ov = [f"data.path={data}"] + [f"{k}={v}" for k, v in kwargs.items()] + list(overrides or [])
     cfg = load_config(TrainConfig, config, ov, base=preset(preset_name))
     ds = load_dataset(cfg.data, progress=progress)
-    run = new_run_dir(out, f"train-{cfg.preset}")
+    run = _shared_run_dir(out, f"train-{cfg.preset}", cpu=pick_device(cfg.device).type == "cpu")
     Trainer(cfg, ds, run, progress=progress, eval_hook=eval_hook).fit()
     return run
+
+
+def _shared_run_dir(out: str | os.PathLike, name: str, cpu: bool = False) -> Path:
+    """A new run folder; under ``accelerate launch``/``torchrun`` the main process makes it and tells the others."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return new_run_dir(out, name)
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState(cpu=cpu)
+    box = [str(new_run_dir(out, name)) if state.is_main_process else None]
+    broadcast_object_list(box)
+    return Path(box[0])
 
 
 def resume(run_dir: str | os.PathLike, steps: int | None = None, progress: bool = True, eval_hook=None) -> Path:

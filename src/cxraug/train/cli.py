@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from cxraug.cli import register
 
@@ -30,9 +31,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         if a.clahe:
             ov.append("data.clahe=true")
         run = train(a.preset, a.data, a.out, a.config, ov, progress=not a.quiet, eval_hook=_fid_hook(a))
-    print(f"run folder: {run}")
-    print(f"samples:    {run / 'samples.png'}")
-    print(f"checkpoint: {run / 'checkpoints' / 'last.pt'}")
+    if os.environ.get("RANK", "0") == "0":  # once, under accelerate launch / torchrun
+        print(f"run folder: {run}")
+        print(f"samples:    {run / 'samples.png'}")
+        print(f"checkpoint: {run / 'checkpoints' / 'last.pt'}")
     return 0
 
 

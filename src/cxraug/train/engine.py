@@ -98,10 +98,12 @@ class Trainer:
         main_g = self.main_generator
         if cfg.ema_decay > 0:
             self.ema = AveragedModel(main_g, multi_avg_fn=self._ema_update, use_buffers=True)
-        prepared = self.acc.prepare(
-            *self.family.generators.values(), *self.family.critics.values(), self.opt_g, self.opt_d
-        )
-        self._prepared = prepared
+        # Under `accelerate launch`/torchrun the losses must run through the DDP-wrapped networks (gradients are
+        # all-reduced there); the family's dicts keep the plain modules for state dicts and EMA.
+        nets = {**self.family.generators, **self.family.critics}
+        *wrapped, self.opt_g, self.opt_d = self.acc.prepare(*nets.values(), self.opt_g, self.opt_d)
+        for name, m in zip(nets, wrapped):
+            setattr(self.family, name, m)
         if cfg.compile:
             for name, m in {**self.family.generators, **self.family.critics}.items():
                 setattr(self.family, name, torch.compile(m))
