@@ -270,3 +270,14 @@ def test_two_process_ddp_training_keeps_replicas_in_sync(name, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "WORLD 2 SYNCED True OWN_BATCHES True" in r.stdout, r.stdout + r.stderr[-2000:]
+
+
+def test_bf16_autocast_and_channels_last_path(phantom_ds, tmp_path):
+    """The mixed-precision / channels_last code path the GPU default takes, run on CPU (bf16 autocast)."""
+    tr = Trainer(_cfg("wgan-gp-64", steps=4, log_every=2, amp="bf16", channels_last="on"), phantom_ds, tmp_path,
+                 progress=False)  # fmt: skip
+    assert tr.acc.mixed_precision == "bf16" and tr.channels_last
+    tr.fit()
+    s = tr.sample(8)
+    assert s.dtype == torch.float32 and torch.isfinite(s).all() and s.abs().max() <= 1
+    assert all(torch.isfinite(p).all() for p in tr.main_generator.parameters())
