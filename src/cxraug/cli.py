@@ -144,8 +144,8 @@ def cmd_data_split(a: argparse.Namespace) -> int:
 
     from cxraug.config import save_config
     from cxraug.data.source import load_dataset
-    from cxraug.data.splits import check_patient_disjoint, patient_split
-    from cxraug.data.stats import fingerprints, min_hamming
+    from cxraug.data.splits import check_patient_disjoint, near_duplicates_in_test, patient_split
+    from cxraug.data.stats import fingerprints
     from cxraug.io import atomic_path, ensure_outside, new_run_dir, write_json
 
     cfg = _data_cfg(a)
@@ -157,12 +157,10 @@ def cmd_data_split(a: argparse.Namespace) -> int:
     ds = load_dataset(cfg, progress=not a.quiet)
     sp = patient_split(ds.labels, ds.patient_ids, fr, a.seed, ds.sources, ds.paths)  # refuses synthetic images
     check_patient_disjoint(ds.patient_ids, sp)
-    fp = fingerprints(np.asarray(ds.images))
-    te, tr = sp["test"], sp["train"]
-    dist = min_hamming(fp[te], fp[tr])
-    dup = te[dist <= a.near_threshold]
+    near = near_duplicates_in_test(fingerprints(np.asarray(ds.images)), sp, a.near_threshold)
+    dup = sp["test"][near]
     if a.dedupe:
-        sp["test"] = te[dist > a.near_threshold]
+        sp["test"] = sp["test"][~near]
     run = new_run_dir(a.out, "split")
     save_config(cfg, run / "config.yaml")
     multi = ds.multilabel

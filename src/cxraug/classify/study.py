@@ -21,7 +21,14 @@ from cxraug.data.cache import CachedDataset, build_cache
 from cxraug.data.preprocess import Preprocess
 from cxraug.data.sample import Collection
 from cxraug.data.source import open_source
-from cxraug.data.splits import check_no_synthetic, check_patient_disjoint, patient_split, regime_subset
+from cxraug.data.splits import (
+    NEAR_DUPLICATE_BITS,
+    check_no_synthetic,
+    check_patient_disjoint,
+    near_duplicates_in_test,
+    patient_split,
+    regime_subset,
+)
 from cxraug.errors import CXRAugError, LeakageError, show_path
 from cxraug.io import crash_hook, load_checkpoint, save_checkpoint, write_json
 from cxraug.train.config import TrainConfig, preset
@@ -103,18 +110,6 @@ def load_sources(cfg: StudyConfig, progress: bool = True) -> CachedDataset:
     return build_cache(merged, Preprocess(cfg.size), progress=progress)
 
 
-NEAR_DUPLICATE_BITS = 4  # pHash distance at or below which two images count as the same radiograph
-
-
-def _dedupe_test(fp: np.ndarray, split: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
-    """Remove test images whose pHash is within ``NEAR_DUPLICATE_BITS`` of any training image."""
-    from cxraug.data.stats import min_hamming
-
-    te = split["test"]
-    d = min_hamming(fp[te], fp[split["train"]])
-    return te[d > NEAR_DUPLICATE_BITS], int((d <= NEAR_DUPLICATE_BITS).sum())
-
-
 def check_generator_unseen(checkpoint: str | os.PathLike, test_fp: np.ndarray) -> int:
     """Raise :class:`LeakageError` if the generator was trained on (near-duplicates of) test images.
 
@@ -174,8 +169,9 @@ class Study:
 
         self.images = np.asarray(ds.images)
         self.fp = fingerprints(self.images)
-        if cfg.dedupe:
-            sp["test"], n_dupes = _dedupe_test(self.fp, sp)
+        if cfg.dedupe:  # drop test images that (near-)duplicate a training image
+            dup = near_duplicates_in_test(self.fp, sp)
+            sp["test"], n_dupes = sp["test"][~dup], int(dup.sum())
         check_no_synthetic([ds.sources[i] for i in sp["test"]], [ds.paths[i] for i in sp["test"]])
         self.split = sp
         gen_seen = check_generator_unseen(cfg.generator, self.fp[sp["test"]]) if cfg.generator else None
@@ -325,10 +321,9 @@ class Study:
                                        self.cfg.lr, augment=protocol == "standard-aug", seed=seed,
                                        device=self.cfg.device)  # fmt: skip
         te = self.split["test"]
+        te = te[self.known[te]]  # multi-label: where the minority label is recorded (single-label: all)
         prob = predict_proba(model, self.images[te], multilabel=self.multilabel)
-        if self.multilabel:  # the minority label as a binary task (where recorded) + per-label AUC
-            te = te[self.known[te]]
-            prob = predict_proba(model, self.images[te], multilabel=True)
+        if self.multilabel:  # the minority label as a binary task + per-label AUC
             metrics = {**binary_metrics(self.pos[te], prob[:, self.k_min]),
                        **multilabel_auc(self.ds.labels[te], prob, self.names)}  # fmt: skip
         elif len(self.names) == 2:

@@ -89,6 +89,18 @@ def regime_subset(
     return np.sort(indices[np.asarray(keep, dtype=np.int64)])
 
 
+NEAR_DUPLICATE_BITS = 4  # pHash distance at or below which two images count as the same radiograph
+
+
+def near_duplicates_in_test(fingerprints: np.ndarray, split: dict[str, np.ndarray],
+                         threshold: int = NEAR_DUPLICATE_BITS) -> np.ndarray:  # fmt: skip
+    """Boolean mask over ``split["test"]``: images within ``threshold`` pHash bits of a training image
+    (``fingerprints`` from :func:`cxraug.data.stats.fingerprints`, one row per dataset image)."""
+    from cxraug.data.stats import min_hamming
+
+    return min_hamming(fingerprints[split["test"]], fingerprints[split["train"]]) <= threshold
+
+
 def check_no_synthetic(sources: list[str] | None, paths: list[str] | None, where: str = "the test split") -> None:
     """Raise :class:`LeakageError` if any image is synthetic (by recorded source or PNG marker)."""
     bad = []
