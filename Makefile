@@ -17,8 +17,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cxraug demo
 
+# pytest exits 5 when it collected no tests (e.g. `make test PYTEST_ARGS="-k nothing"`): not a failure.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	@$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): treated as success"; exit 0; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
