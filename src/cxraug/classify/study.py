@@ -231,8 +231,8 @@ class Study:
                                                f"data.size={self.cfg.size}", f"data.path=study:{len(mins)} "
                                                f"{self.cfg.minority} training images", *spec.overrides],
                            base=preset(spec.preset))  # fmt: skip
-        if ckpt.is_file() and load_checkpoint(ckpt)["step"] >= tcfg.steps:
-            return str(ckpt)
+        if str(ckpt) in self._syn_cache or (ckpt.is_file() and load_checkpoint(ckpt)["step"] >= tcfg.steps):
+            return str(ckpt)  # trained (checked once per study: the step check loads the whole checkpoint)
         if self.progress:
             tqdm.write(f"training {spec.preset} on {len(mins)} {self.cfg.minority} training images -> {gdir}")
         tr = Trainer(tcfg, self.ds.subset(mins), gdir, progress=self.progress)
