@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -19,6 +20,24 @@ from cxraug.errors import CXRAugError, show_path
 from cxraug.io import write_text_atomic
 
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. PyYAML's YAML 1.1 also reads yes/no/on/off as booleans, which
+    turned ``amp: no`` and ``--set channels_last=on`` into False/True and so silently into other settings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -115,7 +134,7 @@ def load_config(
         if not p.is_file():
             raise CXRAugError(f"config file not found: {show_path(p)}")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = load_yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise CXRAugError(f"{show_path(p)}: invalid YAML ({e})") from e
         _deep_update(data, loaded)
@@ -123,7 +142,7 @@ def load_config(
         if "=" not in ov:
             raise CXRAugError(f"override {ov!r} must look like key=value (e.g. train.steps=500)")
         k, v = ov.split("=", 1)
-        _set_dotted(data, k.strip(), yaml.safe_load(v) if v.strip() else "")
+        _set_dotted(data, k.strip(), load_yaml(v) if v.strip() else "")
     return from_dict(cls, data)
 
 

@@ -364,9 +364,9 @@ class Study:
 
 
 def load_config_dict(d: Path) -> dict:
-    import yaml
+    from cxraug.config import load_yaml
 
-    return yaml.safe_load((d / "config.yaml").read_text())
+    return load_yaml((d / "config.yaml").read_text())
 
 
 METRIC_KEYS = ("accuracy", "precision", "recall", "specificity", "f1", "auc", "false_negatives")
