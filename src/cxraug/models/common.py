@@ -8,12 +8,34 @@ import torch
 from torch import nn
 
 
+class InstanceNorm2d(nn.Module):
+    """Instance normalisation (Ulyanov et al.) with a per-channel affine, as ``nn.InstanceNorm2d(affine=True)``
+    (same parameters and state-dict keys, biased variance, eps 1e-5), written with plain tensor ops.
+
+    torch's module runs batch norm on a [1, B*C, H, W] view. Its CUDA kernels are slow for that many
+    tiny channels, it copies channels_last inputs, and the WGAN-GP penalty differentiates it twice
+    (BENCHMARKS.md §6: the batch-norm kernels and copies were more than half of a WGAN-GP step on an H100).
+    Statistics are taken in float32 also under bf16/fp16 autocast."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_features, self.eps = num_features, eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W]
+        xf = x.float()
+        var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)  # [B, C, 1, 1]
+        y = (xf - mean) * torch.rsqrt(var + self.eps)
+        return (y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)).to(x.dtype)
+
+
 def norm2d(kind: str, ch: int, momentum: float = 0.1) -> nn.Module:
     """``batch`` (DCGAN), ``instance`` (WGAN-GP critic, CycleGAN), or ``none``."""
     if kind == "batch":
         return nn.BatchNorm2d(ch, momentum=momentum)
     if kind == "instance":
-        return nn.InstanceNorm2d(ch, affine=True)
+        return InstanceNorm2d(ch)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}")
@@ -25,7 +47,7 @@ def dcgan_init(m: nn.Module) -> None:
         nn.init.normal_(m.weight, 0.0, 0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.BatchNorm2d | nn.InstanceNorm2d) and m.weight is not None:
+    elif isinstance(m, nn.BatchNorm2d | nn.InstanceNorm2d | InstanceNorm2d) and m.weight is not None:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
 
