@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from cxraug.config import from_dict, save_config, to_dict
 from cxraug.data.cache import CachedDataset
+from cxraug.data.preprocess import u8_to_tensor
 from cxraug.errors import CXRAugError
 from cxraug.io import atomic_path, crash_hook, load_checkpoint
 from cxraug.report.figures import plot_curves, save_grid
@@ -35,6 +36,9 @@ from cxraug.train.families import build_generator, make_family
 
 log = logging.getLogger("cxraug.train")
 CKPT_FORMAT = "cxraug-gan/1"
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}
 
 
 class TrainingDiverged(CXRAugError):
@@ -61,6 +65,23 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def _accelerator(device: torch.device):
+    """Accelerate (device placement, DDP under `accelerate launch`/torchrun) without its mixed precision:
+    that is per-process global state, so a second Trainer with another precision in the same process
+    (a notebook, a study, a benchmark) would silently share the first one's. The engine autocasts itself.
+    A plain process that switches device is given a fresh state."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    try:
+        return Accelerator(cpu=device.type == "cpu", mixed_precision="no")
+    except ValueError:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(cpu=device.type == "cpu", mixed_precision="no")
+
+
 class Trainer:
     def __init__(
         self,
@@ -70,21 +91,26 @@ class Trainer:
         progress: bool = True,
         eval_hook: Callable[[Trainer], float] | None = None,
     ):
-        from accelerate import Accelerator
-
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         self.eval_hook = eval_hook
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         device = pick_device(cfg.device)
-        amp = cfg.amp if cfg.amp != "auto" else default_amp(device)
-        self.acc = Accelerator(cpu=device.type == "cpu", mixed_precision=amp)
+        self.amp = cfg.amp if cfg.amp != "auto" else default_amp(device)
+        if self.amp not in AMP_DTYPES:
+            raise CXRAugError(f"amp must be auto, bf16, fp16 or no, not {cfg.amp!r}")
+        self.acc = _accelerator(device)
         self.device = self.acc.device
+        # fp16 needs loss scaling; bf16 has float32's range and does not
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and self.device.type == "cuda")
+        if self.device.type == "cuda":  # fixed shapes: cuDNN times its algorithms once (unless determinism is asked)
+            torch.backends.cudnn.benchmark = not torch.backends.cudnn.deterministic
 
         self.class_names = list(data.class_names)
         self.data_a, self.data_b = self._select_data(data)
+        self._on_device_a, self._on_device_b = self._resident(self.data_a), self._resident(self.data_b)
         self.n_labels = len(self.class_names)
         self.family = make_family(cfg, self.n_labels)
         fused = self.device.type == "cuda"
@@ -158,16 +184,31 @@ class Trainer:
         return self.family.generators["G_AB" if self.cfg.family == "cyclegan" else "G"]
 
     # ------------------------------------------------------------------ data
+    def _resident(self, ds: CachedDataset | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The uint8 images and labels on the accelerator, when they fit in a quarter of its free memory
+        (898 images at 128 px are 15 MB): a batch is then one gather there, with no host-to-device copy of
+        float images per step. CPU training keeps the memory-mapped cache."""
+        if ds is None or self.device.type == "cpu":
+            return None
+        need = ds.images.nbytes + ds.labels.nbytes
+        if self.device.type == "cuda" and need > torch.cuda.mem_get_info(self.device)[0] // 4:
+            return None
+        imgs = torch.from_numpy(np.ascontiguousarray(ds.images)).to(self.device)
+        return imgs, torch.from_numpy(np.nan_to_num(ds.labels).astype(np.float32)).to(self.device)
+
+    def _draw(self, ds: CachedDataset, on_device: tuple[torch.Tensor, torch.Tensor] | None):
+        idx = torch.randint(len(ds), (self.cfg.batch_size,), generator=self.sampler)
+        if on_device is not None:
+            i = idx.to(self.device, non_blocking=True)
+            return u8_to_tensor(on_device[0][i]), on_device[1][i]
+        i = np.sort(idx.numpy())
+        x = ds.batch(i)
+        return x.to(self.device, non_blocking=True), torch.from_numpy(np.nan_to_num(ds.labels[i])).to(self.device)
+
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        b = self.cfg.batch_size
-        ia = torch.randint(len(self.data_a), (b,), generator=self.sampler).numpy()
-        x = self.data_a.batch(ia)
+        x, y = self._draw(self.data_a, self._on_device_a)
         if self.data_b is not None:
-            ib = torch.randint(len(self.data_b), (b,), generator=self.sampler).numpy()
-            y = self.data_b.batch(ib)
-        else:
-            y = torch.from_numpy(np.nan_to_num(self.data_a.labels[np.sort(ia)]))
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            y, _ = self._draw(self.data_b, self._on_device_b)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
             if y.dim() == 4:
@@ -177,11 +218,16 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def _update(self, opt, loss_fn, nets: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
         opt.zero_grad(set_to_none=True)
-        with self.acc.autocast():
+        with self.autocast():
             loss, logs = loss_fn(self._batch())
-        self.acc.backward(loss)
-        opt.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
         return logs
+
+    def autocast(self) -> torch.autocast:
+        dtype = AMP_DTYPES[self.amp]
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     def train_step(self) -> dict[str, torch.Tensor]:
         fam, logs = self.family, {}
@@ -309,6 +355,7 @@ class Trainer:
             "nets": {k: unwrap(m).state_dict() for k, m in {**fam.generators, **fam.critics}.items()},
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": {"torch": torch.get_rng_state(), "sampler": self.sampler.get_state()},
             "history": self.history,
@@ -335,6 +382,8 @@ class Trainer:
             unwrap(m).load_state_dict(st["nets"][k])
         self.opt_g.load_state_dict(st["opt_g"])
         self.opt_d.load_state_dict(st["opt_d"])
+        if st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
         if self.ema is not None and st.get("ema") is not None:
             self.ema.load_state_dict(st["ema"])
         torch.set_rng_state(st["rng"]["torch"])
