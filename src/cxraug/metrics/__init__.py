@@ -28,13 +28,14 @@ def evaluate_images(
     seed: int = 0,
     progress: bool = True,
     audit: bool = True,
+    device: str = "cpu",
 ) -> dict:
     """All metrics for uint8 image sets [N,S,S]; the extractor and counts are always reported."""
     rng = np.random.default_rng(seed)
     if len(real_u8) > n:
         real_u8 = np.asarray(real_u8)[np.sort(rng.choice(len(real_u8), n, replace=False))]
     fake_u8 = np.asarray(fake_u8[:n])
-    ext = get_extractor(features, real_images=np.asarray(real_u8), progress=progress)
+    ext = get_extractor(features, real_images=np.asarray(real_u8), progress=progress, device=device)
     fr = cached_features(ext, np.asarray(real_u8), progress)
     ff = extract(ext, fake_u8, progress=progress)
     res = {"features": ext.name, "n_real": len(fr), "n_fake": len(ff), "feature_dim": int(fr.shape[1])}

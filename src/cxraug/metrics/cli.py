@@ -39,7 +39,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     real = _real_images(a.real, a.size, a.cls, not a.quiet)
     fake, fake_desc = _fake_images(a.fake, a.n, a.size, a.seed, not a.quiet)
-    res = evaluate_images(real, fake, a.features, a.n, a.k, a.seed, progress=not a.quiet)
+    res = evaluate_images(real, fake, a.features, a.n, a.k, a.seed, progress=not a.quiet, device=a.device)
     res.update({"real": a.real, "real_class": a.cls, "fake": fake_desc, "size": a.size})
     run = new_run_dir(a.out, "evaluate")
     save_config(vars(a) | {"func": None}, run / "config.yaml")
@@ -103,6 +103,9 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=5, help="k for precision/recall/density/coverage; default %(default)s")
     p.add_argument("--size", type=int, default=64, help="image size for comparison; default %(default)s")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device", default="auto", help="where features are computed: auto (CUDA, MPS, else CPU) | cpu | cuda:N"
+    )
     p.set_defaults(func=cmd_evaluate)
 
     e = sub.add_parser("encoder", help="train the offline feature encoder for the metrics")

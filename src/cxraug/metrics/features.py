@@ -34,6 +34,20 @@ class Extractor:
     name: str  # reported with every number
     fn: Callable[[torch.Tensor], torch.Tensor]  # [B,1,S,S] in [-1,1] -> [B,D]
     ident: str  # for the feature cache key (includes weight digests)
+    net: torch.nn.Module | None = None  # the weights behind ``fn``, moved by ``to``
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.net.parameters(), None) if self.net is not None else None
+        return p.device if p is not None else torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> Extractor:
+        """Run on ``device`` ("auto": CUDA, then MPS, then CPU); features are the same up to float rounding."""
+        if self.net is not None:
+            from cxraug.train.engine import pick_device
+
+            self.net.to(pick_device(str(device)))
+        return self
 
 
 def _torch_hub_dir() -> Path:
@@ -61,7 +75,7 @@ def inception_extractor(dims: int = 2048) -> Extractor:
         u8 = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).expand(-1, 3, -1, -1)
         return net(u8).reshape(x.size(0), -1)
 
-    return Extractor(f"inception-{dims}" if dims != 2048 else "inception", fn, f"inception-{dims}")
+    return Extractor(f"inception-{dims}" if dims != 2048 else "inception", fn, f"inception-{dims}", net)
 
 
 def xrv_extractor(weights: str = "densenet121-res224-all", weights_path: str | None = None) -> Extractor:
@@ -90,17 +104,23 @@ def xrv_extractor(weights: str = "densenet121-res224-all", weights_path: str | N
         x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False) * 1024.0  # xrv range
         return F.adaptive_avg_pool2d(F.relu(model.features(x)), 1).flatten(1)  # [B, 1024]
 
-    return Extractor("xrv-densenet121", fn, ident)
+    return Extractor("xrv-densenet121", fn, ident, model)
 
 
 def encoder_extractor(path: str | os.PathLike) -> Extractor:
     from cxraug.metrics.encoder import file_digest, load_encoder
 
     enc = load_encoder(path)
-    return Extractor(f"encoder:{Path(path).name}", enc, f"encoder-{file_digest(path)}")
+    return Extractor(f"encoder:{Path(path).name}", enc, f"encoder-{file_digest(path)}", enc)
 
 
-def get_extractor(spec: str, real_images: np.ndarray | None = None, progress: bool = True) -> Extractor:
+def get_extractor(
+    spec: str, real_images: np.ndarray | None = None, progress: bool = True, device: str = "cpu"
+) -> Extractor:
+    return _get_extractor(spec, real_images, progress).to(device)
+
+
+def _get_extractor(spec: str, real_images: np.ndarray | None, progress: bool) -> Extractor:
     if spec == "inception":
         return inception_extractor(2048)
     if spec == "inception-768":
@@ -138,7 +158,7 @@ def extract(ext: Extractor, images_u8: np.ndarray, batch: int = 128, progress: b
     out = []
     n = len(images_u8)
     for i in tqdm(range(0, n, batch), desc=f"features ({ext.name})", disable=not progress, leave=False):
-        x = u8_to_tensor(images_u8[i : i + batch])
+        x = u8_to_tensor(images_u8[i : i + batch]).to(ext.device, non_blocking=True)
         out.append(ext.fn(x.contiguous(memory_format=torch.channels_last)).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
 

@@ -21,7 +21,7 @@ class EncoderFIDHook:
         real = np.asarray(trainer.data_a.images)
         if self._ext is None:
             spec = self.features if ":" in self.features or self.features != "auto" else "auto"
-            self._ext = get_extractor(spec, real_images=real, progress=False)
+            self._ext = get_extractor(spec, real_images=real, progress=False, device=trainer.device)
         fr = cached_features(self._ext, real, progress=False)
         n = trainer.cfg.fid_n
         g = trainer.ema.module if trainer.ema is not None else trainer.acc.unwrap_model(trainer.main_generator)

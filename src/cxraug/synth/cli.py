@@ -21,7 +21,7 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
 
         raise CXRAugError(f"{out} exists and is not empty; choose a new folder (outputs are never overwritten)")
     ensure_outside(out, [Path(a.checkpoint).parent])
-    imgs, labs, info = generate(a.checkpoint, a.n, seed=a.seed, label=a.label)
+    imgs, labs, info = generate(a.checkpoint, a.n, seed=a.seed, label=a.label, device=a.device)
     rows = write_synthetic(out, imgs, labs, info["class_names"], a.checkpoint, a.seed)
     print(f"wrote {len(rows)} synthetic images + {write_manifest(out, rows)}")
     return 0
@@ -74,6 +74,9 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--label", help="for conditional GANs: draw label vectors of this pathology")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device", default="cpu", help="cpu | cuda | auto; the same seed gives the same images up to float rounding"
+    )
     p.add_argument("--out", dest="out_dir", required=True, help="new folder for the PNGs and manifest")
     p.set_defaults(func=cmd_synthesize)
     b = sub.add_parser(
