@@ -99,10 +99,14 @@ def run_case(case: str, a: argparse.Namespace) -> dict:
         preset_name, impl = rest
         cfg = train_config(preset_name, a.batch)
         cfg.device = a.device
-        impl, *opts = impl.split("+")  # engine+cl+bf16+fp32+compile: try one of the engine's switches
+        impl, *opts = impl.split("+")  # engine+cl+bf16+fp32+compile+host: try one of the engine's switches
         cfg.channels_last = "on" if "cl" in opts else cfg.channels_last
         cfg.amp = "bf16" if "bf16" in opts else "no" if "fp32" in opts else cfg.amp
         cfg.compile = "compile" in opts
+        if "host" in opts:  # keep the batches on the host (the CPU path) even on an accelerator
+            from cxraug.train.engine import Trainer
+
+            Trainer._resident = lambda self, ds: None
         fn = engine_step if impl == "engine" else naive_step
         step = fn(cfg, root, work, dev)
         per_block = a.steps
@@ -137,7 +141,7 @@ def naive_step(cfg, root: Path, work: Path, dev: torch.device):
     tf = transforms.Compose([transforms.Grayscale(), transforms.Resize(s), transforms.CenterCrop(s),
                              transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])  # fmt: skip
     loader = DataLoader(datasets.ImageFolder(str(root), tf), batch_size=cfg.batch_size, shuffle=True, drop_last=True)
-    G, D = build_generator(cfg).to(dev), build_critic(cfg).to(dev)
+    G, D = build_generator(cfg).to(dev), textbook_norms(build_critic(cfg)).to(dev)
     if cfg.optimizer == "rmsprop":
         opt_g, opt_d = torch.optim.RMSprop(G.parameters(), cfg.lr_g), torch.optim.RMSprop(D.parameters(), cfg.lr_d)
     else:
@@ -183,6 +187,20 @@ def naive_step(cfg, root: Path, work: Path, dev: torch.device):
     return step
 
 
+def textbook_norms(m: torch.nn.Module) -> torch.nn.Module:
+    """The naive loop uses torch's stock ``nn.InstanceNorm2d`` where the engine has its own (same maths)."""
+    from cxraug.models.common import InstanceNorm2d
+
+    for name, c in m.named_children():
+        if isinstance(c, InstanceNorm2d):
+            new = torch.nn.InstanceNorm2d(c.num_features, eps=c.eps, affine=True)
+            new.load_state_dict(c.state_dict())
+            setattr(m, name, new)
+        else:
+            textbook_norms(c)
+    return m
+
+
 def load_case(what: str, root: Path, a: argparse.Namespace) -> dict:
     n_batches = a.load_batches
     if what == "png":
@@ -221,7 +239,7 @@ def fid_case(what: str, root: Path, a: argparse.Namespace, dev: torch.device, sy
         from cxraug.metrics.features import encoder_extractor
 
         path = save_encoder(ConvEncoder(64), Path(a.workdir) / "bench-encoder.safetensors")
-        fn, size = encoder_extractor(path).fn, 64
+        fn, size = encoder_extractor(path).to(dev).fn, 64
     elif what == "xrv-densenet121":
         import torchxrayvision as xrv
 
@@ -229,7 +247,7 @@ def fid_case(what: str, root: Path, a: argparse.Namespace, dev: torch.device, sy
 
         path = Path(a.workdir) / "xrv-random.pt"
         torch.save(xrv.models.DenseNet(weights=None).state_dict(), path)
-        fn, size = xrv_extractor(weights_path=str(path)).fn, 64
+        fn, size = xrv_extractor(weights_path=str(path)).to(dev).fn, 64
         note = "random weights (same cost as the pretrained ones)"
     else:
         from torchvision.models import inception_v3
@@ -269,6 +287,8 @@ def machine() -> dict:
 def child(a: argparse.Namespace) -> None:
     res = run_case(a.case, a)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available() and a.device.startswith("cuda"):
+        res["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print("RESULT " + json.dumps(res))
 
 
@@ -320,10 +340,11 @@ def main() -> int:
 def table(results: dict, info: dict) -> str:
     lines = [f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['threads']} threads)"
              + (f", GPU {info['gpu']}" if info["gpu"] else ""), "",
-             "| case | images/s | s per step/batch | peak RSS MB | vs naive |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+             "| case | images/s | s per step/batch | peak RSS MB | peak GPU MB | vs naive |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for c, r in results.items():
         if "error" in r:
-            lines.append(f"| {c} | error: {r['error']} | | | |")
+            lines.append(f"| {c} | error: {r['error']} | | | | |")
             continue
         per = r.get("s_per_step", r.get("s_per_batch"))
         ratio = ""
@@ -334,7 +355,8 @@ def table(results: dict, info: dict) -> str:
         if c == "load:cache" and "images_per_s" in results.get("load:png", {}):
             ratio = f"{r['images_per_s'] / results['load:png']['images_per_s']:.0f}x"
         note = f" ({r['note']})" if r.get("note") else ""
-        lines.append(f"| {c}{note} | {r['images_per_s']:.0f} | {per:.3f} | {r['peak_rss_mb']:.0f} | {ratio} |")
+        gpu = f"{r['peak_gpu_mb']:.0f}" if "peak_gpu_mb" in r else ""
+        lines.append(f"| {c}{note} | {r['images_per_s']:.0f} | {per:.4f} | {r['peak_rss_mb']:.0f} | {gpu} | {ratio} |")
     return "\n".join(lines)
 
 

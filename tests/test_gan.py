@@ -82,6 +82,31 @@ def test_gradient_penalty_matches_hand_computation():
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_instance_norm_matches_torch_and_its_penalty_too():
+    from cxraug.models.common import InstanceNorm2d
+
+    ours, ref = InstanceNorm2d(8), torch.nn.InstanceNorm2d(8, affine=True)
+    torch.nn.init.normal_(ours.weight)
+    torch.nn.init.normal_(ours.bias)
+    ref.load_state_dict(ours.state_dict())  # same keys: checkpoints of either load into the other
+    x = torch.randn(4, 8, 6, 6) * 3 + 1
+    assert torch.allclose(ours(x), ref(x), atol=1e-5)
+    assert torch.allclose(ours(x.contiguous(memory_format=torch.channels_last)), ref(x), atol=1e-5)
+
+    # the double backward the gradient penalty takes
+    def net(m):
+        return lambda t: m(t).pow(2).sum((1, 2, 3))
+
+    real, fake, eps = torch.randn(4, 8, 6, 6), torch.randn(4, 8, 6, 6), torch.rand(4, 1, 1, 1)
+    gp_ours, gp_ref = gradient_penalty(net(ours), real, fake, eps=eps), gradient_penalty(net(ref), real, fake, eps=eps)
+    g_ours = torch.autograd.grad(gp_ours, ours.weight)[0]
+    g_ref = torch.autograd.grad(gp_ref, ref.weight)[0]
+    assert torch.allclose(gp_ours, gp_ref, rtol=1e-4) and torch.allclose(g_ours, g_ref, rtol=1e-3, atol=1e-4)
+    with torch.autocast("cpu", torch.bfloat16):
+        y = ours(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and torch.allclose(y.float(), ref(x), atol=0.05 * ref(x).abs().max().item())
+
+
 def test_weight_clipping_keeps_critic_within_c():
     d = HussainCritic(size=64)
     with torch.no_grad():
@@ -276,8 +301,33 @@ def test_bf16_autocast_and_channels_last_path(phantom_ds, tmp_path):
     """The mixed-precision / channels_last code path the GPU default takes, run on CPU (bf16 autocast)."""
     tr = Trainer(_cfg("wgan-gp-64", steps=4, log_every=2, amp="bf16", channels_last="on"), phantom_ds, tmp_path,
                  progress=False)  # fmt: skip
-    assert tr.acc.mixed_precision == "bf16" and tr.channels_last
+    assert tr.amp == "bf16" and tr.channels_last
     tr.fit()
     s = tr.sample(8)
     assert s.dtype == torch.float32 and torch.isfinite(s).all() and s.abs().max() <= 1
     assert all(torch.isfinite(p).all() for p in tr.main_generator.parameters())
+
+
+def test_trainers_with_different_precisions_in_one_process(phantom_ds, tmp_path):
+    """Regression: Accelerate's per-process state refused a second Trainer with another precision."""
+    a = Trainer(_cfg("dcgan-64", steps=2, amp="no"), phantom_ds, tmp_path / "a", progress=False)
+    b = Trainer(_cfg("dcgan-64", steps=2, amp="bf16"), phantom_ds, tmp_path / "b", progress=False)
+    assert (a.amp, b.amp) == ("no", "bf16")
+    b.fit()
+    a.fit()  # the first still trains in float32
+    assert a.sample(2).dtype == torch.float32 and all(p.dtype == torch.float32 for p in a.main_generator.parameters())
+
+
+def test_config_words_stay_words(tmp_path):
+    """Regression: YAML 1.1 read `amp=no` as False and `channels_last=on` as True, so `--set amp=no` was
+    refused and `--set channels_last=on` silently left channels_last off."""
+    from cxraug.config import load_config
+
+    cfg = load_config(
+        TrainConfig, None, ["amp=no", "channels_last=on", "ema_decay=0", "compile=yes"], base=preset("dcgan-64")
+    )
+    assert (cfg.amp, cfg.channels_last, cfg.compile) == ("no", "on", True)
+    f = tmp_path / "c.yaml"
+    f.write_text("amp: no\nchannels_last: off\ncompile: false\n")
+    cfg = load_config(TrainConfig, f, base=preset("dcgan-64"))
+    assert (cfg.amp, cfg.channels_last, cfg.compile) == ("no", "off", False)
