@@ -52,7 +52,7 @@ def image_folder(data: str, workdir: Path) -> Path:
             write_phantom_folder(root, {"covid": 898}, size=256, seed=0)
         return root
     root = workdir / "imagefolder"
-    root.mkdir(exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     link = root / "class0"
     if not link.exists():
         link.symlink_to(Path(data).resolve(), target_is_directory=True)
@@ -99,10 +99,18 @@ def run_case(case: str, a: argparse.Namespace) -> dict:
         preset_name, impl = rest
         cfg = train_config(preset_name, a.batch)
         cfg.device = a.device
-        impl, *opts = impl.split("+")  # engine+cl+bf16+fp32+compile+host: try one of the engine's switches
+        impl, *opts = impl.split("+")  # engine+cl+bf16+fp32+compile+host+torchnorm: one of the engine's choices
         cfg.channels_last = "on" if "cl" in opts else cfg.channels_last
         cfg.amp = "bf16" if "bf16" in opts else "no" if "fp32" in opts else cfg.amp
         cfg.compile = "compile" in opts
+        if "torchnorm" in opts:  # torch's nn.InstanceNorm2d instead of cxraug's (A/B of that one choice)
+            import cxraug.models.common as common
+
+            class TorchIN(torch.nn.InstanceNorm2d):
+                def __init__(self, ch: int):
+                    super().__init__(ch, affine=True)
+
+            common.InstanceNorm2d = TorchIN
         if "host" in opts:  # keep the batches on the host (the CPU path) even on an accelerator
             from cxraug.train.engine import Trainer
 
@@ -324,7 +332,8 @@ def main() -> int:
         r = subprocess.run(args, capture_output=True, text=True, env=env)
         line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
-            results[c] = {"error": (r.stderr.strip().splitlines() or ["?"])[-1]}
+            err = r.stderr.strip().splitlines() or ["?"]
+            results[c] = {"error": err[-1], "stderr_tail": err[-25:]}  # the whole story is in the JSON
         else:
             results[c] = json.loads(line[7:])
         print(f"{c:<28} {time.perf_counter() - t0:6.1f} s  {results[c]}", file=sys.stderr)

@@ -27,11 +27,16 @@ cases=()
 for p in dcgan-64 wgan-gp-64 wgan-gp-128; do
   cases+=("train:$p:engine" "train:$p:naive" "train:$p:engine+fp32" "train:$p:engine+host")
 done
-cases+=(train:dcgan-64:engine+compile load:png load:cache fid:encoder fid:inception-v3 fid:xrv-densenet121)
+cases+=(train:wgan-gp-64:engine+torchnorm train:wgan-gp-128:engine+torchnorm train:dcgan-64:engine+compile)
+cases+=(load:png load:cache fid:encoder fid:inception-v3 fid:xrv-densenet121)
 $PY benchmarks/bench_throughput.py --data "$DATA" --steps 20 --repeats 3 --warmup 5 --load-batches 20 \
   --only "${cases[@]}" >"$OUT/throughput.md" 2>"$OUT/throughput.log"
 cat "$OUT/throughput.md"
 cp "$(ls -t benchmarks/results/throughput-*.json | head -1)" "$OUT/throughput.json"
+
+echo "== profile"
+$PY benchmarks/profile_step.py wgan-gp-64 dcgan-64 >"$OUT/profile.txt" 2>&1
+grep "==" "$OUT/profile.txt"
 
 echo "== time to FID <= 10 (WGAN-GP-64, width 32): default (bf16), then fp32"
 for set in "" "--set amp=no"; do

@@ -26,6 +26,7 @@ def main() -> int:
     p.add_argument("--top", type=int, default=12)
     a = p.parse_args()
 
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     from cxraug.config import load_config
@@ -54,7 +55,9 @@ def main() -> int:
             sync()
         ev = prof.key_averages()
         key = "self_device_time_total" if cuda else "self_cpu_time_total"
-        busy = sum(getattr(e, key) for e in ev) / 1e6 / a.steps if cuda else float("nan")
+        # kernels only: an op's "self device time" is its kernels' time again, so summing every event counts it twice
+        kernels = [e for e in ev if e.device_type == DeviceType.CUDA]
+        busy = sum(e.self_device_time_total for e in kernels) / 1e6 / a.steps if cuda else float("nan")
         print(f"\n== {name} ({tr.amp}, channels_last={tr.channels_last}): {wall * 1e3:.1f} ms/step; "
               f"device kernels {busy * 1e3:.1f} ms/step ({busy / wall:.0%} busy)")  # fmt: skip
         print(ev.table(sort_by=key, row_limit=a.top, max_name_column_width=60))

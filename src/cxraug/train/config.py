@@ -42,7 +42,7 @@ class TrainConfig:
     fid_n: int = 256
     device: str = "auto"  # auto | cpu | cuda | mps
     amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | bf16 | fp16 | no
-    channels_last: str = "auto"  # auto (on GPU) | on | off
+    channels_last: str = "auto"  # auto (on CUDA, and on CPU under bf16) | on | off
     compile: bool = False  # torch.compile the networks (opt-in)
     threads: int = 0  # CPU threads for torch (0 = torch's default)
 

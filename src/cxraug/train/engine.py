@@ -104,7 +104,10 @@ class Trainer:
         self.device = self.acc.device
         # fp16 needs loss scaling; bf16 has float32's range and does not
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
-        self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and self.device.type == "cuda")
+        # channels_last: on CUDA, and on CPUs under bf16, where oneDNN's bf16 convolutions prefer it (+17-22 % for
+        # DCGAN-64 on top of bf16; within noise in fp32; BENCHMARKS.md §1)
+        auto_cl = self.device.type == "cuda" or (self.device.type == "cpu" and self.amp == "bf16")
+        self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and auto_cl)
         if self.device.type == "cuda":  # fixed shapes: cuDNN times its algorithms once (unless determinism is asked)
             torch.backends.cudnn.benchmark = not torch.backends.cudnn.deterministic
 
