@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -331,3 +332,13 @@ def test_config_words_stay_words(tmp_path):
     f.write_text("amp: no\nchannels_last: off\ncompile: false\n")
     cfg = load_config(TrainConfig, f, base=preset("dcgan-64"))
     assert (cfg.amp, cfg.channels_last, cfg.compile) == ("no", "off", False)
+
+
+def test_fp16_wgan_gp_keeps_its_loss_scale(phantom_ds, tmp_path):
+    """Regression: under fp16 the penalty's double backward overflowed every step and the GradScaler
+    skipped them, its scale falling to ~2; now the penalty runs in float32 and the scale holds."""
+    tr = Trainer(_cfg("wgan-gp-64", steps=6, log_every=2, batch_size=8, width=8, amp="fp16"), phantom_ds, tmp_path,
+                 progress=False)  # fmt: skip
+    tr.fit()
+    assert tr.scaler.is_enabled() and tr.scaler.get_scale() >= 256
+    assert all(math.isfinite(v) for _, v in tr.history["d_loss"])

@@ -86,6 +86,12 @@ class WassersteinGP(Wasserstein):
         self.gp_lambda = gp_lambda
 
     def penalty(self, critic, real, fake, y=None):
+        dev = real.device.type
+        if torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.float16:
+            # float16 cannot carry the penalty's double backward (the loss scale collapses to ~1 within a
+            # few steps); bf16 and float32 can. Under fp16 the penalty alone runs in float32.
+            with torch.autocast(dev, enabled=False):
+                return self.gp_lambda * gradient_penalty(critic, real.float(), fake.float(), y)
         return self.gp_lambda * gradient_penalty(critic, real, fake, y)
 
 
