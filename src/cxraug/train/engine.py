@@ -254,6 +254,12 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
         pending: list[dict[str, torch.Tensor]] = []
         t0, seen0 = time.perf_counter(), self.images_seen
+        if self.progress and self.acc.is_main_process:
+            n = len(self.data_a) + (len(self.data_b) if self.data_b is not None else 0)
+            procs = f" x {self.acc.num_processes} processes" if self.acc.num_processes > 1 else ""
+            prec = "float32" if self.amp == "no" else f"{self.amp} autocast"
+            tqdm.write(f"{cfg.preset}: {n} images, batch {cfg.batch_size}, on {self.device}{procs}, {prec}, "
+                       f"channels_last {'on' if self.channels_last else 'off'}")  # fmt: skip
         bar = tqdm(total=total, initial=self.step, desc=cfg.preset, unit="step", disable=not self.progress)
         while self.step < total:
             pending.append(self.train_step())
