@@ -59,3 +59,24 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 def rand_u8(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8)
+
+
+# Short real training runs, one per GAN family (the per-family overrides keep each run small).
+FAMILY_CASES = {
+    "dcgan-64": {},
+    "wgan-clip-64": {"batch_size": 4},
+    "wgan-gp-64": {},
+    "cgan-64": {},
+    "cyclegan-64": {"domain_a": "normal", "domain_b": "covid", "batch_size": 2},
+}
+
+
+def gan_cfg(name: str, **kw):
+    """A preset shrunk for tests: 24 steps of batch 16 at width 16; ``kw`` overrides any field."""
+    from cxraug.config import from_dict
+    from cxraug.train.config import TrainConfig, preset
+
+    d = preset(name)
+    d.update(steps=24, batch_size=16, width=16, log_every=4, sample_every=12, ckpt_every=12, seed=0, n_blocks=2)
+    d.update(kw)
+    return from_dict(TrainConfig, d)

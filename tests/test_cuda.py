@@ -8,29 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from cxraug.config import from_dict
+from conftest import FAMILY_CASES, gan_cfg
 from cxraug.data.preprocess import u8_to_tensor
-from cxraug.train.config import TrainConfig, preset
+from cxraug.train.config import TrainConfig
 from cxraug.train.engine import Trainer, load_generator
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-FAMILIES = {
-    "dcgan-64": {},
-    "wgan-clip-64": {"batch_size": 4},
-    "wgan-gp-64": {},
-    "wgan-gp-128": {},
-    "cgan-64": {},
-    "cyclegan-64": {"domain_a": "normal", "domain_b": "covid", "batch_size": 2},
-}
+FAMILIES = {**FAMILY_CASES, "wgan-gp-128": {}}
 
 
 def _cfg(name: str, **kw) -> TrainConfig:
-    d = preset(name)
-    d.update(steps=12, batch_size=16, width=16, log_every=4, sample_every=12, ckpt_every=6, seed=0, n_blocks=2,
-             device="cuda")  # fmt: skip
-    d.update(kw)
-    return from_dict(TrainConfig, d)
+    return gan_cfg(name, **{"steps": 12, "ckpt_every": 6, "device": "cuda", **kw})
 
 
 @pytest.fixture(scope="module")

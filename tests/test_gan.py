@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import FAMILY_CASES, gan_cfg
 from cxraug.config import from_dict
 from cxraug.io import load_checkpoint
 from cxraug.models import (
@@ -139,26 +140,10 @@ def test_label_vectors_follow_real_distribution():
 
 
 # ------------------------------------------------------------------ real (short) training per family
-FAMILY_CASES = {
-    "dcgan-64": {},
-    "wgan-clip-64": {"batch_size": 4},
-    "wgan-gp-64": {},
-    "cgan-64": {},
-    "cyclegan-64": {"domain_a": "normal", "domain_b": "covid", "batch_size": 2},
-}
-
-
-def _cfg(name: str, **kw) -> TrainConfig:
-    d = preset(name)
-    d.update(steps=24, batch_size=16, width=16, log_every=4, sample_every=12, ckpt_every=12, seed=0, n_blocks=2)
-    d.update(kw)
-    return from_dict(TrainConfig, d)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILY_CASES))
 def test_short_training_moves_loss_and_samples_are_valid(name, phantom_ds, tmp_path):
-    cfg = _cfg(name, **FAMILY_CASES[name])
+    cfg = gan_cfg(name, **FAMILY_CASES[name])
     if name == "wgan-clip-64":
         cfg.steps, cfg.log_every, cfg.sample_every, cfg.ckpt_every = 8, 2, 8, 8
     tr = Trainer(cfg, phantom_ds, tmp_path, progress=False)
@@ -177,7 +162,7 @@ def test_short_training_moves_loss_and_samples_are_valid(name, phantom_ds, tmp_p
 
 def test_ema_tracks_the_generator_from_the_start(phantom_ds, tmp_path):
     """Regression: a fixed 0.999 decay from step 0 left the EMA at its (near-constant) initial weights."""
-    tr = Trainer(_cfg("dcgan-64", steps=16), phantom_ds, tmp_path, progress=False)
+    tr = Trainer(gan_cfg("dcgan-64", steps=16), phantom_ds, tmp_path, progress=False)
     g0 = [p.detach().clone() for p in tr.main_generator.parameters()]
     tr.fit()
     live = list(tr.main_generator.parameters())
@@ -193,7 +178,7 @@ def test_ema_tracks_the_generator_from_the_start(phantom_ds, tmp_path):
 
 
 def test_divergence_stops_with_a_message(phantom_ds, tmp_path):
-    cfg = _cfg("dcgan-64", steps=4, log_every=2, lr_g=1e30, lr_d=1e30)
+    cfg = gan_cfg("dcgan-64", steps=4, log_every=2, lr_g=1e30, lr_d=1e30)
     with pytest.raises(TrainingDiverged, match="diverged"):
         Trainer(cfg, phantom_ds, tmp_path, progress=False).fit()
 
@@ -300,7 +285,7 @@ def test_two_process_ddp_training_keeps_replicas_in_sync(name, tmp_path):
 
 def test_bf16_autocast_and_channels_last_path(phantom_ds, tmp_path):
     """The mixed-precision / channels_last code path the GPU default takes, run on CPU (bf16 autocast)."""
-    tr = Trainer(_cfg("wgan-gp-64", steps=4, log_every=2, amp="bf16", channels_last="on"), phantom_ds, tmp_path,
+    tr = Trainer(gan_cfg("wgan-gp-64", steps=4, log_every=2, amp="bf16", channels_last="on"), phantom_ds, tmp_path,
                  progress=False)  # fmt: skip
     assert tr.amp == "bf16" and tr.channels_last
     tr.fit()
@@ -311,8 +296,8 @@ def test_bf16_autocast_and_channels_last_path(phantom_ds, tmp_path):
 
 def test_trainers_with_different_precisions_in_one_process(phantom_ds, tmp_path):
     """Regression: Accelerate's per-process state refused a second Trainer with another precision."""
-    a = Trainer(_cfg("dcgan-64", steps=2, amp="no"), phantom_ds, tmp_path / "a", progress=False)
-    b = Trainer(_cfg("dcgan-64", steps=2, amp="bf16"), phantom_ds, tmp_path / "b", progress=False)
+    a = Trainer(gan_cfg("dcgan-64", steps=2, amp="no"), phantom_ds, tmp_path / "a", progress=False)
+    b = Trainer(gan_cfg("dcgan-64", steps=2, amp="bf16"), phantom_ds, tmp_path / "b", progress=False)
     assert (a.amp, b.amp) == ("no", "bf16")
     b.fit()
     a.fit()  # the first still trains in float32
@@ -337,7 +322,7 @@ def test_config_words_stay_words(tmp_path):
 def test_fp16_wgan_gp_keeps_its_loss_scale(phantom_ds, tmp_path):
     """Regression: under fp16 the penalty's double backward overflowed every step and the GradScaler
     skipped them, its scale falling to ~2; now the penalty runs in float32 and the scale holds."""
-    tr = Trainer(_cfg("wgan-gp-64", steps=6, log_every=2, batch_size=8, width=8, amp="fp16"), phantom_ds, tmp_path,
+    tr = Trainer(gan_cfg("wgan-gp-64", steps=6, log_every=2, batch_size=8, width=8, amp="fp16"), phantom_ds, tmp_path,
                  progress=False)  # fmt: skip
     tr.fit()
     assert tr.scaler.is_enabled() and tr.scaler.get_scale() >= 256
