@@ -257,6 +257,8 @@ allsums, firsts = tr.acc.gather(sums[None]), tr.acc.gather(first[None])
 if tr.acc.is_main_process:
     print("WORLD", tr.acc.num_processes, "SYNCED", bool(torch.allclose(allsums[0], allsums[1])),
           "OWN_BATCHES", bool(firsts[0] != firsts[1]), flush=True)
+tr.acc.wait_for_everyone()
+tr.acc.end_training()  # take the gloo group down together (exiting without it aborted rank 0 now and then)
 """
 
 

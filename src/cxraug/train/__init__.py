@@ -30,8 +30,15 @@ def train(
     cfg = load_config(TrainConfig, config, ov, base=preset(preset_name))
     ds = load_dataset(cfg.data, progress=progress)
     run = _shared_run_dir(out, f"train-{cfg.preset}", cpu=pick_device(cfg.device).type == "cpu")
-    Trainer(cfg, ds, run, progress=progress, eval_hook=eval_hook).fit()
+    _finish(Trainer(cfg, ds, run, progress=progress, eval_hook=eval_hook))
     return run
+
+
+def _finish(tr: Trainer) -> None:
+    """Train, then (under `accelerate launch`/torchrun) take the process group down together: a process
+    that exits while gloo still holds its peers' connections can abort them (SIGABRT)."""
+    tr.fit()
+    tr.acc.end_training()
 
 
 def _shared_run_dir(out: str | os.PathLike, name: str, cpu: bool = False) -> Path:
@@ -61,5 +68,5 @@ def resume(run_dir: str | os.PathLike, steps: int | None = None, progress: bool 
         cfg.steps = steps
     tr = Trainer(cfg, load_dataset(cfg.data, progress=progress), run, progress=progress, eval_hook=eval_hook)
     tr.load_state_dict(st)
-    tr.fit()
+    _finish(tr)
     return run

@@ -279,6 +279,7 @@ class Trainer:
         bar.close()
         if self.acc.is_main_process:
             self.save_curves()
+        self.acc.wait_for_everyone()  # multi-process: nobody leaves while the main process still writes
         return self.run_dir / "checkpoints" / "last.pt"
 
     def _log(self, pending: list[dict[str, torch.Tensor]], bar, rate: float) -> None:
