@@ -1,0 +1,66 @@
+"""The study's configuration: what it trains, on which data, with which generator."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cxraug.config import load_config
+
+PROTOCOLS = ("real", "standard-aug", "gan-aug", "synthetic-only")
+
+
+@dataclass
+class Source:
+    path: str
+    label: str | None = None  # class name for a flat folder (e.g. covid-cxnet -> covid)
+
+
+@dataclass
+class GanSpec:
+    """A generator the study trains itself, once per distinct minority training set (each regime,
+    and each seed's subset below 100 %), on exactly that run's minority training images: the GAN
+    never sees a validation or test image, and the 10 % regime's GAN sees only that 10 %."""
+
+    preset: str = "dcgan-64"
+    steps: int = 1000
+    width: int = 32
+    batch_size: int = 64
+    diffaug: str = "translation,cutout"  # limited data (Zhao et al., DiffAugment)
+    seed: int = 0
+    overrides: list[str] = field(default_factory=list)  # more TrainConfig fields, "key=value"
+
+
+@dataclass
+class StudyConfig:
+    sources: list[Source] = field(default_factory=lambda: [Source("phantom:normal=240,covid=48")])
+    size: int = 64
+    minority: str = "covid"
+    generator: str | None = None  # a checkpoint trained on the minority class, used for every run ...
+    gan: GanSpec | None = None  # ... or let the study train its own generators (leak-free by construction)
+    model: str = "lightweight"
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
+    regimes: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.5, 1.0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    split_seed: int = 0
+    # Simulate the rare-disease case: keep only enough minority training patients for the minority to be
+    # this share of the training split (e.g. 0.2); val/test keep their natural balance. None = as is.
+    minority_share: float | None = None
+    features: str = "auto"  # feature extractor for the report's FID/KID/PR and memorization audit
+    dedupe: bool = True  # drop test images that (near-)duplicate a training image
+    device: str = "cpu"
+
+
+def load_study_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> StudyConfig:
+    return load_config(StudyConfig, path, overrides)
+
+
+def load_config_dict(d: Path) -> dict:
+    from cxraug.config import load_yaml
+
+    return load_yaml((d / "config.yaml").read_text())

@@ -1,0 +1,75 @@
+"""Generator handling for the study: which checkpoint augments a (regime, seed) run, training it
+on exactly that run's minority training images when the study trains its own, and the cached
+synthetic images drawn from it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from cxraug.config import load_config
+from cxraug.data.splits import regime_subset
+from cxraug.io import load_checkpoint
+from cxraug.train.config import TrainConfig, preset
+from cxraug.train.engine import Trainer
+
+
+class StudyGenerators:
+    """Mixed into :class:`cxraug.classify.study.Study`; uses its ``cfg``, ``dir``, ``ds``, ``split``,
+    ``pos`` and ``progress`` and its ``_n_to_add``."""
+
+    def _minority_train(self, regime: float, seed: int) -> np.ndarray:
+        idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
+        return idx[self.pos[idx]]
+
+    def generator_for(self, regime: float, seed: int) -> str:
+        """The checkpoint whose samples augment the (regime, seed) run; trains it first if needed."""
+        if self.cfg.generator:
+            return self.cfg.generator
+        mins = self._minority_train(regime, seed)
+        key = hashlib.sha1(mins.astype(np.int64).tobytes()).hexdigest()[:12]
+        gdir = self.dir / "gans" / f"{self.cfg.minority}-{len(mins)}-{key}"
+        ckpt = gdir / "checkpoints" / "last.pt"
+        spec = self.cfg.gan
+        assert spec is not None
+        tcfg = load_config(TrainConfig, None, [f"width={spec.width}", f"steps={spec.steps}",
+                                               f"batch_size={min(spec.batch_size, len(mins))}",
+                                               f"diffaug={spec.diffaug}", f"seed={spec.seed}",
+                                               f"data.size={self.cfg.size}", f"data.path=study:{len(mins)} "
+                                               f"{self.cfg.minority} training images", *spec.overrides],
+                           base=preset(spec.preset))  # fmt: skip
+        if str(ckpt) in self._syn_cache or (ckpt.is_file() and load_checkpoint(ckpt)["step"] >= tcfg.steps):
+            return str(ckpt)  # trained (checked once per study: the step check loads the whole checkpoint)
+        if self.progress:
+            tqdm.write(f"training {spec.preset} on {len(mins)} {self.cfg.minority} training images -> {gdir}")
+        tr = Trainer(tcfg, self.ds.subset(mins), gdir, progress=self.progress)
+        if ckpt.is_file():  # interrupted: continue exactly where it stopped
+            tr.load_state_dict(load_checkpoint(ckpt))
+        tr.fit()
+        return str(ckpt)
+
+    def synthetic_for(self, regime: float, seed: int) -> np.ndarray:
+        """Enough synthetic minority images for any protocol of this (regime, seed), uint8 [N,S,S]."""
+        from cxraug.data.preprocess import resize
+        from cxraug.report.figures import save_grid
+        from cxraug.synth.generate import generate
+
+        ckpt = self.generator_for(regime, seed)
+        if ckpt in self._syn_cache:
+            return self._syn_cache[ckpt]
+        need = max(self._n_to_add(self.split["train"]), int(self.pos[self.split["train"]].sum()), 1)
+        path = Path(ckpt).parent.parent / "synthetic.npy" if self.cfg.gan else self.dir / "synthetic.npy"
+        if path.is_file() and len(np.load(path, mmap_mode="r")) >= need:
+            imgs = np.load(path)
+        else:
+            imgs, _, _ = generate(ckpt, need, seed=1234)
+            if imgs.shape[-1] != self.cfg.size:
+                imgs = np.stack([resize(i, self.cfg.size, "direct") for i in imgs])
+            np.save(path, imgs)
+            if self.cfg.generator or not (self.dir / "synthetic_samples.png").is_file():
+                save_grid(imgs[:64], self.dir / "synthetic_samples.png")
+        self._syn_cache[ckpt] = imgs
+        return imgs
