@@ -1,0 +1,167 @@
+"""Statistics for a verdict: the validation-chosen operating point, DeLong's test for two correlated
+ROC-AUCs, the patient-clustered bootstrap, and the plain-words verdict.
+
+References: DeLong, DeLong & Clarke-Pearson, "Comparing the areas under two or more correlated receiver
+operating characteristic curves: a nonparametric approach", Biometrics 44 (1988); Sun & Xu, "Fast
+implementation of DeLong's algorithm for comparing the areas under correlated receiver operating
+characteristic curves", IEEE Signal Processing Letters 21 (2014) (mid-ranks instead of the O(mn)
+kernel); Youden, "Index for rating diagnostic tests", Cancer 3 (1950); Field & Welsh, "Bootstrapping
+clustered data", JRSS-B 69 (2007) (resample whole clusters, here patients).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy import stats
+
+from cxraug.errors import CXRAugError
+
+OPERATING_POINTS = ("youden", "sensitivity:S", "fixed:T")
+
+
+def parse_operating_point(rule: str) -> tuple[str, float | None]:
+    """``youden`` | ``sensitivity:0.9`` | ``fixed:0.5`` -> (kind, value)."""
+    kind, _, val = str(rule).partition(":")
+    if kind == "youden" and not val:
+        return kind, None
+    if kind in ("sensitivity", "fixed"):
+        try:
+            v = float(val)
+        except ValueError:
+            v = float("nan")
+        if 0 <= v <= 1:
+            return kind, v
+    raise CXRAugError(f"operating_point {rule!r}: expected one of {', '.join(OPERATING_POINTS)} with S, T in [0, 1]")
+
+
+def choose_threshold(y_true: np.ndarray, score: np.ndarray, rule: str = "youden") -> float:
+    """The decision threshold (predict positive when ``score >= t``) chosen on validation predictions.
+
+    ``youden``: maximizes sensitivity + specificity - 1 (ties: the higher threshold);
+    ``sensitivity:S``: the highest threshold whose sensitivity is at least S (the most specific
+    operating point that reaches S); ``fixed:T``: T. Candidates are the observed scores, so a threshold
+    is always a score the validation set actually produced."""
+    kind, val = parse_operating_point(rule)
+    if kind == "fixed":
+        return float(val)
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, float)
+    if y.all() or not y.any():
+        return 0.5  # one class only: no operating point can be chosen from it
+    cand = np.unique(s)[::-1]  # descending
+    pred = s[None, :] >= cand[:, None]  # [T, N]
+    sens = (pred & y).sum(1) / y.sum()
+    spec = (~pred & ~y).sum(1) / (~y).sum()
+    if kind == "youden":
+        return float(cand[int(np.argmax(sens + spec))])  # argmax takes the first = highest threshold
+    ok = np.nonzero(sens >= val - 1e-12)[0]
+    return float(cand[ok[0]])
+
+
+# ----------------------------------------------------------------------------------------- DeLong
+def _midrank(x: np.ndarray) -> np.ndarray:
+    """Mid-ranks (1-based, ties get their average rank) of a 1-D array."""
+    return stats.rankdata(x, method="average")
+
+
+def delong_components(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AUCs [K] and the structural components V10 [K,m] (one per positive) and V01 [K,n] (per negative)
+    of K score vectors on the same images, by Sun & Xu's mid-rank formulation."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.atleast_2d(np.asarray(scores, float))  # [K, N]
+    pos, neg = s[:, y], s[:, ~y]
+    m, n = pos.shape[1], neg.shape[1]
+    if m == 0 or n == 0:
+        raise CXRAugError("DeLong's test needs positive and negative images")
+    v10, v01, aucs = np.empty((len(s), m)), np.empty((len(s), n)), np.empty(len(s))
+    for k in range(len(s)):
+        tx, ty, tz = _midrank(pos[k]), _midrank(neg[k]), _midrank(np.concatenate([pos[k], neg[k]]))
+        aucs[k] = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
+        v10[k] = (tz[:m] - tx) / n  # share of negatives each positive out-scores (ties count 1/2)
+        v01[k] = 1 - (tz[m:] - ty) / m  # share of positives that out-score each negative
+    return aucs, v10, v01
+
+
+def delong_test(y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict:
+    """Two-sided DeLong test of AUC(a) = AUC(b) for two classifiers scored on the same images."""
+    aucs, v10, v01 = delong_components(y_true, np.stack([score_a, score_b]))
+    m, n = v10.shape[1], v01.shape[1]
+    cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n  # [2, 2]
+    diff = float(aucs[0] - aucs[1])
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    if var <= 0:
+        z, p = (0.0, 1.0) if diff == 0 else (float("inf") * np.sign(diff), 0.0)
+    else:
+        z = diff / np.sqrt(var)
+        p = float(2 * stats.norm.sf(abs(z)))
+    se = float(np.sqrt(max(var, 0.0)))
+    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": diff, "se": se, "z": float(z),
+            "p_value": p, "ci": [diff - 1.959964 * se, diff + 1.959964 * se]}  # fmt: skip
+
+
+# -------------------------------------------------------------------------------------- bootstrap
+def cluster_bootstrap(
+    stat: Callable[[np.ndarray], float],
+    groups: list[str] | np.ndarray,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Percentile CI of ``stat(index array)`` with whole clusters (patients) resampled with replacement.
+
+    ``stat`` gets the image indices of one resample (a patient drawn twice contributes its images
+    twice) and returns a number; resamples where it is not finite (e.g. one class only) are skipped."""
+    g = np.asarray(groups)
+    uniq, inv = np.unique(g, return_inverse=True)
+    order = np.argsort(inv, kind="stable")  # images grouped by cluster
+    sizes = np.bincount(inv, minlength=len(uniq))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rng = np.random.default_rng(seed)
+    est = float(stat(np.arange(len(g))))
+    vals = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(uniq), len(uniq))  # clusters drawn with replacement
+        sz = sizes[pick]
+        offset = np.arange(sz.sum()) - np.repeat(np.cumsum(sz) - sz, sz)  # position inside its cluster
+        v = stat(order[np.repeat(starts[pick], sz) + offset])
+        if np.isfinite(v):
+            vals.append(v)
+    if len(vals) < max(10, n_boot // 2):
+        return {"estimate": est, "ci": [float("nan"), float("nan")], "n_boot": len(vals), "clusters": len(uniq)}
+    lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
+    return {"estimate": est, "ci": [float(lo), float(hi)], "n_boot": len(vals), "clusters": len(uniq)}
+
+
+def auc_of(y: np.ndarray, s: np.ndarray) -> float:
+    """ROC-AUC (Mann-Whitney, ties 1/2); NaN when one class is missing."""
+    y = np.asarray(y).astype(bool)
+    m, n = int(y.sum()), int((~y).sum())
+    if m == 0 or n == 0:
+        return float("nan")
+    r = _midrank(np.asarray(s, float))
+    return float((r[y].sum() - m * (m + 1) / 2) / (m * n))
+
+
+# ---------------------------------------------------------------------------------------- verdict
+def verdict(ci: list[float] | tuple[float, float], margin: float, metric: str = "AUC") -> dict:
+    """Plain words for a difference's 95 % CI [lo, hi] against the smallest difference that matters (X).
+
+    better / worse: the CI excludes 0; no detectable difference: the CI lies inside (-X, X), so
+    differences larger than X are excluded (an equivalence reading, as in two one-sided tests);
+    underpowered: the CI includes 0 and reaches beyond ±X, so the data cannot tell."""
+    lo, hi = float(ci[0]), float(ci[1])
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return {"word": "underpowered", "text": f"underpowered (no confidence interval for the {metric} difference)"}
+    if lo > 0:
+        return {"word": "better", "text": f"better ({metric} difference CI [{lo:+.3f}, {hi:+.3f}] excludes 0)"}
+    if hi < 0:
+        return {"word": "worse", "text": f"worse ({metric} difference CI [{lo:+.3f}, {hi:+.3f}] excludes 0)"}
+    if -margin < lo and hi < margin:
+        return {"word": "no detectable difference",
+                "text": f"no detectable difference (the CI [{lo:+.3f}, {hi:+.3f}] excludes {metric} differences "
+                        f"larger than {margin:g})"}  # fmt: skip
+    return {"word": "underpowered",
+            "text": f"underpowered (the CI [{lo:+.3f}, {hi:+.3f}] is wider than ±{margin:g}: more seeds or test "
+                    "images are needed to tell)"}  # fmt: skip
