@@ -90,6 +90,11 @@ def test_binary_metrics_match_sklearn():
     assert m["specificity"] == pytest.approx(skm.recall_score(1 - y, 1 - pred))
     assert m["f1"] == pytest.approx(skm.f1_score(y, pred))
     assert m["auc"] == pytest.approx(skm.roc_auc_score(y, s))
+    assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y, s))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    m7 = binary_metrics(y, s, threshold=0.7)
+    assert m7["recall"] == pytest.approx(skm.recall_score(y, s >= 0.7)) and m7["threshold"] == 0.7
+    assert m7["auc"] == m["auc"]  # threshold-free
     assert m["false_negatives"] == int(((pred == 0) & (y == 1)).sum())
     assert m["confusion_matrix"] == skm.confusion_matrix(y, pred).tolist()
 
@@ -108,6 +113,10 @@ def test_multiclass_metrics_match_sklearn():
     assert m["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
     assert m["macro_precision"] == pytest.approx(skm.precision_score(y, pred, average="macro"))
     assert m["macro_auc"] == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr", average="macro"))
+    # specificity uses the same argmax rule as precision/recall (it used a 0.5 threshold per class)
+    spec = [skm.recall_score(y != k, pred != k) for k in range(3)]
+    assert m["macro_specificity"] == pytest.approx(np.mean(spec))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
 
 
 def test_confidence_intervals_and_paired_test():
