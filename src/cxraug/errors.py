@@ -15,6 +15,10 @@ class CXRAugError(Exception):
     """Base class for errors caused by user input or environment (shown without traceback)."""
 
 
+class ConfigError(CXRAugError, ValueError):
+    """An argument or config value is out of range (also a ``ValueError`` for library callers)."""
+
+
 class ImageReadError(CXRAugError):
     """A file could not be decoded as a chest X-ray image."""
 

@@ -120,15 +120,31 @@ def new_run_dir(base: str | os.PathLike, name: str) -> Path:
     raise CXRAugError(f"could not create a new run folder under {show_path(base)}")
 
 
-def ensure_outside(out: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:
-    """Refuse to write outputs inside an input folder: the tool never writes into the user's data."""
-    o = Path(out).resolve()
+def ensure_outside(
+    out: str | os.PathLike, inputs: list[str | os.PathLike], what: str = "output folder", hint: str = ""
+) -> None:
+    """Refuse to write ``out`` inside (or onto) any input: the tool never writes into the user's data.
+
+    Each input is a folder, or a file standing for its folder (a CSV manifest, a checkpoint); inputs that
+    do not exist on disk (``phantom`` specs) are ignored. Symlinks are resolved on both sides, so a link
+    into the data folder is caught too.
+    """
+    folders: dict[Path, Path] = {}
     for i in inputs:
-        ip = Path(i).resolve()
-        if ip.is_dir() and (o == ip or ip in o.parents):
+        ip = Path(i)
+        try:
+            if not ip.exists():
+                continue
+            r = ip.resolve()
+        except OSError:
+            continue
+        folders.setdefault(r if r.is_dir() else r.parent, ip)
+    o = Path(out).resolve()
+    for anc in (o, *o.parents):
+        if anc in folders:
             raise CXRAugError(
-                f"output folder {show_path(o)} is inside the input folder {show_path(ip)}; "
-                "choose an output location outside your data"
+                f"{what} {show_path(o)} is inside the input folder {show_path(anc)}; "
+                + (hint or "choose an output location outside your data")
             )
 
 

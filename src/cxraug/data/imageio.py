@@ -2,12 +2,19 @@
 
 Everything that can go wrong with a real collection becomes an :class:`ImageReadError` naming the
 file: empty or truncated files, non-images with an image extension, images too small to be a
-radiograph, decompression bombs, DICOMs without pixel data.
+radiograph, decompression bombs, DICOMs without pixel data, FIFOs and devices (never opened, so a
+named pipe in a data folder cannot hang a command).
+
+Intensity scaling: 8-bit images are divided by 255. Images with more than 8 bits (16-bit PNG/TIFF,
+DICOM) are windowed by their DICOM VOI LUT / window when they have a usable one (WindowWidth >= 1);
+otherwise by a robust window, the [0.5, 99.5] percentiles of the pixel values, so that a few hot
+pixels (burned-in labels, detector defects) cannot squash the anatomy into black as min-max would.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -23,12 +30,34 @@ SUPPORTED_EXTS = IMAGE_EXTS | DICOM_EXTS
 MIN_SIDE = 16
 #: Refuse images with more pixels than this (decompression-bomb guard); 10000x10000 is plenty for CXR.
 MAX_PIXELS = 100_000_000
+#: Percentiles of the robust window used for >8-bit images without a VOI LUT.
+ROBUST_WINDOW = (0.5, 99.5)
+
+
+def file_kind(mode: int) -> str:
+    """'regular file', 'FIFO', 'character device', ... for an ``st_mode``."""
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket")):  # fmt: skip
+        if test(mode):
+            return name
+    return "special file"
+
+
+def is_regular(path: str | os.PathLike) -> bool:
+    """True for a regular file (after following symlinks); never opens the file."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
     p = Path(path)
     if p.suffix.lower() in DICOM_EXTS:
         return True
+    if not is_regular(p):  # opening a FIFO would block forever
+        return False
     try:
         with open(p, "rb") as f:
             head = f.read(132)
@@ -41,12 +70,23 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     """Return a 2-D float32 array in [0, 1]; raise :class:`ImageReadError` on any bad input."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise ImageReadError(path, f"cannot open ({e.strerror or e})") from e
-    if size == 0:
+        st = path.stat()
+    except (OSError, ValueError) as e:
+        raise ImageReadError(path, f"cannot open ({getattr(e, 'strerror', None) or e})") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageReadError(path, f"not a regular file ({file_kind(st.st_mode)}), skipped")
+    if st.st_size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
-    img = _read_dicom(path) if is_dicom(path) else _read_pil(path, max_pixels)
+    try:
+        img = _read_dicom(path) if is_dicom(path) else _read_pil(path, max_pixels)
+    except ImageReadError:
+        raise
+    except MemoryError as e:
+        raise ImageReadError(path, "out of memory while decoding") from e
+    except Exception as e:  # anything a decoder throws on a hostile file is still about this file
+        raise ImageReadError(path, f"cannot decode ({type(e).__name__}: {e})") from e
+    if img.ndim != 2:
+        raise ImageReadError(path, f"decoded to a {img.ndim}-d array {img.shape}, expected one 2-d image")
     h, w = img.shape
     if min(h, w) < MIN_SIDE:
         raise ImageReadError(path, f"image is {w}x{h}, smaller than {MIN_SIDE} px: not a usable radiograph")
@@ -81,7 +121,7 @@ def _pil_to_gray(im: Image.Image) -> np.ndarray:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im).astype(np.float64)
-        return _minmax(a)
+        return robust_window(a)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
         # Transparent pixels carry no X-ray signal: flatten onto black (air) and drop alpha.
         rgba = im.convert("RGBA")
@@ -100,6 +140,24 @@ def _minmax(a: np.ndarray) -> np.ndarray:
     return ((a - lo) / (hi - lo)).astype(np.float32)
 
 
+def robust_window(a: np.ndarray, pct: tuple[float, float] = ROBUST_WINDOW) -> np.ndarray:
+    """Map the [pct[0], pct[1]] percentiles of ``a`` to [0, 1] (clipped); min-max if they coincide."""
+    lo, hi = (float(v) for v in np.percentile(a, pct))
+    if hi <= lo:
+        return _minmax(a)
+    return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def _first(v) -> float | None:
+    """First value of a (possibly multi-valued) DICOM number; None when absent or not a number."""
+    if v is None:
+        return None
+    try:
+        return float(v[0] if isinstance(v, list | tuple) or type(v).__name__ == "MultiValue" else v)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
 def _read_dicom(path: Path) -> np.ndarray:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -115,13 +173,27 @@ def _read_dicom(path: Path) -> np.ndarray:
         arr = ds.pixel_array
     except Exception as e:
         raise ImageReadError(path, f"cannot decode DICOM pixel data ({e})") from e
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # RGB DICOM (rare): luminance
-        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    elif arr.ndim == 3:  # multi-frame: take the first frame
+    spp = int(_first(ds.get("SamplesPerPixel", 1)) or 1)
+    frames = int(_first(ds.get("NumberOfFrames", 1)) or 1)
+    arr = np.asarray(arr)
+    if frames > 1 or arr.ndim == (4 if spp > 1 else 3):  # [F, R, C(, S)]: the first frame
         arr = arr[0]
+    if spp > 1:  # RGB/YBR (pydicom converts YBR to RGB): luminance, scaled by the stored bit depth
+        if arr.ndim != 3:
+            raise ImageReadError(path, f"DICOM says {spp} samples per pixel but decodes to shape {arr.shape}")
+        bits = int(_first(ds.get("BitsStored", 8)) or 8)
+        lum = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        return np.clip(lum / (2.0**bits - 1), 0.0, 1.0).astype(np.float32)
+    if arr.ndim != 2:
+        raise ImageReadError(path, f"DICOM pixel data has shape {arr.shape}; expected rows x columns")
     arr = apply_modality_lut(arr, ds)
-    arr = apply_voi_lut(arr, ds, index=0) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else arr
-    out = _minmax(np.asarray(arr, dtype=np.float64))
+    width = _first(ds.get("WindowWidth"))
+    has_window = "WindowCenter" in ds and width is not None and width >= 1  # width < 1: no usable window
+    if "VOILUTSequence" in ds or has_window:
+        # prefer_lut: a VOI LUT sequence wins over the window (so a bogus window beside it is unused)
+        out = _minmax(np.asarray(apply_voi_lut(arr, ds, index=0, prefer_lut=True), dtype=np.float64))
+    else:
+        out = robust_window(np.asarray(arr, dtype=np.float64))
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         out = 1.0 - out  # MONOCHROME1: low values are white; flip so bone is bright as in MONOCHROME2
     return out

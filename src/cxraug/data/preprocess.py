@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import torch
 
+from cxraug.errors import ConfigError
+
 SIZES = (64, 96, 128, 256, 299)
 
 
@@ -27,9 +29,14 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= 1024:
-            raise ValueError(f"size must be within 16..1024, got {self.size}")
+            raise ConfigError(f"size must be within 16..1024, got {self.size}")
         if self.resize not in ("pad", "crop", "direct"):
-            raise ValueError(f"resize must be pad, crop or direct, got {self.resize!r}")
+            raise ConfigError(f"resize must be pad, crop or direct, got {self.resize!r}")
+        # OpenCV divides by the tile count: a 0 tile grid kills the process with SIGFPE.
+        if not 1 <= self.clahe_tile <= 64:
+            raise ConfigError(f"CLAHE tile grid must be within 1..64, got {self.clahe_tile}")
+        if not np.isfinite(self.clahe_clip) or self.clahe_clip <= 0:
+            raise ConfigError(f"CLAHE clip limit must be a positive number, got {self.clahe_clip}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,6 +51,8 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 
 def apply_clahe(u8: np.ndarray, clip: float = 2.0, tile: int = 8) -> np.ndarray:
     """Contrast-limited adaptive histogram equalisation (OpenCV) on a uint8 image."""
+    if tile < 1 or not clip > 0:  # checked here too: OpenCV's SIGFPE on a 0 grid cannot be caught
+        raise ConfigError(f"CLAHE needs tile >= 1 and clip > 0, got tile={tile}, clip={clip}")
     return cv2.createCLAHE(clipLimit=clip, tileGridSize=(tile, tile)).apply(u8)
 
 

@@ -3,20 +3,22 @@
 - :func:`read_folder`: ``root/<class>/**/<image>``; also the COVID-19 Radiography Database layout
   (``COVID/images/*.png`` with ``COVID/masks`` ignored) and DICOM files.
 - :func:`read_csv_manifest`: a CSV with a path column and a label column or multi-hot columns
-  (CheXpert style, uncertain ``-1`` mapped by a policy).
+  (CheXpert style, uncertain ``-1`` mapped by a policy); named release formats (CheXpert, NIH,
+  MIMIC-CXR, Hannover) are in :mod:`cxraug.data.manifests`.
 - :func:`read_xrv`: any torchxrayvision dataset object the user has the files for.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
 
-from cxraug.data.imageio import SUPPORTED_EXTS, dicom_patient_id, is_dicom
+from cxraug.data.imageio import SUPPORTED_EXTS, dicom_patient_id, file_kind, is_dicom
+from cxraug.data.manifests import UNCERTAIN_POLICIES, ManifestSpec, read_manifest
 from cxraug.data.sample import Collection, Sample
 from cxraug.errors import CXRAugError, show_path
 
@@ -31,10 +33,19 @@ def patient_id_from_name(path: str | os.PathLike) -> str:
     return m.group(1) if m else stem
 
 
-def _walk_images(folder: Path) -> tuple[list[Path], list[str]]:
-    """Image files below ``folder`` (sorted), skipping mask folders, hidden files and symlink loops."""
+def patient_id_known(path: str | os.PathLike) -> bool:
+    return NIH_NAME.match(Path(path).stem) is not None
+
+
+def _walk_images(folder: Path) -> tuple[list[Path], list[str], list[str]]:
+    """Image files below ``folder`` (sorted), skipping mask folders, hidden files and symlink loops.
+
+    Returns (files, problems, skipped). Only regular files are listed: a FIFO, device or socket is
+    never opened (a FIFO would block forever) and is reported in ``skipped`` with its kind.
+    """
     files: list[Path] = []
     problems: list[str] = []
+    skipped: list[str] = []
     seen_dirs: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=None):
         st = os.stat(dirpath)
@@ -49,16 +60,29 @@ def _walk_images(folder: Path) -> tuple[list[Path], list[str]]:
             p = Path(dirpath) / name
             if name.startswith("."):
                 continue
-            if not p.exists():
-                problems.append(f"{show_path(p)}: broken symlink, skipped")
+            try:
+                mode = os.stat(p).st_mode
+            except FileNotFoundError:
+                skipped.append(f"{show_path(p)}: broken symlink, skipped")
+                continue
+            except OSError as e:
+                skipped.append(f"{show_path(p)}: cannot stat ({e.strerror or e}), skipped")
+                continue
+            if not stat.S_ISREG(mode):
+                skipped.append(f"{show_path(p)}: {file_kind(mode)}, not a regular file, skipped")
                 continue
             if p.suffix.lower() in SUPPORTED_EXTS or (p.suffix == "" and is_dicom(p)):
                 files.append(p)
-    return files, problems
+    return files, problems, skipped
 
 
 def read_folder(root: str | os.PathLike, classes: list[str] | None = None) -> Collection:
-    """Folder-per-class collection. Class names are the sub-folder names (sorted)."""
+    """Folder-per-class collection. Class names are the sub-folder names (sorted).
+
+    Patient ids come from DICOM ``PatientID`` or NIH-style names (``PATIENT_FOLLOWUP.png``); other
+    files count as one patient each and are reported in ``unknown_patients``. A file reachable under
+    two classes (symlinks or hard links to one file) is left out and reported.
+    """
     root = Path(root)
     if not root.exists():
         raise CXRAugError(f"{show_path(root)}: no such file or folder")
@@ -70,11 +94,12 @@ def read_folder(root: str | os.PathLike, classes: list[str] | None = None) -> Co
         if d.is_dir() and not d.name.startswith(".") and d.name.lower() not in IGNORED_DIRS
     )
     problems: list[str] = []
+    skipped: list[str] = []
     if classes is None:
         classes = subdirs
     if not classes:
         # A flat folder of images: one unnamed class (e.g. covid-cxnet). Its name is the folder's.
-        files, problems = _walk_images(root)
+        files, problems, skipped = _walk_images(root)
         if not files:
             raise CXRAugError(f"{show_path(root)}: no images found")
         classes = [root.name]
@@ -82,24 +107,42 @@ def read_folder(root: str | os.PathLike, classes: list[str] | None = None) -> Co
     else:
         per_class = {}
         for c in classes:
-            files, probs = _walk_images(root / c)
+            files, probs, skip = _walk_images(root / c)
             problems += probs
+            skipped += skip
             if not files:
                 problems.append(f"{show_path(root / c)}: class folder has no images")
             per_class[c] = files
         if not any(per_class.values()):
             raise CXRAugError(f"{show_path(root)}: no images in any class folder ({', '.join(classes)})")
+    where: dict[tuple[int, int], list[tuple[str, Path]]] = {}
+    for c in classes:
+        for p in per_class[c]:
+            st = os.stat(p)
+            where.setdefault((st.st_dev, st.st_ino), []).append((c, p))
+    conflicted = set()
+    for hits in where.values():
+        if len({c for c, _ in hits}) > 1:
+            conflicted.update(p for _, p in hits)
+            shown = "; ".join(f"{c}: {show_path(p)}" for c, p in hits)
+            skipped.append(f"the same file under different classes ({shown}); left out")
     samples = []
+    unknown = 0
     for i, c in enumerate(classes):
         for p in per_class[c]:
+            if p in conflicted:
+                continue
             lab = np.zeros(len(classes), np.float32)
             lab[i] = 1.0
-            pid = (dicom_patient_id(p) if is_dicom(p) else None) or patient_id_from_name(p)
+            pid = dicom_patient_id(p) if is_dicom(p) else None
+            if pid is None:
+                pid = patient_id_from_name(p)
+                unknown += not patient_id_known(p)
             samples.append(Sample(None, lab, pid, "real", str(p)))
-    return Collection(samples, list(classes), multilabel=False, root=str(root), problems=problems)
-
-
-UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
+    if not samples:
+        raise CXRAugError(f"{show_path(root)}: no usable images ({len(skipped)} skipped)")
+    return Collection(samples, list(classes), multilabel=False, root=str(root), problems=problems,
+                      skipped=skipped, unknown_patients=unknown)  # fmt: skip
 
 
 def read_csv_manifest(
@@ -110,64 +153,28 @@ def read_csv_manifest(
     label_cols: list[str] | None = None,
     patient_col: str | None = None,
     uncertain: str = "ones",
+    spec: ManifestSpec | None = None,
 ) -> Collection:
-    """A CSV manifest. Either ``label_col`` (one class name per row) or ``label_cols`` (multi-hot
+    """A CSV/TSV manifest. Either ``label_col`` (one class name per row) or ``label_cols`` (multi-hot
     0/1/-1/blank columns, CheXpert style). Uncertain ``-1`` -> 1 (``ones``, U-Ones), 0 (``zeros``)
     or NaN (``ignore``: masked out of the loss). Blank -> 0. Paths are relative to ``root``
-    (default: the CSV's folder)."""
-    csv_path = Path(csv_path)
+    (default: the CSV's folder). ``spec`` (a :class:`ManifestSpec`) replaces the keyword arguments and
+    reads the named formats (CheXpert, NIH, MIMIC-CXR, Hannover)."""
     if uncertain not in UNCERTAIN_POLICIES:
         raise CXRAugError(f"uncertain policy must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
-    if not csv_path.is_file():
-        raise CXRAugError(f"{show_path(csv_path)}: manifest not found")
-    root = Path(root) if root is not None else csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise CXRAugError(f"{show_path(csv_path)}: manifest has no rows")
-    cols = rows[0].keys()
-    missing = [c for c in [path_col, label_col, patient_col, *(label_cols or [])] if c and c not in cols]
-    if missing:
-        raise CXRAugError(f"{show_path(csv_path)}: missing column(s) {missing}; has {list(cols)}")
-    if label_col is None and label_cols is None:  # auto: a `label` column, else every other column is a label
-        patient_col = patient_col or next((c for c in ("patient", "patient_id", "Patient ID") if c in cols), None)
-        if "label" in cols:
-            label_col = "label"
-        else:
-            label_cols = [c for c in cols if c not in (path_col, patient_col, "synthetic")]
-    if (label_col is None) == (label_cols is None):
+    if label_col is not None and label_cols is not None:
         raise CXRAugError("give exactly one of label_col (single label) or label_cols (multi-hot)")
-    samples: list[Sample] = []
-    problems: list[str] = []
-    if label_col is not None:
-        classes = sorted({r[label_col] for r in rows if r[label_col] != ""})
-        multilabel = False
-    else:
-        classes = list(label_cols or [])
-        multilabel = True
-    unc = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[uncertain]
-    for n, r in enumerate(rows, start=2):
-        p = Path(r[path_col])
-        p = p if p.is_absolute() else root / p
-        lab = np.zeros(len(classes), np.float32)
-        if label_col is not None:
-            if r[label_col] == "":
-                problems.append(f"{show_path(csv_path)}:{n}: empty label, row skipped")
-                continue
-            lab[classes.index(r[label_col])] = 1.0
-        else:
-            for i, c in enumerate(classes):
-                v = (r[c] or "").strip()
-                try:
-                    x = float(v) if v else 0.0
-                except ValueError:
-                    problems.append(f"{show_path(csv_path)}:{n}: {c}={v!r} is not a number, taken as 0")
-                    x = 0.0
-                lab[i] = unc if x == -1 else float(x > 0)
-        pid = r[patient_col] if patient_col else patient_id_from_name(p)
-        synthetic = str(r.get("synthetic", "")).strip().lower() in ("true", "1", "yes")
-        samples.append(Sample(None, lab, str(pid), "synthetic" if synthetic else "real", str(p)))
-    return Collection(samples, classes, multilabel=multilabel, root=str(root), problems=problems)
+    if spec is None:
+        spec = ManifestSpec(
+            format="auto" if path_col == "path" and label_col is None and label_cols is None else "csv",
+            path_column=None if path_col == "path" else path_col,
+            label_column=label_col,
+            label_columns=list(label_cols) if label_cols is not None else None,
+            patient_column=patient_col,
+            uncertain=uncertain,
+            root=str(root) if root is not None else None,
+        )
+    return read_manifest(csv_path, spec)
 
 
 def read_xrv(
@@ -213,9 +220,15 @@ class _XRVSample(Sample):
         return Sample(img, self.labels, self.patient_id, self.source, self.path)
 
 
-def open_collection(path: str | os.PathLike, **csv_kwargs) -> Collection:
-    """Folder or CSV manifest, by what ``path`` is."""
+def is_manifest(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in (".csv", ".tsv") and Path(path).is_file()
+
+
+def open_collection(path: str | os.PathLike, spec: ManifestSpec | None = None, **csv_kwargs) -> Collection:
+    """Folder or CSV/TSV manifest, by what ``path`` is."""
     p = Path(path)
-    if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
-        return read_csv_manifest(p, **csv_kwargs)
+    if is_manifest(p):
+        return read_csv_manifest(p, spec=spec, **csv_kwargs)
+    if p.is_file():
+        raise CXRAugError(f"{show_path(p)}: not a folder or a .csv/.tsv manifest")
     return read_folder(p)

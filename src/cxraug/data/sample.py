@@ -18,6 +18,8 @@ class Sample:
     image: float32 HxW in [0,1] (None until decoded). labels: float32 vector over the collection's
     class names (one-hot for folder data, multi-hot for CheXpert-style; NaN = label ignored).
     patient_id: used for patient-level splits. source: ``real`` or ``synthetic`` (or a reader name).
+    view: ``pa``, ``ap``, ``frontal`` (frontal, projection unknown), ``lateral``, ``other``, or ``""``
+    when the source says nothing about views.
     """
 
     image: np.ndarray | None
@@ -25,6 +27,7 @@ class Sample:
     patient_id: str
     source: str
     path: str
+    view: str = ""
 
     @property
     def synthetic(self) -> bool:
@@ -51,6 +54,10 @@ class Collection:
     multilabel: bool = False
     root: str = ""
     problems: list[str] = field(default_factory=list)  # readable messages found while listing
+    skipped: list[str] = field(default_factory=list)  # one line per file or manifest row left out
+    views: dict[str, int] = field(default_factory=dict)  # views in the source, before the view filter
+    view_filter: str = ""  # the --view filter applied ("" when the source has no views)
+    unknown_patients: int = 0  # samples whose patient id is only their file name (image-level splits)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -62,7 +69,11 @@ class Collection:
         return {c: int((lab[:, i] > 0.5).sum()) for i, c in enumerate(self.class_names)}
 
     def subset(self, idx: list[int] | np.ndarray) -> Collection:
-        return replace(self, samples=[self.samples[int(i)] for i in idx], problems=[])
+        return replace(self, samples=[self.samples[int(i)] for i in idx], problems=[], skipped=[])
+
+    @property
+    def n_patients(self) -> int:
+        return len({s.patient_id for s in self.samples})
 
     def only_class(self, name: str) -> Collection:
         if name not in self.class_names:

@@ -2,21 +2,29 @@
 
 ``path`` is a folder (folder-per-class, Radiography-Database layout, flat folder), a CSV manifest,
 a cache folder written by ``cxraug data prepare``, or ``phantom[:class=n,...]`` for the embedded
-offline phantoms (default ``phantom:normal=300,covid=60,pneumonia=120``).
+offline phantoms (default ``phantom:normal=300,covid=60,pneumonia=120``). How a manifest is read
+(format, columns, view, uncertainty policy) is ``DataConfig.manifest`` (YAML ``data.manifest.*``).
+
+:func:`check_outputs` is the one output guard every command runs before any work: no output folder
+and no cache may lie inside an input (a data folder, a manifest's folder, or any folder a manifest's
+paths point into).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxraug.data.cache import CachedDataset, build_cache
+from cxraug.data.cache import CachedDataset, build_cache, default_cache_root
+from cxraug.data.manifests import ManifestSpec
 from cxraug.data.phantom import phantom_collection
 from cxraug.data.preprocess import Preprocess
-from cxraug.data.readers import open_collection
+from cxraug.data.readers import is_manifest, open_collection
 from cxraug.data.sample import Collection
 from cxraug.errors import CXRAugError
+from cxraug.io import ensure_outside
 
 DEFAULT_PHANTOM = {"normal": 300, "covid": 60, "pneumonia": 120}
 
@@ -31,10 +39,20 @@ class DataConfig:
     resize: str = "pad"
     seed: int = 0
     cache_dir: str | None = None
+    manifest: ManifestSpec = field(default_factory=ManifestSpec)
 
     @property
     def prep(self) -> Preprocess:
         return Preprocess(self.size, self.clahe, self.clahe_clip, self.clahe_tile, self.resize)
+
+    def validate(self) -> None:
+        """Raise a one-line :class:`~cxraug.errors.ConfigError` for any out-of-range value."""
+        self.prep  # noqa: B018 -- Preprocess checks size, resize, CLAHE clip and tile
+        self.manifest.validate()
+
+    @property
+    def is_phantom(self) -> bool:
+        return is_phantom(self.path)
 
 
 def parse_phantom_spec(spec: str) -> dict[str, int]:
@@ -51,22 +69,95 @@ def parse_phantom_spec(spec: str) -> dict[str, int]:
     return out
 
 
-def open_source(path: str, size: int = 64, seed: int = 0) -> Collection:
-    if path == "phantom" or path.startswith("phantom:"):
+def is_phantom(path: str | os.PathLike) -> bool:
+    return str(path) == "phantom" or str(path).startswith("phantom:")
+
+
+def is_cache(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return (p / "images.npy").is_file() and (p / "meta.json").is_file()
+
+
+def open_source(path: str, size: int = 64, seed: int = 0, manifest: ManifestSpec | None = None) -> Collection:
+    if is_phantom(path):
         return phantom_collection(parse_phantom_spec(path), size=size, seed=seed)
-    return open_collection(path)
+    return open_collection(path, spec=manifest)
 
 
-def load_dataset(cfg: DataConfig, progress: bool = True) -> CachedDataset:
-    """Return the cached, preprocessed dataset for ``cfg`` (building the cache if needed)."""
-    p = Path(cfg.path) if not cfg.path.startswith("phantom") else None
-    if p is not None and (p / "images.npy").is_file() and (p / "meta.json").is_file():
+def open_config(cfg: DataConfig) -> Collection:
+    """The (undecoded) collection ``cfg`` names."""
+    return open_source(cfg.path, size=max(cfg.size, 64), seed=cfg.seed, manifest=cfg.manifest)
+
+
+def load_dataset(cfg: DataConfig, progress: bool = True, collection: Collection | None = None) -> CachedDataset:
+    """Return the cached, preprocessed dataset for ``cfg`` (building the cache if needed).
+
+    ``collection``: the result of :func:`open_config` when the caller already listed it. The cache is
+    refused inside any input folder (see :func:`check_outputs`).
+    """
+    cfg.validate()
+    p = Path(cfg.path) if not cfg.is_phantom else None
+    if p is not None and is_cache(p):
         ds = CachedDataset.load(p)
         if ds.size != cfg.size:
             raise CXRAugError(f"cache {cfg.path} holds {ds.size}px images, but size={cfg.size} was asked for")
         return ds
-    coll = open_source(cfg.path, size=max(cfg.size, 64), seed=cfg.seed)
+    coll = collection if collection is not None else open_config(cfg)
+    _check_cache(cfg, collection_folders(cfg.path, coll))
     return build_cache(coll, cfg.prep, cache_root=cfg.cache_dir, progress=progress)
+
+
+def collection_folders(path: str | os.PathLike, coll: Collection | None) -> list[Path]:
+    """Every folder a source reads from: itself (or a manifest's folder) and each image's folder."""
+    if is_phantom(path):
+        return []
+    p = Path(path)
+    out = {p if p.is_dir() else p.parent}
+    for s in coll.samples if coll is not None else []:
+        if not s.path.startswith("xrv://"):
+            out.add(Path(s.path).parent)
+    return sorted(out)
+
+
+def input_folders(source: str | os.PathLike | DataConfig) -> list[Path]:
+    """The folders :func:`check_outputs` protects for one source (listing a manifest, decoding nothing)."""
+    cfg = source if isinstance(source, DataConfig) else DataConfig(path=str(source))
+    path = str(cfg.path)
+    if is_phantom(path):
+        return []
+    p = Path(path)
+    if not p.exists() or is_cache(p) or (p.is_file() and not is_manifest(p)):
+        return [p] if p.exists() else []  # a checkpoint or cache stands for its folder; missing: the reader says so
+    if p.is_dir():
+        return [p]  # every image is below it (symlinked folders are resolved by the guard)
+    return collection_folders(p, open_config(cfg))
+
+
+def _check_cache(cfg: DataConfig, folders: list[Path]) -> None:
+    root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root()
+    ensure_outside(root, folders, what="cache folder",
+                   hint="set --cache-dir (or $CXRAUG_CACHE) to a folder outside your data")  # fmt: skip
+
+
+def check_outputs(
+    sources: Iterable[str | os.PathLike | DataConfig], out: str | os.PathLike | None = None, cache: bool = True
+) -> None:
+    """The output guard: refuse ``out`` and (with ``cache``) each source's cache root inside any input.
+
+    Inputs are each source's folder, a manifest's folder and every folder its rows point into. Run it
+    before any work, so a refused command has written nothing.
+    """
+    folders: list[Path] = []
+    cfgs = [s if isinstance(s, DataConfig) else DataConfig(path=str(s)) for s in sources]
+    for cfg in cfgs:
+        folders += input_folders(cfg)
+    if out is not None:
+        ensure_outside(out, folders)
+    if cache:
+        for cfg in cfgs:
+            if not cfg.is_phantom and not is_cache(cfg.path):
+                _check_cache(cfg, folders)
+
 
 
 def describe(path: str | os.PathLike) -> str:

@@ -18,9 +18,11 @@ from cxraug.data.sample import Collection
 from cxraug.errors import ImageReadError, show_path
 
 
-def skew_ratios(counts: dict[str, int]) -> dict[str, float]:
-    """Per class: negatives / positives (Zunair & Hamza's skew ratio; inf for an empty class)."""
-    total = sum(counts.values())
+def skew_ratios(counts: dict[str, int], n_images: int | None = None) -> dict[str, float]:
+    """Per class: negatives / positives (Zunair & Hamza's skew ratio; inf for an empty class).
+
+    ``n_images``: the number of images, for multi-label data where label counts do not add up to it."""
+    total = sum(counts.values()) if n_images is None else n_images
     return {c: (total - n) / n if n else float("inf") for c, n in counts.items()}
 
 
@@ -54,14 +56,28 @@ class Inspection:
     unreadable: list[str] = field(default_factory=list)
     duplicates: list[DuplicateGroup] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    n_images: int = 0  # readable images (not the sum of label counts: multi-label rows count once)
+    n_patients: int = 0
+    unknown_patients: int = 0  # readable images whose patient id is only their file name
+    views: dict[str, int] = field(default_factory=dict)  # before the view filter
+    view_filter: str = ""
+    skipped: list[str] = field(default_factory=list)  # files/rows left out while listing (not decoded)
+    multilabel: bool = False
 
     def to_dict(self) -> dict:
+        """JSON-safe (no Infinity/NaN: an empty class's skew is ``null``)."""
         return {
             "root": self.root,
             "class_names": self.class_names,
+            "multilabel": self.multilabel,
             "counts": self.counts,
-            "n_images": sum(self.counts.values()),
-            "skew_ratio": self.skew,
+            "n_images": self.n_images,
+            "n_patients": self.n_patients,
+            "unknown_patients": self.unknown_patients,
+            "views": self.views,
+            "view_filter": self.view_filter,
+            "skipped": self.skipped,
+            "skew_ratio": {c: (v if np.isfinite(v) else None) for c, v in self.skew.items()},
             "sizes": self.sizes,
             "modes": self.modes,
             "unreadable": self.unreadable,
@@ -142,7 +158,7 @@ def inspect_collection(coll: Collection, near_threshold: int = 4, progress: bool
     paths, hashes, digests, dims = [], [], [], []
     modes: Counter[str] = Counter()
     unreadable: list[str] = []
-    good_labels = []
+    good_labels, good_pids = [], []
     for s in tqdm(coll.samples, desc="inspect", unit="img", disable=not progress, leave=False):
         try:
             img = read_image(s.path) if s.image is None else s.image
@@ -160,6 +176,7 @@ def inspect_collection(coll: Collection, near_threshold: int = 4, progress: bool
         with open(s.path, "rb") if s.image is None else _NullCtx(img.tobytes()) as f:
             digests.append(hashlib.blake2b(f.read(), digest_size=16).digest())
         good_labels.append(s.labels)
+        good_pids.append(s.patient_id)
     lab = np.nan_to_num(np.stack(good_labels)) if good_labels else np.zeros((0, len(coll.class_names)))
     counts = {c: int((lab[:, i] > 0.5).sum()) for i, c in enumerate(coll.class_names)}
     sizes = {}
@@ -171,13 +188,37 @@ def inspect_collection(coll: Collection, near_threshold: int = 4, progress: bool
         root=coll.root,
         class_names=coll.class_names,
         counts=counts,
-        skew=skew_ratios(counts),
+        skew=skew_ratios(counts, len(good_labels) if coll.multilabel else None),
         sizes=sizes,
         modes=dict(modes),
         unreadable=unreadable,
         duplicates=find_duplicates(paths, hashes, digests, near_threshold),
-        problems=list(coll.problems),
+        problems=list(coll.problems) + _cross_class_duplicates(coll, paths, digests),
+        n_images=len(good_labels),
+        n_patients=len(set(good_pids)),
+        unknown_patients=min(coll.unknown_patients, len(good_labels)),
+        views=dict(coll.views),
+        view_filter=coll.view_filter,
+        skipped=list(coll.skipped),
+        multilabel=coll.multilabel,
     )
+
+
+def _cross_class_duplicates(coll: Collection, paths: list[str], digests: list[bytes]) -> list[str]:
+    """Byte-identical files filed under different (single-label) classes: label noise worth a warning."""
+    if coll.multilabel:
+        return []
+    label_of = {s.path: s.label_index for s in coll.samples}
+    groups: dict[bytes, list[str]] = {}
+    for p, d in zip(paths, digests):
+        groups.setdefault(d, []).append(p)
+    out = []
+    for g in groups.values():
+        classes = sorted({coll.class_names[label_of[p]] for p in g if label_of.get(p, -1) >= 0})
+        if len(classes) > 1:
+            out.append(f"identical images under different classes ({', '.join(classes)}): "
+                       + "  ".join(show_path(p) for p in g))  # fmt: skip
+    return out
 
 
 class _NullCtx:
