@@ -8,11 +8,14 @@ The array is an ``.npy`` file opened memory-mapped; ``__getitem__`` returns floa
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,8 +131,10 @@ class CachedDataset(torch.utils.data.Dataset):
             "root": self.root,
         }
 
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``images.npy`` + ``meta.json`` into a temp folder, then rename it into place."""
+    def save(self, folder: str | os.PathLike, replace: bool = True) -> Path:
+        """Write ``images.npy`` + ``meta.json`` into a temp folder, then rename it into place in one step, so
+        a reader never sees a half-written cache. Where ``folder`` already holds a complete cache, ``replace``
+        False keeps it (another process published the same cache first) and True swaps ours in."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -137,12 +142,11 @@ class CachedDataset(torch.utils.data.Dataset):
             np.save(tmp / "images.npy", np.ascontiguousarray(self.images))
             # ensure_ascii (default): surrogate-escaped (non-UTF-8) file names round-trip
             (tmp / "meta.json").write_text(json.dumps(self.meta(), allow_nan=True, default=str))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
+            _publish(tmp, folder, replace)
         except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise CXRAugError(f"cannot write cache {show_path(folder)}: {e.strerror or e}") from e
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when it was renamed into place
         return folder
 
     @classmethod
@@ -176,9 +180,17 @@ def build_cache(
 ) -> CachedDataset:
     """Return the cached dataset for ``coll`` + ``prep``, building it on a miss."""
     root = Path(cache_root) if cache_root is not None else default_cache_root()
-    folder = root / cache_key(coll, prep)
-    if (folder / "meta.json").is_file():
+    key = cache_key(coll, prep)
+    folder = root / key
+    if _complete(folder):
         return CachedDataset.load(folder)
+    with _build_lock(root, key):  # concurrent builders of this key (DDP ranks, parallel jobs) wait for one
+        if not _complete(folder):
+            _decode(coll, prep, skip_bad, progress).save(folder, replace=False)
+    return CachedDataset.load(folder)
+
+
+def _decode(coll: Collection, prep: Preprocess, skip_bad: bool, progress: bool) -> CachedDataset:
     errors: list[ImageReadError] = []
     imgs, keep = [], []
     it = tqdm(coll.samples, desc=f"decode {prep.size}px", unit="img", disable=not progress, leave=False)
@@ -192,7 +204,7 @@ def build_cache(
             errors.append(e)
     if not keep:
         raise CXRAugError("no readable images: " + "; ".join(str(e) for e in errors[:3]))
-    ds = CachedDataset(
+    return CachedDataset(
         images=np.stack(imgs),
         labels=np.stack([coll.samples[k].labels for k in keep]).astype(np.float32),
         class_names=list(coll.class_names),
@@ -204,5 +216,59 @@ def build_cache(
         errors=[str(e) for e in errors],
         root=coll.root,
     )
-    ds.save(folder)
-    return CachedDataset.load(folder)
+
+
+def _complete(folder: Path) -> bool:
+    """A cache folder only ever appears whole (it is renamed into place), so its two files mean it is done."""
+    return (folder / "meta.json").is_file() and (folder / "images.npy").is_file()
+
+
+def _publish(tmp: Path, folder: Path, replace: bool) -> None:
+    """Rename the finished ``tmp`` folder to ``folder`` atomically. rename(2) refuses a non-empty target: then
+    another process won the race (keep its identical cache unless ``replace``), or the target is an old or
+    broken copy, which is first renamed aside (also atomic) and then deleted."""
+    try:
+        os.rename(tmp, folder)
+        return
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
+            raise
+    if not replace and _complete(folder):
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+    try:
+        os.replace(folder, aside / "x")
+    except FileNotFoundError:  # someone else moved it away meanwhile
+        pass
+    try:
+        os.rename(tmp, folder)
+    except OSError as e:  # a third process published in between: fine unless we must replace
+        if replace or not _complete(folder) or e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path, key: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``root/<key>.lock`` while one process builds the cache; the others block
+    and then find it built, so it is decoded once. Where locks are not available (no fcntl, some network
+    file systems) it does nothing: :func:`_publish` alone keeps concurrent builds correct."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(root / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise CXRAugError(f"cannot write cache {show_path(root)}: {e.strerror or e}") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # ENOLCK / EOPNOTSUPP: no lock, rely on the atomic publish
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the (empty) lock file stays, deleting it would race other lockers
