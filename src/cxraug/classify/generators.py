@@ -54,7 +54,7 @@ class StudyGenerators:
     def synthetic_for(self, regime: float, seed: int) -> np.ndarray:
         """Enough synthetic minority images for any protocol of this (regime, seed), uint8 [N,S,S]."""
         from cxraug.data.preprocess import resize
-        from cxraug.report.figures import save_grid
+        from cxraug.plotting import save_grid
         from cxraug.synth.generate import generate
 
         ckpt = self.generator_for(regime, seed)

@@ -182,7 +182,7 @@ def cmd_data_prepare(a: argparse.Namespace) -> int:
     from cxraug.config import save_config
     from cxraug.data.source import load_dataset
     from cxraug.io import new_run_dir, write_json
-    from cxraug.report.figures import save_grid
+    from cxraug.plotting import save_grid
 
     cfg, coll = _open_checked(a)
     ds = load_dataset(cfg, progress=not a.quiet, collection=coll)

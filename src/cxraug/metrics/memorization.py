@@ -74,7 +74,7 @@ def memorization_audit(
 
 def closest_pairs_grid(real_u8: np.ndarray, fake_u8: np.ndarray, audit: dict, dest) -> None:
     """Top row: the generated images closest to a real one; bottom row: that real image."""
-    from cxraug.report.figures import save_grid
+    from cxraug.plotting import save_grid
 
     pairs = audit["closest_pairs"][:8]
     if not pairs:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.metrics import roc_curve
 
 from cxraug.data.preprocess import u8_to_tensor
-from cxraug.report.figures import save_fig
+from cxraug.plotting import new_figure, save_fig
 
 
 def learning_curves(runs: list[dict], dest: Path) -> Path:
-    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 2.8), squeeze=False)
+    fig = new_figure((3.2 * len(runs), 2.8))
+    axes = fig.subplots(1, len(runs), squeeze=False)
     for ax, r in zip(axes[0], runs):
         ax.plot(r["curves"]["train_loss"], label="train")
         ax.plot(r["curves"]["val_loss"], label="val")
@@ -25,7 +25,8 @@ def learning_curves(runs: list[dict], dest: Path) -> Path:
 
 
 def confusion_matrices(runs: list[dict], names: list[str], dest: Path) -> Path:
-    fig, axes = plt.subplots(1, len(runs), figsize=(2.8 * len(runs), 2.8), squeeze=False)
+    fig = new_figure((2.8 * len(runs), 2.8))
+    axes = fig.subplots(1, len(runs), squeeze=False)
     for ax, r in zip(axes[0], runs):
         cm = np.asarray(r["metrics"]["confusion_matrix"])
         ax.imshow(cm, cmap="Blues")
@@ -40,7 +41,8 @@ def confusion_matrices(runs: list[dict], names: list[str], dest: Path) -> Path:
 
 
 def roc_curves(runs: list[dict], dest: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = new_figure((4, 4))
+    ax = fig.subplots()
     for r in runs:
         if len(set(r["test_true"])) == 2:
             fpr, tpr, _ = roc_curve(r["test_true"], r["test_prob"])
@@ -54,7 +56,8 @@ def roc_curves(runs: list[dict], dest: Path) -> Path:
 
 def confidence_plot(runs: list[dict], dest: Path) -> Path:
     """Per-image predicted probability for the minority-class test images (Zunair & Hamza)."""
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig = new_figure((6, 3))
+    ax = fig.subplots()
     for r in runs:
         p = np.asarray(r["test_prob"])[np.asarray(r["test_true"]) == 1]
         ax.plot(np.sort(p)[::-1], marker=".", lw=0.8, label=r["protocol"])
@@ -72,7 +75,8 @@ def gradcam_grid(model: torch.nn.Module, real_u8: np.ndarray, syn_u8: np.ndarray
 
     layer = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     rows = [("real", real_u8[:6]), ("synthetic", syn_u8[:6])] if syn_u8 is not None else [("real", real_u8[:6])]
-    fig, axes = plt.subplots(len(rows), 6, figsize=(12, 2.1 * len(rows)), squeeze=False)
+    fig = new_figure((12, 2.1 * len(rows)))
+    axes = fig.subplots(len(rows), 6, squeeze=False)
     with GradCAM(model=model, target_layers=[layer]) as cam:
         for r, (name, imgs) in enumerate(rows):
             x = u8_to_tensor(imgs)
@@ -96,7 +100,8 @@ def umap_plot(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, sy
     x = u8_to_tensor(images)
     feats = torch.cat([model.embed(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
     emb = umap.UMAP(n_neighbors=15, random_state=seed).fit_transform(feats)
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = new_figure((5, 4))
+    ax = fig.subplots()
     for k, c in enumerate(names):
         for syn, marker in ((False, "o"), (True, "x")):
             m = (labels == k) & (synthetic == syn)

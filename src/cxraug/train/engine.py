@@ -30,7 +30,7 @@ from cxraug.data.cache import CachedDataset
 from cxraug.data.preprocess import u8_to_tensor
 from cxraug.errors import CXRAugError
 from cxraug.io import atomic_path, crash_hook, load_checkpoint
-from cxraug.report.figures import plot_curves, save_grid
+from cxraug.plotting import plot_curves, save_grid
 from cxraug.train.config import TrainConfig
 from cxraug.train.families import build_generator, make_family
 
