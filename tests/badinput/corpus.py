@@ -51,6 +51,8 @@ def write_dicom(
     window: tuple[float, float] | None = None,
     patient_id: str = "P0001",
 ) -> Path:
+    """A minimal DICOM. ``arr``: [R, C] grayscale, [F, R, C] multi-frame, [R, C, 3] or [F, R, C, 3] RGB
+    (uint8, ``photometric='RGB'``)."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -63,8 +65,15 @@ def write_dicom(
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.PatientID = patient_id
     ds.Modality = "DX"
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel = 1
+    rgb = photometric == "RGB"
+    frames = arr.shape[0] if arr.ndim == (4 if rgb else 3) else 1
+    ds.Rows, ds.Columns = arr.shape[-3:-1] if rgb else arr.shape[-2:]
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.SamplesPerPixel = 3 if rgb else 1
+    if rgb:
+        ds.PlanarConfiguration = 0
+        bits = 8
     ds.PhotometricInterpretation = photometric
     ds.BitsAllocated = 16 if bits > 8 else 8
     ds.BitsStored = bits
@@ -75,6 +84,22 @@ def write_dicom(
     if with_pixels:
         ds.PixelData = arr.astype(np.uint16 if bits > 8 else np.uint8).tobytes()
     ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def png16(arr: np.ndarray, path: Path) -> Path:
+    """A 16-bit grayscale PNG holding ``arr`` exactly."""
+    Image.fromarray(arr.astype(np.uint16)).save(path)
+    return path
+
+
+def write_rows(path: Path, header: list[str], rows: list[list], delimiter: str = ",", encoding: str = "utf-8") -> Path:
+    import csv
+
+    with open(path, "w", newline="", encoding=encoding) as f:
+        w = csv.writer(f, delimiter=delimiter)
+        w.writerow(header)
+        w.writerows(rows)
     return path
 
 

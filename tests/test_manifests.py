@@ -1,0 +1,257 @@
+"""Issue 14: manifests as they ship, on hand-made miniature copies of each release's layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from badinput.corpus import gray, write_rows
+from conftest import shared
+from cxraug.cli import main
+from cxraug.data.manifests import CHEXPERT_LABELS, ManifestSpec, read_manifest
+from cxraug.data.readers import read_csv_manifest
+from cxraug.errors import ConfigError, CXRAugError
+
+
+def _img(path: Path, seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(gray(32, seed)).save(path)
+
+
+# ------------------------------------------------------------------ CheXpert
+CHX_HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS]
+
+
+def _chexpert(tmp_path: Path) -> Path:
+    rel = "CheXpert-v1.0-small/train/patient0000{}/study1/view{}_{}.jpg"
+    rows = []
+
+    def row(p, view, fl, apa, **labels):
+        r = [rel.format(p, view, fl.lower()), "Female", "68", fl, apa] + [""] * 14
+        for k, v in labels.items():
+            r[5 + CHEXPERT_LABELS.index(k.replace("_", " "))] = v
+        rows.append(r)
+        _img(tmp_path / r[0], len(rows))
+
+    row(1, 1, "Frontal", "AP", Edema="1.0", Pleural_Effusion="-1.0", Support_Devices="1.0")
+    row(1, 2, "Lateral", "", Edema="1.0")
+    row(2, 1, "Frontal", "PA", No_Finding="1.0")
+    row(3, 1, "Frontal", "", Cardiomegaly="-1.0", Edema="0.0")
+    return write_rows(tmp_path / "CheXpert-v1.0-small" / "train.csv", CHX_HEADER, rows)
+
+
+def test_chexpert_as_shipped(tmp_path):
+    csv_ = _chexpert(tmp_path)
+    c = read_manifest(csv_)  # auto-detected; paths start with the release folder the CSV is in
+    assert c.class_names == list(CHEXPERT_LABELS) and "Sex" not in c.class_names and "Age" not in c.class_names
+    assert c.multilabel and len(c) == 3  # the lateral view is left out by default (view=frontal)
+    assert c.views == {"ap": 1, "lateral": 1, "pa": 1, "frontal": 1} and c.view_filter == "frontal"
+    assert [s.patient_id for s in c.samples] == ["patient00001", "patient00002", "patient00003"]
+    assert [s.view for s in c.samples] == ["ap", "pa", "frontal"]
+    assert all(Path(s.path).is_file() for s in c.samples)
+    i_pe, i_cm = CHEXPERT_LABELS.index("Pleural Effusion"), CHEXPERT_LABELS.index("Cardiomegaly")
+    first = c.samples[0].labels
+    assert first[CHEXPERT_LABELS.index("Edema")] == 1 and first[i_pe] == 1  # U-Ones by default
+    zeros = read_manifest(csv_, ManifestSpec(uncertain="zeros"))
+    assert zeros.samples[0].labels[i_pe] == 0 and zeros.samples[2].labels[i_cm] == 0
+    ign = read_manifest(csv_, ManifestSpec(uncertain="ignore"))
+    assert np.isnan(ign.samples[0].labels[i_pe]) and np.isnan(ign.samples[2].labels[i_cm])
+    assert ign.samples[1].labels.tolist() == [1.0] + [0.0] * 13  # blank = not mentioned = 0
+    lat = read_manifest(csv_, ManifestSpec(format="chexpert", view="lateral"))
+    assert len(lat) == 1 and lat.samples[0].view == "lateral"
+    assert len(read_manifest(csv_, ManifestSpec(view="all"))) == 4
+    assert [s.view for s in read_manifest(csv_, ManifestSpec(view="pa")).samples] == ["pa"]
+
+
+def test_chexpert_inspect_counts_images_not_positive_labels(tmp_path, capsys):
+    """`inspect` reported the number of positive labels (5 here, U-Ones) as the number of images (3)."""
+    csv_ = _chexpert(tmp_path)
+    assert main(["data", "inspect", str(csv_), "--format", "chexpert", "--json", "-q"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["n_images"] == 3 and rep["n_patients"] == 3 and sum(rep["counts"].values()) == 5
+    assert rep["counts"]["Edema"] == 1 and rep["counts"]["Pleural Effusion"] == 1
+    assert rep["views"] == {"ap": 1, "lateral": 1, "pa": 1, "frontal": 1}
+    assert main(["data", "inspect", str(csv_), "--uncertain", "zeros", "--json", "-q"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["counts"]["Pleural Effusion"] == 0 and rep["counts"]["Cardiomegaly"] == 0 and rep["n_images"] == 3
+    assert main(["data", "inspect", str(csv_), "-q", "--view", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "4 readable images, 3 patients, 14 class(es) (multi-label)" in out
+    assert "views: ap 1, frontal 1, lateral 1, pa 1   (kept: all)" in out
+
+
+# ------------------------------------------------------------------ NIH ChestX-ray14
+def test_nih_data_entry_as_shipped(tmp_path):
+    header = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
+              "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]  # fmt: skip
+    rows = [
+        ["00000001_000.png", "Cardiomegaly|Effusion", "0", "1", "58", "M", "PA", "2682", "2749", "0.143", "0.143"],
+        ["00000001_001.png", "No Finding", "1", "1", "58", "M", "AP", "2894", "2729", "0.143", "0.143"],
+        ["00000002_000.png", "Effusion", "0", "2", "81", "F", "PA", "2500", "2048", "0.168", "0.168"],
+    ]
+    for i, r in enumerate(rows):
+        _img(tmp_path / f"images_00{i % 2 + 1}" / "images" / r[0], i)  # the Kaggle layout: images_00N/images/
+    csv_ = write_rows(tmp_path / "Data_Entry_2017.csv", header, rows)
+    c = read_manifest(csv_, ManifestSpec(format="nih"))
+    assert c.class_names == ["Cardiomegaly", "Effusion", "No Finding"] and c.multilabel
+    assert [s.labels.tolist() for s in c.samples] == [[1, 1, 0], [0, 0, 1], [0, 1, 0]]
+    assert [s.patient_id for s in c.samples] == ["1", "1", "2"]
+    assert [s.view for s in c.samples] == ["pa", "ap", "pa"]
+    assert all(Path(s.path).is_file() for s in c.samples)
+    assert c.unknown_patients == 0
+    assert len(read_manifest(csv_, ManifestSpec(format="nih", view="pa"))) == 2
+
+
+# ------------------------------------------------------------------ MIMIC-CXR-JPG
+def test_mimic_metadata_joined_with_chexpert_labels(tmp_path):
+    meta = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
+            "Columns"]  # fmt: skip
+    rows = [["d1", "10000032", "50414267", "CHEST (PA AND LAT)", "PA", "3056", "2544"],
+            ["d2", "10000032", "50414267", "CHEST (PA AND LAT)", "LATERAL", "3056", "2544"],
+            ["d3", "10000764", "57375967", "CHEST (PORTABLE AP)", "AP", "3056", "2544"],
+            ["d4", "10000898", "50771383", "CHEST (PA AND LAT)", "PA", "3056", "2544"]]  # fmt: skip
+    for i, (d, subj, study, *_r) in enumerate(rows):
+        _img(tmp_path / "files" / f"p{subj[:2]}" / f"p{subj}" / f"s{study}" / f"{d}.jpg", i)
+    write_rows(tmp_path / "mimic-cxr-2.0.0-chexpert.csv", ["subject_id", "study_id", *CHEXPERT_LABELS],
+               [["10000032", "50414267"] + ["", "", "", "", "", "1.0"] + [""] * 8,
+                ["10000764", "57375967"] + ["1.0"] + [""] * 13])  # fmt: skip  (study 50771383 has no labels)
+    csv_ = write_rows(tmp_path / "mimic-cxr-2.0.0-metadata.csv", meta, rows)
+    c = read_manifest(csv_)
+    assert c.class_names == list(CHEXPERT_LABELS)
+    assert [Path(s.path).name for s in c.samples] == ["d1.jpg", "d3.jpg"]  # frontal views with labels
+    assert all(Path(s.path).is_file() for s in c.samples)
+    assert [s.patient_id for s in c.samples] == ["10000032", "10000764"]
+    assert c.samples[0].labels[CHEXPERT_LABELS.index("Edema")] == 1 and c.samples[1].labels[0] == 1
+    assert c.views == {"pa": 1, "lateral": 1, "ap": 1}  # of the rows with labels
+    assert any("study 50771383 has no labels" in s for s in c.skipped)
+    (tmp_path / "mimic-cxr-2.0.0-chexpert.csv").unlink()
+    with pytest.raises(CXRAugError, match="no label columns.*--labels-csv"):
+        read_manifest(csv_)
+    assert read_manifest(csv_, ManifestSpec(label="cxr")).counts() == {"cxr": 3}  # 4 rows, 3 frontal
+
+
+# ------------------------------------------------------------------ Hannover
+def test_hannover_data_csv_as_shipped(tmp_path):
+    header = ["patient_id", "image_id", "sex", "age", "size", "weight", "modality", "projection", "crp_val"]
+    rows = [["024e7871", "fff13f3a", "f", "", "", "", "CR", "pa", "3.0"],
+            ["04a33bab", "6b5af975", "m", "61", "", "", "CR", "ap", "6.0"],
+            ["04a33bab", "c4a0e11a", "m", "61", "", "", "CR", "ap", ""]]  # fmt: skip
+    for i, r in enumerate(rows):
+        _img(tmp_path / "png" / f"{r[1]}.png", i)
+    csv_ = write_rows(tmp_path / "data.csv", header, rows)
+    for spec in (ManifestSpec(format="hannover"), ManifestSpec(), ManifestSpec(
+            format="csv", path_template="png/{image_id}.png", patient_column="patient_id", view_column="projection",
+            label="covid")):  # fmt: skip
+        c = read_manifest(csv_, spec)
+        assert c.class_names == ["covid"] and c.counts() == {"covid": 3}
+        assert c.n_patients == 2 and c.views == {"pa": 1, "ap": 2}
+        assert all(Path(s.path).is_file() for s in c.samples)
+
+
+@pytest.mark.shared_data
+def test_shared_hannover_inspect_reports_images_patients_views(capsys):
+    """Issue 14's definition of done."""
+    csv_ = shared("external/covid-hannover") / "data.csv"
+    assert main(["data", "inspect", str(csv_), "--format", "hannover", "-q", "--near-threshold", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "120 readable images, 31 patients, 1 class(es)" in out
+    assert "views: ap 96, pa 24   (kept: frontal)" in out
+    assert "unreadable" not in out and "skipped files" not in out
+
+
+# ------------------------------------------------------------------ generic CSV
+def test_generic_csv_with_column_mapping_flags_and_yaml(tmp_path, capsys):
+    for i in range(4):
+        _img(tmp_path / "imgs" / f"{i}.png", i)
+    rows = [[f"imgs/{i}.png", d, s, a] for i, (d, s, a) in
+            enumerate([("covid", "s1", "40"), ("normal", "s1", "41"), ("normal", "s2", "0"), ("covid", "s3", "1")])]
+    csv_ = write_rows(tmp_path / "m.csv", ["filename", "diagnosis", "subject", "Age"], rows)
+    assert main(["data", "inspect", str(csv_), "--label-column", "diagnosis", "--patient-column", "subject",
+                 "--json", "-q"]) == 0  # fmt: skip
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["counts"] == {"covid": 2, "normal": 2} and rep["n_patients"] == 3 and rep["views"] == {}
+    # Multi-hot columns are found automatically; Age (values 40, 41, 0, 1) is not 1/0/-1, so it is no label.
+    write_rows(tmp_path / "mh.csv", ["path", "Edema", "Age"], [[f"imgs/{i}.png", str(i % 2), str(40 + i)]
+                                                               for i in range(4)])  # fmt: skip
+    assert read_csv_manifest(tmp_path / "mh.csv").class_names == ["Edema"]
+    # The same mapping from YAML (data.manifest.*), through the dataset loader.
+    from cxraug.config import from_dict, load_yaml
+    from cxraug.data.source import DataConfig, load_dataset
+
+    y = load_yaml(f"path: {csv_}\nsize: 32\nmanifest: {{label_column: diagnosis, patient_column: subject}}\n")
+    ds = load_dataset(from_dict(DataConfig, y), progress=False)
+    assert ds.counts() == {"covid": 2, "normal": 2} and sorted(set(ds.patient_ids)) == ["s1", "s2", "s3"]
+
+
+def test_no_path_or_label_column_is_one_clear_error(tmp_path, capsys):
+    csv_ = write_rows(tmp_path / "m.csv", ["image_ref", "dx"], [["a.png", "covid"]])
+    assert main(["data", "inspect", str(csv_), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "m.csv: no path column; name it with --path-column" in err and err.count("\n") == 1
+    csv2 = write_rows(tmp_path / "n.csv", ["path", "Sex"], [["a.png", "M"]])
+    assert main(["data", "inspect", str(csv2), "-q"]) == 2
+    assert "n.csv: no label column found" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="view must be one of"):
+        read_manifest(csv_, ManifestSpec(view="oblique"))
+
+
+# ------------------------------------------------------------------ encodings, delimiters, bad rows
+def _four(tmp_path: Path) -> None:
+    for i in range(4):
+        _img(tmp_path / f"{i}.png", i)
+
+
+def test_latin1_csv_is_read_with_a_warning(tmp_path):
+    _img(tmp_path / "café.png", 1)  # stored under its UTF-8 name, listed in a Latin-1 CSV
+    _img(tmp_path / "b.png", 2)
+    csv_ = write_rows(tmp_path / "l.csv", ["path", "label"], [["café.png", "neumonía"], ["b.png", "normal"]],
+                      encoding="latin-1")  # fmt: skip
+    c = read_manifest(csv_)
+    assert c.class_names == ["neumonía", "normal"]
+    assert Path(c.samples[0].path).name == "café.png" and Path(c.samples[0].path).is_file()
+    assert any("l.csv: not valid UTF-8; read as cp1252" in p for p in c.problems)
+
+
+@pytest.mark.parametrize("name,delim", [("s.csv", ";"), ("t.tsv", "\t"), ("tab.csv", "\t")])
+def test_delimiter_is_sniffed(tmp_path, name, delim):
+    _four(tmp_path)
+    csv_ = write_rows(tmp_path / name, ["path", "label", "patient"],
+                      [[f"{i}.png", "covid" if i < 2 else "normal", f"p{i}"] for i in range(4)], delimiter=delim)
+    c = read_manifest(csv_)
+    assert c.counts() == {"covid": 2, "normal": 2} and c.n_patients == 4
+
+
+def test_short_and_long_rows_are_reported_by_line(tmp_path):
+    _four(tmp_path)
+    (tmp_path / "r.csv").write_text("path,label,patient\n0.png,covid,p0\n1.png,covid\n2.png,normal,p2,extra\n"
+                                    "\n3.png,normal,p3\n")  # fmt: skip
+    c = read_manifest(tmp_path / "r.csv")
+    assert len(c) == 2
+    assert any(s.endswith("r.csv:3: 2 field(s), fewer than the header's 3; row skipped") for s in c.skipped)
+    assert any(s.endswith("r.csv:4: 4 field(s), more than the header's 3; row skipped") for s in c.skipped)
+
+
+def test_labels_stripped_and_case_normalised_with_a_warning(tmp_path):
+    _four(tmp_path)
+    csv_ = write_rows(tmp_path / "m.csv", ["path", "label"],
+                      [["0.png", " normal"], ["1.png", "Normal"], ["2.png", "normal"], ["3.png", "COVID"]])
+    c = read_manifest(csv_)
+    assert c.class_names == ["COVID", "normal"] and c.counts() == {"COVID": 1, "normal": 3}
+    (w,) = c.problems
+    assert "' normal', 'Normal', 'normal' differ only in spaces/case; taken as one class 'normal'" in w
+
+
+def test_same_file_under_two_labels_is_left_out_and_reported(tmp_path):
+    _four(tmp_path)
+    csv_ = write_rows(tmp_path / "m.csv", ["path", "label"],
+                      [["0.png", "covid"], ["1.png", "normal"], ["./0.png", "normal"], ["2.png", "normal"],
+                       ["2.png", "normal"]])  # fmt: skip
+    c = read_manifest(csv_)
+    assert sorted(Path(s.path).name for s in c.samples) == ["1.png", "2.png"]
+    (sk,) = c.skipped
+    assert "0.png: the same file under different labels (line 2: covid; line 4: normal); left out" in sk
+    assert any("2.png is listed 2 times (lines 5, 6); kept once" in p for p in c.problems)
