@@ -9,6 +9,7 @@ from cxraug.cli import register
 
 def cmd_benchmark(a: argparse.Namespace) -> int:
     from cxraug.classify.study import Study, load_study_config
+    from cxraug.data.source import check_outputs
     from cxraug.io import new_run_dir
 
     if a.resume:
@@ -16,8 +17,10 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
 
         out = Path(a.resume)
         cfg = load_study_config(out / "config.yaml", a.set)
+        check_outputs([s.path for s in cfg.sources], out)
     else:
         cfg = load_study_config(a.config, a.set)
+        check_outputs([s.path for s in cfg.sources], a.out)  # before any work: no output inside an input
         out = new_run_dir(a.out, "study")
     if a.dedupe is not None:
         cfg.dedupe = a.dedupe

@@ -33,9 +33,12 @@ def _fake_images(fake: str, n: int, size: int, seed: int, progress: bool) -> tup
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from cxraug.config import save_config
+    from cxraug.data.source import check_outputs
     from cxraug.io import new_run_dir, write_json
     from cxraug.metrics import evaluate_images
     from cxraug.metrics.memorization import closest_pairs_grid
+
+    check_outputs([a.real, a.fake], a.out)  # before any work: no output or cache inside an input
 
     real = _real_images(a.real, a.size, a.cls, not a.quiet)
     fake, fake_desc = _fake_images(a.fake, a.n, a.size, a.seed, not a.quiet)
@@ -71,8 +74,11 @@ def format_table(res: dict) -> str:
 
 
 def cmd_encoder_train(a: argparse.Namespace) -> int:
+    from cxraug.data.source import check_outputs
     from cxraug.io import new_run_dir
     from cxraug.metrics.encoder import save_encoder, train_encoder
+
+    check_outputs([a.data], a.out)
 
     real = _real_images(a.data, a.size, a.cls, not a.quiet)
     enc = train_encoder(real, steps=a.steps, seed=a.seed, progress=not a.quiet)

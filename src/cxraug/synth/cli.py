@@ -29,14 +29,13 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
 
 def cmd_balance(a: argparse.Namespace) -> int:
     from cxraug.config import save_config
-    from cxraug.data.source import open_source
-    from cxraug.io import ensure_outside, new_run_dir, write_json
+    from cxraug.data.source import check_outputs, open_source
+    from cxraug.io import new_run_dir, write_json
     from cxraug.synth.balance import plan_balance
     from cxraug.synth.generate import generate
     from cxraug.synth.write import write_manifest, write_synthetic
 
-    if not a.data.startswith("phantom"):
-        ensure_outside(a.out, [a.data])
+    check_outputs([a.data], a.out, cache=False)  # the data folder, a manifest's folder and its image folders
     coll = open_source(a.data, size=64)
     counts = coll.counts()
     _, _, info = generate(a.generator, 1)

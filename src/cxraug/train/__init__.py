@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cxraug.config import load_config
 from cxraug.io import load_checkpoint, new_run_dir
-from cxraug.train.config import PRESETS, TrainConfig, preset
+from cxraug.train.config import PRESETS, TrainConfig, preset, resolve_steps, steps_over_epochs
 from cxraug.train.engine import Trainer, load_generator, pick_device
 
 __all__ = ["PRESETS", "TrainConfig", "Trainer", "load_generator", "preset", "resume", "train"]
@@ -24,11 +24,14 @@ def train(
     **kwargs,
 ) -> Path:
     """Train a GAN; returns the run folder. ``kwargs`` are TrainConfig fields (``steps=500``)."""
-    from cxraug.data.source import load_dataset
+    from cxraug.data.source import check_outputs, load_dataset
 
     ov = [f"data.path={data}"] + [f"{k}={v}" for k, v in kwargs.items()] + list(overrides or [])
+    ov = steps_over_epochs(ov)  # --steps beats a preset's epochs
     cfg = load_config(TrainConfig, config, ov, base=preset(preset_name))
+    check_outputs([cfg.data], out)  # before any work: no run folder or cache inside an input
     ds = load_dataset(cfg.data, progress=progress)
+    resolve_steps(cfg, ds.counts(), len(ds), int(os.environ.get("WORLD_SIZE", "1")))  # epochs -> steps, once
     run = _shared_run_dir(out, f"train-{cfg.preset}", cpu=pick_device(cfg.device).type == "cpu")
     _finish(Trainer(cfg, ds, run, progress=progress, eval_hook=eval_hook))
     return run
@@ -57,7 +60,7 @@ def _shared_run_dir(out: str | os.PathLike, name: str, cpu: bool = False) -> Pat
 def resume(run_dir: str | os.PathLike, steps: int | None = None, progress: bool = True, eval_hook=None) -> Path:
     """Continue a run from ``run_dir/checkpoints/last.pt`` (same folder, same RNG streams)."""
     from cxraug.config import from_dict
-    from cxraug.data.source import load_dataset
+    from cxraug.data.source import check_outputs, load_dataset
 
     run = Path(run_dir)
     ckpt = run / "checkpoints" / "last.pt" if run.is_dir() else run
@@ -66,6 +69,7 @@ def resume(run_dir: str | os.PathLike, steps: int | None = None, progress: bool 
     cfg = from_dict(TrainConfig, st["config"])
     if steps is not None:
         cfg.steps = steps
+    check_outputs([cfg.data], run)
     tr = Trainer(cfg, load_dataset(cfg.data, progress=progress), run, progress=progress, eval_hook=eval_hook)
     tr.load_state_dict(st)
     _finish(tr)

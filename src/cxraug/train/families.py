@@ -40,9 +40,9 @@ def make_loss(cfg: TrainConfig) -> GANLoss:
 def build_generator(cfg: TrainConfig, n_labels: int = 0) -> nn.Module:
     s, z, w = cfg.data.size, cfg.z_dim, cfg.width
     return {
-        "dcgan": lambda: DCGANGenerator(z, s, w),
+        "dcgan": lambda: DCGANGenerator(z, s, w, **cfg.g_layout),  # paper layouts: train/config.py
         "wgan": lambda: HussainGenerator(z, s),
-        "wgangp": lambda: WGANGPGenerator(z, s, w),
+        "wgangp": lambda: WGANGPGenerator(z, s, w, **cfg.g_layout),
         "cgan": lambda: ConditionalGenerator(n_labels, z, s, w),
         "cyclegan": lambda: ResnetGenerator(1, w, cfg.n_blocks),
     }[cfg.family]()
@@ -51,9 +51,9 @@ def build_generator(cfg: TrainConfig, n_labels: int = 0) -> nn.Module:
 def build_critic(cfg: TrainConfig, n_labels: int = 0) -> nn.Module:
     s, w = cfg.data.size, cfg.width
     return {
-        "dcgan": lambda: DCGANDiscriminator(s, w),
+        "dcgan": lambda: DCGANDiscriminator(s, w, **cfg.d_layout),  # paper layouts: train/config.py
         "wgan": lambda: HussainCritic(s),
-        "wgangp": lambda: WGANGPCritic(s, w),
+        "wgangp": lambda: WGANGPCritic(s, w, **cfg.d_layout),
         "cgan": lambda: ProjectionDiscriminator(n_labels, s, w),
         "cyclegan": lambda: PatchDiscriminator(1, w),
     }[cfg.family]()

@@ -1,0 +1,95 @@
+"""Issue 14 item 1: one output guard, run by every command before any work.
+
+No output folder and no cache may lie inside an input: the data folder, a manifest's folder, or any
+folder a manifest's rows point into. Each case checks the exit code, the one-line message naming the
+input folder, and that not one file appeared in (or changed under) the input.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from badinput.corpus import gray, write_rows
+from conftest import snapshot
+from cxraug.cli import main
+from cxraug.errors import CXRAugError
+
+
+@pytest.fixture
+def manifest_split(tmp_path):
+    """Images in ``imgs/``, their manifest in a different folder ``meta/``."""
+    imgs, meta = tmp_path / "imgs", tmp_path / "meta"
+    imgs.mkdir()
+    meta.mkdir()
+    for i in range(6):
+        Image.fromarray(gray(32, i)).save(imgs / f"{i}.png")
+    csv_ = write_rows(meta / "labels.csv", ["path", "label"],
+                      [[f"../imgs/{i}.png", "covid" if i < 3 else "normal"] for i in range(6)])  # fmt: skip
+    return imgs, meta, csv_
+
+
+def _refused(argv: list[str], capsys, inside: Path, what: str = "output folder") -> None:
+    before = snapshot(inside)
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{what} " in err and f"is inside the input folder {inside.resolve()}" in err, err
+    assert snapshot(inside) == before  # nothing written, nothing touched
+
+
+def test_every_command_refuses_an_output_inside_the_data_folder(phantom_root, tmp_path, capsys):
+    out = str(phantom_root / "runs")
+    root = str(phantom_root)
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(f"sources:\n  - path: {root}\n")
+    for argv in (
+        ["data", "prepare", root, "--out", out],
+        ["data", "split", root, "--out", out],
+        ["train", "--preset", "dcgan-64", "--data", root, "--steps", "2", "--out", out],
+        ["evaluate", "--real", root, "--fake", str(tmp_path), "--out", out],
+        ["evaluate", "--real", "phantom", "--fake", root, "--out", out],  # the fake folder is an input too
+        ["encoder", "train", "--data", root, "--out", out],
+        ["balance", "--data", root, "--generator", str(tmp_path / "g.pt"), "--out", out],
+        ["benchmark", "--config", str(cfg), "--out", out],
+    ):
+        _refused([*argv, "-q"], capsys, phantom_root)
+    assert not (phantom_root / "runs").exists()
+
+
+def test_manifest_folder_and_image_folders_are_inputs(manifest_split, tmp_path, capsys):
+    """The guard used to check only the CSV file itself, so runs landed next to the images."""
+    imgs, meta, csv_ = manifest_split
+    for out in (imgs / "runs", meta / "runs", imgs):
+        for argv in (["data", "split", str(csv_), "--out", str(out)],
+                     ["data", "prepare", str(csv_), "--out", str(out)],
+                     ["train", "--preset", "dcgan-64", "--data", str(csv_), "--out", str(out)],
+                     ["balance", "--data", str(csv_), "--generator", str(tmp_path / "g.pt"), "--out", str(out)]):  # fmt: skip
+            inside = imgs if imgs in (out, *out.parents) else meta
+            _refused([*argv, "-q"], capsys, inside)
+    assert main(["data", "split", str(csv_), "--out", str(tmp_path / "runs"), "-q"]) == 0  # outside: fine
+
+
+def test_cache_inside_an_input_is_refused(manifest_split, tmp_path, capsys, monkeypatch):
+    imgs, _meta, csv_ = manifest_split
+    _refused(["data", "prepare", str(csv_), "--cache-dir", str(imgs / "cache"), "--out", str(tmp_path / "r"), "-q"],
+             capsys, imgs, what="cache folder")  # fmt: skip
+    monkeypatch.setenv("CXRAUG_CACHE", str(imgs / ".cache"))  # the default cache root, via the environment
+    before = snapshot(imgs)
+    assert main(["data", "split", str(csv_), "--out", str(tmp_path / "r"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "cache folder" in err and "--cache-dir (or $CXRAUG_CACHE)" in err
+    assert snapshot(imgs) == before and not (tmp_path / "r").exists()
+    from cxraug.data.source import DataConfig, load_dataset
+
+    with pytest.raises(CXRAugError, match="cache folder .* is inside the input folder"):  # the library refuses too
+        load_dataset(DataConfig(path=str(csv_), size=32, cache_dir=str(imgs / "c2")), progress=False)
+
+
+def test_a_symlink_into_the_data_does_not_fool_the_guard(phantom_root, tmp_path, capsys):
+    link = tmp_path / "looks-elsewhere"
+    os.symlink(phantom_root, link)
+    _refused(["data", "split", str(phantom_root), "--out", str(link / "runs"), "-q"], capsys, phantom_root)
