@@ -93,3 +93,24 @@ def test_a_symlink_into_the_data_does_not_fool_the_guard(phantom_root, tmp_path,
     link = tmp_path / "looks-elsewhere"
     os.symlink(phantom_root, link)
     _refused(["data", "split", str(phantom_root), "--out", str(link / "runs"), "-q"], capsys, phantom_root)
+
+
+def test_balance_counts_only_readable_images(tmp_path, capsys):
+    """`balance` counted unreadable files as images (its plan then added too few synthetic ones)."""
+    import json
+
+    data = tmp_path / "d"
+    for c, n in (("covid", 2), ("normal", 4)):
+        (data / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(gray(32, 10 * len(c) + i)).save(data / c / f"{i}.png")
+    (data / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "runs"
+    assert main(["train", "--preset", "dcgan-64", "--data", str(data), "--class", "covid", "--steps", "1",
+                 "--batch-size", "2", "--set", "width=8", "--out", str(out), "-q"]) == 0  # fmt: skip
+    ckpt = next(out.glob("train-*/checkpoints/last.pt"))
+    capsys.readouterr()
+    assert main(["balance", "--data", str(data), "--generator", str(ckpt), "--out", str(out), "-q"]) == 0
+    assert "broken.png" in capsys.readouterr().err
+    bal = json.loads(next(out.glob("balance-*/balance.json")).read_text())
+    assert bal["before"] == {"covid": 2, "normal": 4} and bal["added"] == {"covid": 2}

@@ -28,16 +28,22 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
 
 
 def cmd_balance(a: argparse.Namespace) -> int:
+    import sys
+
     from cxraug.config import save_config
-    from cxraug.data.source import check_outputs, open_source
+    from cxraug.data.cache import CachedDataset
+    from cxraug.data.source import DataConfig, check_outputs, is_cache, load_dataset
     from cxraug.io import new_run_dir, write_json
     from cxraug.synth.balance import plan_balance
     from cxraug.synth.generate import generate
     from cxraug.synth.write import write_manifest, write_synthetic
 
-    check_outputs([a.data], a.out, cache=False)  # the data folder, a manifest's folder and its image folders
-    coll = open_source(a.data, size=64)
-    counts = coll.counts()
+    check_outputs([a.data], a.out)  # the data folder, a manifest's folder and its image folders
+    size = CachedDataset.load(a.data).size if is_cache(a.data) else 64
+    ds = load_dataset(DataConfig(path=a.data, size=size), progress=not a.quiet)  # unreadable files do not count
+    for e in ds.errors:
+        print(f"skipped: {e}", file=sys.stderr)
+    counts = ds.counts()
     _, _, info = generate(a.generator, 1)
     can = [info["trained_on_class"]] if info["family"] != "cgan" and info["trained_on_class"] else None
     if info["family"] == "cgan":
@@ -46,16 +52,16 @@ def cmd_balance(a: argparse.Namespace) -> int:
         from cxraug.errors import CXRAugError
 
         raise CXRAugError("the generator was trained on all classes at once; train it with --class to balance")
-    plan = plan_balance(counts, a.strategy, len(coll), only=can)
+    plan = plan_balance(counts, a.strategy, len(ds), only=can)
     run = new_run_dir(a.out, "balance")
     save_config(vars(a) | {"func": None}, run / "config.yaml")
-    rows = [{"path": s.path, "label": coll.class_names[s.label_index], "labels": coll.class_names[s.label_index],
-             "patient_id": s.patient_id, "synthetic": "false"} for s in coll.samples]  # fmt: skip
+    rows = [{"path": p, "label": ds.class_names[k], "labels": ds.class_names[k], "patient_id": pid,
+             "synthetic": "false"} for p, k, pid in zip(ds.paths, ds.label_index, ds.patient_ids)]  # fmt: skip
     for c, n in plan.items():
         imgs, _labs, info = generate(a.generator, n, seed=a.seed, label=c if info["family"] == "cgan" else None)
-        lab = np.zeros((n, len(coll.class_names)), np.float32)
-        lab[:, coll.class_names.index(c)] = 1
-        rows += write_synthetic(run / "synthetic", imgs, lab, coll.class_names, a.generator, a.seed, prefix=c)
+        lab = np.zeros((n, len(ds.class_names)), np.float32)
+        lab[:, ds.class_names.index(c)] = 1
+        rows += write_synthetic(run / "synthetic", imgs, lab, ds.class_names, a.generator, a.seed, prefix=c)
     write_manifest(run, rows)
     after = {c: counts[c] + plan.get(c, 0) for c in counts}
     write_json(run / "balance.json", {"strategy": a.strategy, "before": counts, "added": plan, "after": after})

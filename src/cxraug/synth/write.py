@@ -47,7 +47,9 @@ def write_synthetic(
 def write_manifest(out: str | os.PathLike, rows: list[dict]) -> Path:
     out = Path(out)
     fields = ["path", "label", "labels", "patient_id", "checkpoint", "seed", "synthetic"]
-    with atomic_path(out / "manifest.csv") as tmp, open(tmp, "w", newline="") as f:
+    # surrogateescape: a non-UTF-8 file name is written byte for byte (cxraug.data.tables.write_csv)
+    with atomic_path(out / "manifest.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8",
+                                                        errors="surrogateescape") as f:  # fmt: skip
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in rows:
