@@ -2,10 +2,13 @@
 
 The generator is DCGAN's. The critic is DCGAN's discriminator with InstanceNorm instead of
 BatchNorm (the gradient penalty is per-sample, so batch-coupled norms are not allowed) and no
-sigmoid. The penalty itself lives in :class:`cxraug.train.losses.WassersteinGP`.
+sigmoid. The penalty itself lives in :class:`cxraug.train.losses.WassersteinGP`. Layout options
+(``widths``, ``bias``, ``norm_first``, ``affine``) as in :mod:`cxraug.models.dcgan`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from cxraug.models.dcgan import DCGANDiscriminator, DCGANGenerator
 
@@ -15,5 +18,5 @@ class WGANGPGenerator(DCGANGenerator):
 
 
 class WGANGPCritic(DCGANDiscriminator):
-    def __init__(self, size: int = 64, width: int = 64, channels: int = 1):
-        super().__init__(size=size, width=width, channels=channels, norm="instance")
+    def __init__(self, size: int = 64, width: int = 64, channels: int = 1, **layout: Any):
+        super().__init__(size=size, width=width, channels=channels, norm="instance", **layout)

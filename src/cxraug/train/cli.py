@@ -6,6 +6,7 @@ import argparse
 import os
 
 from cxraug.cli import register
+from cxraug.errors import CXRAugError
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -14,12 +15,15 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.resume:
         run = resume(a.resume, steps=a.steps, progress=not a.quiet, eval_hook=_fid_hook(a))
     else:
+        if a.steps is not None and a.epochs is not None:
+            raise CXRAugError("give --steps or --epochs, not both")
         ov = list(a.set or [])
         for flag, key in (
             ("cls", "cls"),
             ("domain_a", "domain_a"),
             ("domain_b", "domain_b"),
             ("steps", "steps"),
+            ("epochs", "epochs"),
             ("batch_size", "batch_size"),
             ("seed", "seed"),
             ("device", "device"),
@@ -48,13 +52,15 @@ def _fid_hook(a: argparse.Namespace):
 
 @register
 def _register(sub: argparse._SubParsersAction) -> None:
-    from cxraug.train.config import PRESETS
+    from cxraug.train.config import PAPER_PRESETS, PRESETS, TUNED_PRESETS
 
     p = sub.add_parser(
         "train",
         help="train a GAN (DCGAN, WGAN, WGAN-GP, conditional, CycleGAN) from a preset",
-        description="Train a GAN on a CXR collection. Presets reproduce the papers' setups:\n  "
-        + "\n  ".join(sorted(PRESETS))
+        description="Train a GAN on a CXR collection.\nPapers' setups (faithful; docs/presets.md compares them):\n  "
+        + "\n  ".join(PAPER_PRESETS)
+        + "\nThe project's tuned defaults:\n  "
+        + "\n  ".join(TUNED_PRESETS)
         + "\nOverride any config field with --set key=value (e.g. --set lr_g=2e-4 --set diffaug=translation,cutout).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -63,7 +69,11 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class", dest="cls", help="train on this class only (e.g. COVID)")
     p.add_argument("--domain-a", help="CycleGAN source class (e.g. normal)")
     p.add_argument("--domain-b", help="CycleGAN target class (e.g. covid)")
-    p.add_argument("--steps", type=int, help="generator updates (preset default 2000)")
+    p.add_argument("--steps", type=int, help="generator updates (default: the preset's length)")
+    p.add_argument(
+        "--epochs", type=int, help="length in passes over the training images, converted to steps from their number "
+        "and the batch (the paper presets give epochs)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int)
     p.add_argument("--size", type=int, help="image size (default from the preset name)")
     p.add_argument("--clahe", action="store_true", help="CLAHE preprocessing")

@@ -1,8 +1,16 @@
-"""Training configuration and the named presets that reproduce each paper's setup."""
+"""Training configuration and the named presets.
+
+Two kinds of preset: the papers' setups by name (``nguyen-wgan-gp-128``, ``hussain-wgan-96``, ...), faithful by
+default — architecture sizes, loss, optimiser, batch, no EMA unless the paper has one, length in epochs —
+and the project's tuned defaults (``wgan-gp-64``, ``dcgan-64``, ...). ``docs/presets.md`` sets each paper
+preset beside the paper's values and says why any differs.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from cxraug.data.source import DataConfig
 
@@ -18,8 +26,11 @@ class TrainConfig:
     z_dim: int = 100
     width: int = 64  # ngf/ndf
     n_blocks: int = 6  # CycleGAN residual blocks
+    g_layout: dict[str, Any] = field(default_factory=dict)  # generator constructor options (paper layouts)
+    d_layout: dict[str, Any] = field(default_factory=dict)  # critic constructor options (paper layouts)
     batch_size: int = 64
     steps: int = 2000  # generator updates
+    epochs: int = 0  # > 0: length in passes over the training images; sets steps (resolve_steps)
     optimizer: str = "adam"  # adam | rmsprop
     lr_g: float = 1e-4
     lr_d: float = 1e-4
@@ -47,20 +58,22 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch (0 = torch's default)
 
 
-PRESETS: dict[str, dict] = {
-    # Radford et al. / Nguyen: Adam 2e-4, beta1 0.5, batch 128, BCE.
+# The project's tuned defaults: what `cxraug train` runs unless told otherwise. They start from the papers'
+# optimisers but are not any paper's setup (e.g. the generator EMA, batch 64, wider 128 px networks).
+TUNED_PRESETS: dict[str, dict] = {
+    # Radford et al.: Adam 2e-4, beta1 0.5, batch 128, BCE.
     "dcgan-64": dict(family="dcgan", loss="bce", batch_size=128, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1),
     "dcgan-128": dict(family="dcgan", loss="bce", batch_size=128, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1),
-    # Hussain et al.: RMSprop 5e-5, clip 0.01, n_critic 5, 96x96 (see models/wgan.py).
+    # Hussain et al.'s networks (see models/wgan.py) with RMSprop 5e-5, clip 0.01, n_critic 5.
     "wgan-hussain-96": dict(family="wgan", loss="wgan-clip", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, n_critic=5),
     "wgan-clip-64": dict(family="wgan", loss="wgan-clip", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, n_critic=5),
-    # Gulrajani et al. / Nguyen: Adam 1e-4 (0.5, 0.9), lambda 10, n_critic 5.
+    # Gulrajani et al.: Adam 1e-4 (0.5, 0.9), lambda 10, n_critic 5.
     "wgan-gp-64": dict(family="wgangp", loss="wgan-gp", lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, n_critic=5),
     "wgan-gp-128": dict(family="wgangp", loss="wgan-gp", lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, n_critic=5),
-    # Sundaram & Hulkund-style conditional GAN; projection D with spectral norm + hinge (Miyato & Koyama).
+    # Conditional GAN; projection D with spectral norm + hinge (Miyato & Koyama).
     "cgan-64": dict(family="cgan", loss="hinge", lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.9, n_critic=2),
     "cgan-128": dict(family="cgan", loss="hinge", lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.9, n_critic=2),
-    # Zhu et al. / Zunair & Hamza: LSGAN, cycle 10, identity 0.5, pool 50, Adam 2e-4 (0.5, 0.999), batch 1.
+    # Zhu et al.: LSGAN, cycle 10, identity 0.5, pool 50, Adam 2e-4 (0.5, 0.999), batch 1.
     "cyclegan-128": dict(family="cyclegan", loss="lsgan", batch_size=1, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1),
     "cyclegan-256": dict(
         family="cyclegan", loss="lsgan", batch_size=1, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1, n_blocks=9
@@ -68,10 +81,105 @@ PRESETS: dict[str, dict] = {
     "cyclegan-64": dict(family="cyclegan", loss="lsgan", batch_size=1, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1),
 }
 
+# Optimisers the CXR papers take from their sources (Ng & Hargreaves state them; Nguyen follows Ng).
+_DCGAN_OPT = dict(optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1)  # Radford et al.
+_WGANGP_OPT = dict(optimizer="adam", lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, n_critic=5, gp_lambda=10.0)
+# The PyTorch DCGAN tutorial's networks (Ng & Hargreaves; Nguyen's 64 px listings): no conv bias anywhere.
+_TUTORIAL_G = {"widths": [512, 256, 128, 64], "bias": False}
+_TUTORIAL_D = {"widths": [64, 128, 256, 512], "bias": False}
+
+# The papers' setups, faithful by default; docs/presets.md gives the paper value beside each preset value.
+PAPER_PRESETS: dict[str, dict] = {
+    # Hussain et al.: Keras WGAN, RMSprop 5e-5, clip 0.01, n_critic 5, 96 px, "20000 epochs" = Keras-GAN
+    # iterations of one batch (batch 32 in that code), so a length in generator steps.
+    "hussain-wgan-96": dict(
+        family="wgan", loss="wgan-clip", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, n_critic=5, clip=0.01,
+        batch_size=32, steps=20000, size=96,
+    ),
+    # Nguyen: DCGAN 64 px, BCE, batch 128, 500 epochs (2000 CLAHE images).
+    "nguyen-dcgan-64": dict(
+        family="dcgan", loss="bce", **_DCGAN_OPT, batch_size=128, epochs=500, g_layout=_TUTORIAL_G,
+        d_layout=_TUTORIAL_D, size=64,
+    ),
+    # Nguyen: WGAN-GP 64 px; critic with parameter-free InstanceNorm after every conv, no bias.
+    "nguyen-wgan-gp-64": dict(
+        family="wgangp", loss="wgan-gp", **_WGANGP_OPT, batch_size=128, epochs=500, g_layout=_TUTORIAL_G,
+        d_layout={**_TUTORIAL_D, "norm_first": True, "affine": False}, size=64,
+    ),
+    # Nguyen: WGAN-GP 128 px, G 512->32 and critic 16->256 with biases (3.6 M / 0.7 M parameters), 500 epochs.
+    "nguyen-wgan-gp-128": dict(
+        family="wgangp", loss="wgan-gp", **_WGANGP_OPT, batch_size=128, epochs=500,
+        g_layout={"widths": [512, 256, 128, 64, 32], "bias": True},
+        d_layout={"widths": [16, 32, 64, 128, 256], "bias": True, "norm_first": True, "affine": False}, size=128,
+    ),
+    # Ng & Hargreaves: the PyTorch DCGAN tutorial, Adam 2e-4 beta1 0.5, batch 128, 700 epochs (their best).
+    "ng-dcgan-64": dict(
+        family="dcgan", loss="bce", **_DCGAN_OPT, batch_size=128, epochs=700, g_layout=_TUTORIAL_G,
+        d_layout=_TUTORIAL_D, size=64,
+    ),
+    # Ng & Hargreaves: the same networks, InstanceNorm in the critic, Adam 1e-4 (0.5, 0.9), batch 128, 700 epochs.
+    "ng-wgan-gp-64": dict(
+        family="wgangp", loss="wgan-gp", **_WGANGP_OPT, batch_size=128, epochs=700, g_layout=_TUTORIAL_G,
+        d_layout=_TUTORIAL_D, size=64,
+    ),
+    # Zunair & Hamza: CycleGAN (Zhu et al.) at 256 px with the log-likelihood GAN loss and the cycle loss only
+    # (their objective has no identity term); Zhu et al.'s Adam 2e-4 (0.5, 0.999), batch 1, pool 50, 200 epochs.
+    "zunair-cyclegan-256": dict(
+        family="cyclegan", loss="bce", optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1,
+        batch_size=1, n_blocks=9, cycle_lambda=10.0, identity_lambda=0.0, pool_size=50, epochs=200, size=256,
+    ),
+    # Sundaram & Hulkund used a pretrained progressive GAN (Segal et al.) conditioned on 14-label vectors; the
+    # closest trainable substitute is the conditional GAN (projection critic, hinge). Progressive GANs average
+    # the generator's weights (EMA 0.999), so that stays on.
+    "sundaram-cgan": dict(
+        family="cgan", loss="hinge", optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.9, n_critic=2,
+        batch_size=64, ema_decay=0.999, epochs=100, size=128,
+    ),
+}  # fmt: skip
+for _p in PAPER_PRESETS.values():  # EMA off unless the paper uses it
+    _p.setdefault("ema_decay", 0.0)
+
+PRESETS: dict[str, dict] = {**PAPER_PRESETS, **TUNED_PRESETS}
+
 
 def preset(name: str) -> dict:
-    """The preset as a config dict (``data.size`` from the name's suffix)."""
+    """The preset as a config dict (``data.size`` from its ``size`` or else the name's suffix)."""
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
-    size = int(name.rsplit("-", 1)[1])
-    return {"preset": name, **PRESETS[name], "data": {"size": size}}
+    fields = dict(PRESETS[name])
+    size = int(fields.pop("size", 0) or name.rsplit("-", 1)[1])
+    return {"preset": name, **fields, "data": {"size": size}}
+
+
+def steps_for_epochs(epochs: int, n_images: int, batch_size: int, processes: int = 1) -> int:
+    """Generator steps in ``epochs`` passes over ``n_images``: one step per batch, the last batch of a pass
+    partial (as a PyTorch DataLoader without drop_last), ``processes`` data-parallel processes sharing a pass."""
+    if epochs < 0 or n_images < 1 or batch_size < 1 or processes < 1:
+        raise ValueError(f"epochs={epochs}, n_images={n_images}, batch_size={batch_size}, processes={processes}")
+    return epochs * math.ceil(n_images / (batch_size * processes))
+
+
+def training_images(cfg: TrainConfig, counts: dict[str, int], total: int) -> int:
+    """How many images one epoch passes over: the chosen class, the smaller CycleGAN domain (the larger is
+    undersampled to it), or the whole collection. ``counts``: images per class."""
+    if cfg.family == "cyclegan" and cfg.domain_a and cfg.domain_b:
+        return min(counts.get(cfg.domain_a, 0), counts.get(cfg.domain_b, 0))
+    if cfg.cls:
+        return counts.get(cfg.cls, 0)
+    return total
+
+
+def resolve_steps(cfg: TrainConfig, counts: dict[str, int], total: int, processes: int = 1) -> TrainConfig:
+    """With ``cfg.epochs`` set, fix ``cfg.steps`` from the training-set size and batch (once, before training;
+    the saved config keeps both). Without it, ``steps`` stands."""
+    if cfg.epochs > 0:
+        n = training_images(cfg, counts, total)
+        if n > 0:
+            cfg.steps = steps_for_epochs(cfg.epochs, n, cfg.batch_size, processes)
+    return cfg
+
+
+def steps_over_epochs(overrides: list[str]) -> list[str]:
+    """An explicit ``steps=N`` (``--steps``) beats a preset's epochs: add ``epochs=0`` unless epochs are set too."""
+    keys = {o.split("=", 1)[0].strip() for o in overrides}
+    return [*overrides, "epochs=0"] if "steps" in keys and "epochs" not in keys else list(overrides)
