@@ -229,3 +229,16 @@ def test_cli_refuses_steps_and_epochs_together(capsys):
 
     assert main(["train", "--preset", "ng-dcgan-64", "--steps", "1", "--epochs", "1"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_tuned_presets_keep_their_networks():
+    """The layout options default to the networks (and state-dict keys) the tuned presets always had: bias on the
+    generator's output conv and on the critic's first and last conv only, widths 64·2^i capped at 1024."""
+    G, D = G_and_D("dcgan-64")
+    assert conv_layout(G) == [(100, 512, False), (512, 256, False), (256, 128, False), (128, 64, False), (64, 1, True)]
+    assert conv_layout(D) == [(1, 64, True), (64, 128, False), (128, 256, False), (256, 512, False), (512, 1, True)]
+    assert {"net.12.weight", "net.12.bias", "net.1.running_mean"} <= set(G.state_dict())
+    assert {"features.0.bias", "features.3.weight", "head.bias"} <= set(D.state_dict())
+    G, D = G_and_D("wgan-gp-128")
+    assert [c[1] for c in conv_layout(G)] == [1024, 512, 256, 128, 64, 1]
+    assert [c[1] for c in conv_layout(D)] == [64, 128, 256, 512, 1024, 1]
