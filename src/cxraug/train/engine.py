@@ -45,9 +45,20 @@ class TrainingDiverged(CXRAugError):
     pass
 
 
+AMP_ENV = "CXRAUG_AMP"  # auto | bf16 | fp16 | no (fp32): overrides the hardware detection below
+
+
 def default_amp(device: torch.device) -> str:
     """bf16 autocast where the hardware does bf16 natively: CUDA, and CPUs with AVX-512-BF16/AMX, where it
-    measured 1.8x faster than fp32 at 64 px with the same FID trajectory (BENCHMARKS.md). fp32 elsewhere."""
+    measured 1.8x faster than fp32 at 64 px with the same FID trajectory (BENCHMARKS.md). fp32 elsewhere.
+    ``$CXRAUG_AMP`` (bf16, fp16 or no) replaces the detection, e.g. ``CXRAUG_AMP=no`` runs a bf16 machine
+    on the fp32 route to check the time budget of a CPU without bf16; an explicit ``amp`` setting wins."""
+    forced = os.environ.get(AMP_ENV, "").strip().lower()
+    forced = {"": "auto", "fp32": "no"}.get(forced, forced)
+    if forced != "auto":
+        if forced not in AMP_DTYPES:
+            raise CXRAugError(f"${AMP_ENV} must be auto, bf16, fp16 or no (fp32), not {forced!r}")
+        return forced
     if device.type == "cuda":
         return "bf16"
     if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
