@@ -1,4 +1,4 @@
-"""``cxraug benchmark`` and ``cxraug report``."""
+"""``cxraug benchmark`` (``cxraug report`` is in :mod:`cxraug.report.cli`)."""
 
 from __future__ import annotations
 
@@ -33,13 +33,6 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(a: argparse.Namespace) -> int:
-    from cxraug.report.html import build_report
-
-    print(f"report: {build_report(a.study, progress=not a.quiet)}")
-    return 0
-
-
 @register
 def _register(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser(
@@ -54,6 +47,3 @@ def _register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None,
                    help="remove test images that (near-)duplicate a training image (default: on)")  # fmt: skip
     b.set_defaults(func=cmd_benchmark)
-    r = sub.add_parser("report", help="self-contained HTML report + results.json for a study folder")
-    r.add_argument("study", help="a study folder written by `cxraug benchmark`")
-    r.set_defaults(func=cmd_report)
