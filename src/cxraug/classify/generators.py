@@ -39,7 +39,8 @@ class StudyGenerators:
                                                f"batch_size={min(spec.batch_size, len(mins))}",
                                                f"diffaug={spec.diffaug}", f"seed={spec.seed}",
                                                f"data.size={self.cfg.size}", f"data.path=study:{len(mins)} "
-                                               f"{self.cfg.minority} training images", *spec.overrides],
+                                               f"{self.cfg.minority} training images", "epochs=0",  # length in steps
+                                               *spec.overrides],
                            base=preset(spec.preset))  # fmt: skip
         if str(ckpt) in self._syn_cache or (ckpt.is_file() and load_checkpoint(ckpt)["step"] >= tcfg.steps):
             return str(ckpt)  # trained (checked once per study: the step check loads the whole checkpoint)
