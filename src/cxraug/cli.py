@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from cxraug.errors import CXRAugError
+from cxraug.errors import ConfigError, CXRAugError
 
 log = logging.getLogger("cxraug")
 
@@ -58,6 +58,12 @@ def _add_common_everywhere(parser: argparse.ArgumentParser) -> None:
                         "--out", default=argparse.SUPPRESS, help="where new run folders are created (runs/)"
                     )
                 _add_common_everywhere(sp)
+
+
+def require(ok: bool, message: str) -> None:
+    """Up-front argument check for sub-commands: one clear line (exit 2) instead of a failure deep inside."""
+    if not ok:
+        raise ConfigError(message)
 
 
 _REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = []

@@ -136,14 +136,26 @@ def load_config(
         try:
             loaded = load_yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise CXRAugError(f"{show_path(p)}: invalid YAML ({e})") from e
+            raise CXRAugError(f"{show_path(p)}: invalid YAML ({_one_line(e)})") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise CXRAugError(f"{show_path(p)}: cannot read config ({e})") from e
+        if not isinstance(loaded, dict):
+            raise CXRAugError(f"{show_path(p)}: expected a mapping of config keys, got {type(loaded).__name__}")
         _deep_update(data, loaded)
     for ov in overrides or []:
         if "=" not in ov:
             raise CXRAugError(f"override {ov!r} must look like key=value (e.g. train.steps=500)")
         k, v = ov.split("=", 1)
-        _set_dotted(data, k.strip(), load_yaml(v) if v.strip() else "")
+        try:
+            value = load_yaml(v) if v.strip() else ""
+        except yaml.YAMLError as e:
+            raise CXRAugError(f"override {ov!r}: invalid YAML value ({_one_line(e)})") from e
+        _set_dotted(data, k.strip(), value)
     return from_dict(cls, data)
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
 
 
 def _deep_update(a: dict, b: dict) -> None:

@@ -148,6 +148,30 @@ def ensure_outside(
             )
 
 
+def check_device(name: str, flag: str = "--device") -> None:
+    """Refuse a device that is not there (``cuda`` without a GPU used to fall back to the CPU silently).
+
+    Accepts ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (N below the GPU count) and ``mps``.
+    """
+    n = str(name).strip().lower()
+    if n in ("auto", "cpu"):
+        return
+    if n == "cuda" or n.startswith("cuda:"):
+        idx = n.partition(":")[2]
+        if idx and not idx.isdigit():
+            raise CXRAugError(f"{flag} {name!r}: expected cuda or cuda:N")
+        if not torch.cuda.is_available():
+            raise CXRAugError(f"{flag} {name} asked for, but no CUDA GPU is available here; use {flag} cpu or auto")
+        if idx and int(idx) >= torch.cuda.device_count():
+            raise CXRAugError(f"{flag} {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return
+    if n == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise CXRAugError(f"{flag} mps asked for, but Apple MPS is not available here; use {flag} cpu or auto")
+        return
+    raise CXRAugError(f"{flag} must be auto, cpu, cuda, cuda:N or mps; got {name!r}")
+
+
 def crash_hook(point: str, n: int) -> None:
     """Test hook for crash-safety tests: ``CXRAUG_FAULT=point:n`` SIGKILLs this process right there
     (``checkpoint-write:N``, ``after-checkpoint:N`` in training, ``after-run:N`` in a study)."""

@@ -4,7 +4,26 @@ from __future__ import annotations
 
 import argparse
 
-from cxraug.cli import register
+from cxraug.cli import register, require
+
+
+def _check_study(cfg) -> None:
+    """The study's numbers, each refused with one line before any work."""
+    import math
+
+    from cxraug.io import check_device
+
+    require(bool(cfg.regimes) and all(0 < r <= 1 for r in cfg.regimes),
+            f"regimes must be fractions of the training data within (0, 1], got {cfg.regimes}")  # fmt: skip
+    require(bool(cfg.seeds) and all(s >= 0 for s in cfg.seeds), f"seeds must be integers >= 0, got {cfg.seeds}")
+    require(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    require(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
+    require(math.isfinite(cfg.lr) and cfg.lr > 0, f"lr must be a number > 0, got {cfg.lr}")
+    require(len(cfg.split) == 3 and all(0 <= f <= 1 for f in cfg.split) and abs(sum(cfg.split) - 1) < 1e-6,
+            f"split must be three fractions train,val,test summing to 1, got {cfg.split}")  # fmt: skip
+    require(16 <= cfg.size <= 1024, f"size must be within 16..1024, got {cfg.size}")
+    require(bool(cfg.sources), "sources is empty: name at least one data source")
+    check_device(cfg.device)
 
 
 def cmd_benchmark(a: argparse.Namespace) -> int:
@@ -17,9 +36,11 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
 
         out = Path(a.resume)
         cfg = load_study_config(out / "config.yaml", a.set)
+        _check_study(cfg)
         check_outputs([s.path for s in cfg.sources], out)
     else:
         cfg = load_study_config(a.config, a.set)
+        _check_study(cfg)
         check_outputs([s.path for s in cfg.sources], a.out)  # before any work: no output inside an input
         out = new_run_dir(a.out, "study")
     if a.dedupe is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxraug.cli import register
+from cxraug.cli import register, require
 
 
 def _real_images(path: str, size: int, cls: str | None, progress: bool) -> np.ndarray:
@@ -34,10 +34,15 @@ def _fake_images(fake: str, n: int, size: int, seed: int, progress: bool) -> tup
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from cxraug.config import save_config
     from cxraug.data.source import check_outputs
-    from cxraug.io import new_run_dir, write_json
+    from cxraug.io import check_device, new_run_dir, write_json
     from cxraug.metrics import evaluate_images
     from cxraug.metrics.memorization import closest_pairs_grid
 
+    require(a.n >= 2, f"--n must be >= 2 images per set, got {a.n}")
+    require(1 <= a.k < a.n, f"--k must be within 1..n-1 ({a.n - 1}), got {a.k}")
+    require(16 <= a.size <= 1024, f"--size must be within 16..1024, got {a.size}")
+    require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
+    check_device(a.device)
     check_outputs([a.real, a.fake], a.out)  # before any work: no output or cache inside an input
 
     real = _real_images(a.real, a.size, a.cls, not a.quiet)
@@ -78,6 +83,9 @@ def cmd_encoder_train(a: argparse.Namespace) -> int:
     from cxraug.io import new_run_dir
     from cxraug.metrics.encoder import save_encoder, train_encoder
 
+    require(a.steps >= 1, f"--steps must be >= 1, got {a.steps}")
+    require(16 <= a.size <= 1024, f"--size must be within 16..1024, got {a.size}")
+    require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
     check_outputs([a.data], a.out)
 
     real = _real_images(a.data, a.size, a.cls, not a.quiet)

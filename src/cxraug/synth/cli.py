@@ -7,20 +7,23 @@ from pathlib import Path
 
 import numpy as np
 
-from cxraug.cli import register
+from cxraug.cli import register, require
 
 
 def cmd_synthesize(a: argparse.Namespace) -> int:
-    from cxraug.io import ensure_outside
+    from cxraug.io import check_device, ensure_outside
     from cxraug.synth.generate import generate
     from cxraug.synth.write import write_manifest, write_synthetic
 
+    require(a.n >= 1, f"--n must be >= 1, got {a.n}")
+    require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
+    check_device(a.device)
     out = Path(a.out_dir)
     if out.exists() and any(out.iterdir()):
         from cxraug.errors import CXRAugError
 
         raise CXRAugError(f"{out} exists and is not empty; choose a new folder (outputs are never overwritten)")
-    ensure_outside(out, [Path(a.checkpoint).parent])
+    ensure_outside(out, [a.checkpoint])  # the checkpoint's folder (a missing checkpoint is reported below)
     imgs, labs, info = generate(a.checkpoint, a.n, seed=a.seed, label=a.label, device=a.device)
     rows = write_synthetic(out, imgs, labs, info["class_names"], a.checkpoint, a.seed)
     print(f"wrote {len(rows)} synthetic images + {write_manifest(out, rows)}")
@@ -38,6 +41,7 @@ def cmd_balance(a: argparse.Namespace) -> int:
     from cxraug.synth.generate import generate
     from cxraug.synth.write import write_manifest, write_synthetic
 
+    require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
     check_outputs([a.data], a.out)  # the data folder, a manifest's folder and its image folders
     size = CachedDataset.load(a.data).size if is_cache(a.data) else 64
     ds = load_dataset(DataConfig(path=a.data, size=size), progress=not a.quiet)  # unreadable files do not count

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cxraug.config import load_config
 from cxraug.io import load_checkpoint, new_run_dir
+from cxraug.train.checks import check_resumable, check_train_config, fit_to_data
 from cxraug.train.config import PRESETS, TrainConfig, preset, resolve_steps, steps_over_epochs
 from cxraug.train.engine import Trainer, load_generator, pick_device
 
@@ -29,8 +30,10 @@ def train(
     ov = [f"data.path={data}"] + [f"{k}={v}" for k, v in kwargs.items()] + list(overrides or [])
     ov = steps_over_epochs(ov)  # --steps beats a preset's epochs
     cfg = load_config(TrainConfig, config, ov, base=preset(preset_name))
-    check_outputs([cfg.data], out)  # before any work: no run folder or cache inside an input
+    check_train_config(cfg)  # one clear line per bad value, before any work
+    check_outputs([cfg.data], out)  # no run folder or cache inside an input
     ds = load_dataset(cfg.data, progress=progress)
+    fit_to_data(cfg, ds)  # an empty --class is refused; the batch is capped at the training images
     resolve_steps(cfg, ds.counts(), len(ds), int(os.environ.get("WORLD_SIZE", "1")))  # epochs -> steps, once
     run = _shared_run_dir(out, f"train-{cfg.preset}", cpu=pick_device(cfg.device).type == "cpu")
     _finish(Trainer(cfg, ds, run, progress=progress, eval_hook=eval_hook))
@@ -66,11 +69,15 @@ def resume(run_dir: str | os.PathLike, steps: int | None = None, progress: bool 
     ckpt = run / "checkpoints" / "last.pt" if run.is_dir() else run
     run = ckpt.parent.parent
     st = load_checkpoint(ckpt)
+    check_resumable(st, ckpt)
     cfg = from_dict(TrainConfig, st["config"])
     if steps is not None:
         cfg.steps = steps
+    check_train_config(cfg)
     check_outputs([cfg.data], run)
-    tr = Trainer(cfg, load_dataset(cfg.data, progress=progress), run, progress=progress, eval_hook=eval_hook)
+    ds = load_dataset(cfg.data, progress=progress)
+    fit_to_data(cfg, ds)
+    tr = Trainer(cfg, ds, run, progress=progress, eval_hook=eval_hook)
     tr.load_state_dict(st)
     _finish(tr)
     return run
