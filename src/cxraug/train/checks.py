@@ -12,55 +12,60 @@ from typing import Any
 from cxraug.data.cache import CachedDataset
 from cxraug.errors import CheckpointError, ConfigError, show_path
 from cxraug.io import check_device
+from cxraug.train.losses import LOSSES as LOSS_CLASSES
 
 log = logging.getLogger("cxraug")
 
 OPTIMIZERS = ("adam", "rmsprop")
-LOSSES = ("bce", "wgan-clip", "wgan-gp", "hinge", "lsgan")
+LOSSES = tuple(LOSS_CLASSES)
 AMP = ("auto", "bf16", "fp16", "no")
 CHANNELS_LAST = ("auto", "on", "off")
 
 
-def _rules(cfg: Any) -> list[tuple[str, bool, str]]:
-    def num(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
-    return [
-        ("steps", num(cfg.steps) and cfg.steps >= 1, "an integer >= 1"),
-        ("epochs", num(getattr(cfg, "epochs", 0)) and getattr(cfg, "epochs", 0) >= 0, "an integer >= 0 (0 = use steps)"),
-        ("batch_size", num(cfg.batch_size) and cfg.batch_size >= 1, "an integer >= 1"),
-        ("lr_g", num(cfg.lr_g) and cfg.lr_g > 0, "a number > 0"),
-        ("lr_d", num(cfg.lr_d) and cfg.lr_d > 0, "a number > 0"),
-        ("beta1", num(cfg.beta1) and 0 <= cfg.beta1 < 1, "within [0, 1)"),
-        ("beta2", num(cfg.beta2) and 0 <= cfg.beta2 < 1, "within [0, 1)"),
-        ("n_critic", num(cfg.n_critic) and cfg.n_critic >= 1, "an integer >= 1"),
-        ("z_dim", num(cfg.z_dim) and cfg.z_dim >= 1, "an integer >= 1"),
-        ("width", num(cfg.width) and cfg.width >= 1, "an integer >= 1"),
-        ("n_blocks", num(cfg.n_blocks) and cfg.n_blocks >= 1, "an integer >= 1"),
-        ("clip", num(cfg.clip) and cfg.clip > 0, "a number > 0"),
-        ("gp_lambda", num(cfg.gp_lambda) and cfg.gp_lambda >= 0, "a number >= 0"),
-        ("cycle_lambda", num(cfg.cycle_lambda) and cfg.cycle_lambda >= 0, "a number >= 0"),
-        ("identity_lambda", num(cfg.identity_lambda) and cfg.identity_lambda >= 0, "a number >= 0"),
-        ("pool_size", num(cfg.pool_size) and cfg.pool_size >= 0, "an integer >= 0"),
-        ("ema_decay", num(cfg.ema_decay) and 0 <= cfg.ema_decay < 1, "within [0, 1)"),
-        ("seed", num(cfg.seed) and 0 <= cfg.seed < 2**32, "an integer within 0..2^32-1"),
-        ("log_every", num(cfg.log_every) and cfg.log_every >= 1, "an integer >= 1"),
-        ("sample_every", num(cfg.sample_every) and cfg.sample_every >= 1, "an integer >= 1"),
-        ("ckpt_every", num(cfg.ckpt_every) and cfg.ckpt_every >= 1, "an integer >= 1"),
-        ("fid_every", num(cfg.fid_every) and cfg.fid_every >= 0, "an integer >= 0 (0 = off)"),
-        ("fid_n", num(cfg.fid_n) and cfg.fid_n >= 2, "an integer >= 2"),
-        ("threads", num(cfg.threads) and cfg.threads >= 0, "an integer >= 0 (0 = torch's default)"),
-        ("optimizer", cfg.optimizer in OPTIMIZERS, " | ".join(OPTIMIZERS)),
-        ("loss", cfg.loss in LOSSES, " | ".join(LOSSES)),
-        ("amp", cfg.amp in AMP, " | ".join(AMP)),
-        ("channels_last", cfg.channels_last in CHANNELS_LAST, " | ".join(CHANNELS_LAST)),
-    ]
+
+def _int_at_least(lo: int):
+    return lambda v: _num(v) and v >= lo
+
+
+RULES: dict[str, tuple[Any, str]] = {
+    "steps": (_int_at_least(1), "an integer >= 1"),
+    "epochs": (_int_at_least(0), "an integer >= 0 (0 = use steps)"),
+    "batch_size": (_int_at_least(1), "an integer >= 1"),
+    "lr_g": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "lr_d": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "beta1": (lambda v: _num(v) and 0 <= v < 1, "within [0, 1)"),
+    "beta2": (lambda v: _num(v) and 0 <= v < 1, "within [0, 1)"),
+    "n_critic": (_int_at_least(1), "an integer >= 1"),
+    "z_dim": (_int_at_least(1), "an integer >= 1"),
+    "width": (_int_at_least(1), "an integer >= 1"),
+    "n_blocks": (_int_at_least(1), "an integer >= 1"),
+    "clip": (lambda v: _num(v) and v > 0, "a number > 0"),
+    "gp_lambda": (lambda v: _num(v) and v >= 0, "a number >= 0"),
+    "cycle_lambda": (lambda v: _num(v) and v >= 0, "a number >= 0"),
+    "identity_lambda": (lambda v: _num(v) and v >= 0, "a number >= 0"),
+    "pool_size": (_int_at_least(0), "an integer >= 0"),
+    "ema_decay": (lambda v: _num(v) and 0 <= v < 1, "within [0, 1)"),
+    "seed": (lambda v: _num(v) and 0 <= v < 2**32, "an integer within 0..2^32-1"),
+    "log_every": (_int_at_least(1), "an integer >= 1"),
+    "sample_every": (_int_at_least(1), "an integer >= 1"),
+    "ckpt_every": (_int_at_least(1), "an integer >= 1"),
+    "fid_every": (_int_at_least(0), "an integer >= 0 (0 = off)"),
+    "fid_n": (_int_at_least(2), "an integer >= 2"),
+    "threads": (_int_at_least(0), "an integer >= 0 (0 = torch's default)"),
+    "optimizer": (lambda v: v in OPTIMIZERS, " | ".join(OPTIMIZERS)),
+    "loss": (lambda v: v in LOSSES, " | ".join(LOSSES)),
+    "amp": (lambda v: v in AMP, " | ".join(AMP)),
+    "channels_last": (lambda v: v in CHANNELS_LAST, " | ".join(CHANNELS_LAST)),
+}
 
 
 def check_train_config(cfg: Any) -> None:
     """Raise :class:`ConfigError` naming the first out-of-range field (``--steps``/``--set key=...``)."""
-    for key, ok, what in _rules(cfg):
-        if not ok:
+    for key, (ok, what) in RULES.items():
+        if hasattr(cfg, key) and not ok(getattr(cfg, key)):
             flag = f"--{key.replace('_', '-')}" if key in ("steps", "batch_size", "seed") else f"--set {key}"
             raise ConfigError(f"{key} must be {what}, got {getattr(cfg, key)!r} ({flag})")
     check_device(cfg.device)
