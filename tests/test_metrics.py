@@ -109,6 +109,29 @@ def test_xrv_extractor_loads_a_weights_file(tmp_path):
     assert f.shape == (3, 1024) and np.isfinite(f).all()
 
 
+def test_xrv_weights_file_of_the_wrong_network_is_refused_in_one_line(tmp_path):
+    """Loaded with strict=False, a wrong file silently gave randomly initialised features (issue 12)."""
+    import torchxrayvision as xrv
+
+    from cxraug.errors import CheckpointError
+    from cxraug.metrics.features import get_extractor
+
+    state = xrv.models.DenseNet(weights=None).state_dict()
+    cases = {
+        "other.pt": torch.nn.Conv2d(1, 4, 3).state_dict(),  # another network's weights
+        "partial.pt": {k: v for i, (k, v) in enumerate(state.items()) if i % 7},  # keys missing
+        "list.pt": [torch.zeros(3)],  # not a state dict
+    }
+    for name, obj in cases.items():
+        torch.save(obj, tmp_path / name)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    for name in [*cases, "junk.pt", "absent.pt"]:
+        with pytest.raises(CheckpointError) as ei:
+            get_extractor(f"xrv:{tmp_path / name}")
+        msg = str(ei.value)
+        assert "\n" not in msg and name in msg, msg
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_offline_encoder_fid_ranks_real_phantom_noise():
@@ -127,3 +150,102 @@ def test_offline_encoder_fid_ranks_real_phantom_noise():
         for name, f in (("real", b), ("phantom", ph), ("noise", noise))
     }
     assert fid["real"] * 5 < fid["phantom"] and fid["real"] * 5 < fid["noise"], fid
+
+
+# --- bias-aware numbers (issue 13): cross-checks against torch-fidelity and independent computations ---
+
+
+def test_kid_matches_torch_fidelity_on_the_same_features():
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    from cxraug.metrics.fid import kid_subset_size
+
+    rng = np.random.default_rng(7)
+    r, f = rng.normal(size=(240, 24)), rng.normal(0.1, 1.2, size=(180, 24))
+    m = kid_subset_size(len(r), len(f))
+    assert m == 90  # adapted to n: half the smaller set
+    ours = kid(r, f, subsets=20, seed=3)
+    ref = kid_features_to_metric(
+        torch.from_numpy(r), torch.from_numpy(f), kid_subsets=20, kid_subset_size=m, rng_seed=3, verbose=False,
+        kid_degree=3, kid_gamma=None, kid_coef0=1, kid_kernel="poly",
+    )
+    assert ours[0] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-9)
+    assert ours[1] == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-9)
+
+
+def test_kid_single_subset_equals_a_hand_written_unbiased_mmd():
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(12, 5)), rng.normal(0.5, 1.0, size=(12, 5))
+    d, m = 5, 12
+
+    def k(a, b):
+        return (sum(ai * bi for ai, bi in zip(a, b)) / d + 1) ** 3
+
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
+    from cxraug.metrics.fid import mmd2_unbiased
+
+    assert mmd2_unbiased(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+
+
+def _prdc_brute_force(real, fake, k):
+    """Naeem et al. (2020), eqs. for precision/recall/density/coverage, with plain loops."""
+
+    def dist(a, b):
+        return float(np.sqrt(((a - b) ** 2).sum()))
+
+    def radius(s, i):
+        return sorted(dist(s[i], s[j]) for j in range(len(s)) if j != i)[k - 1]  # k-th neighbour, self excluded
+
+    rr = [radius(real, i) for i in range(len(real))]
+    fr = [radius(fake, j) for j in range(len(fake))]
+    inside = [[dist(real[i], fake[j]) <= rr[i] for j in range(len(fake))] for i in range(len(real))]
+    precision = np.mean([any(inside[i][j] for i in range(len(real))) for j in range(len(fake))])
+    recall = np.mean([any(dist(real[i], fake[j]) <= fr[j] for j in range(len(fake))) for i in range(len(real))])
+    density = sum(inside[i][j] for i in range(len(real)) for j in range(len(fake))) / (k * len(fake))
+    coverage = np.mean([min(dist(real[i], fake[j]) for j in range(len(fake))) <= rr[i] for i in range(len(real))])
+    return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_prdc_matches_naeem_formulas_computed_by_brute_force(k):
+    rng = np.random.default_rng(10 + k)
+    real, fake = rng.normal(size=(40, 3)), rng.normal(0.4, 1.3, size=(30, 3))
+    ours, ref = prdc(real, fake, k), _prdc_brute_force(real, fake, k)
+    for key in ref:
+        assert ours[key] == pytest.approx(ref[key], abs=1e-12), key
+    assert 0 < ours["precision"] < 1 and 0 < ours["coverage"] < 1  # a non-trivial case
+
+
+def test_fid_infinity_removes_the_small_sample_bias():
+    """Gaussians with a closed-form FID (d=16): over 8 independent fake samples of n=100, FID at n is
+    biased up by ~0.6; Chong & Forsyth's extrapolation removes most of it."""
+    from cxraug.metrics.fid import fid_infinity
+
+    d, mu, sig = 16, 0.3, 0.8
+    truth = d * mu**2 + d * (1 - sig) ** 2
+    rng = np.random.default_rng(11)
+    real = rng.normal(size=(20000, d))  # the reference: its statistics are ~exact
+    at_n, inf = [], []
+    for _ in range(8):
+        fake = rng.normal(mu, sig, size=(100, d))
+        at_n.append(fid_from_features(real, fake) - truth)
+        fit = fid_infinity(real, fake, points=8, reps=5)
+        inf.append(fit["fid_inf"] - truth)
+        assert fit["slope"] > 0 and fit["ns"][-1] == 100
+    assert np.mean(at_n) > 0.4  # the bias being removed
+    assert abs(np.mean(inf)) < 0.5 * np.mean(at_n)
+
+
+def test_fid_bootstrap_ci_width_matches_monte_carlo_spread():
+    from cxraug.metrics.fid import fid_bootstrap
+
+    d, n = 6, 150
+    rng = np.random.default_rng(12)
+    draws = [fid_from_features(rng.normal(size=(n, d)), rng.normal(0.5, 1.0, size=(n, d))) for _ in range(60)]
+    mc_width = np.quantile(draws, 0.975) - np.quantile(draws, 0.025)
+    r, f = rng.normal(size=(n, d)), rng.normal(0.5, 1.0, size=(n, d))
+    lo, hi = fid_bootstrap(r, f, reps=60, seed=0)
+    assert lo <= fid_from_features(r, f) <= hi
+    assert 0.5 < (hi - lo) / mc_width < 2.0

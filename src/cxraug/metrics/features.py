@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from cxraug.data.preprocess import u8_to_tensor
-from cxraug.errors import CXRAugError, OfflineWeightsError
+from cxraug.errors import CheckpointError, CXRAugError, OfflineWeightsError, show_path
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -83,10 +83,7 @@ def xrv_extractor(weights: str = "densenet121-res224-all", weights_path: str | N
 
     if weights_path:
         model = xrv.models.DenseNet(weights=None)
-        try:
-            model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=False)
-        except Exception as e:
-            raise CXRAugError(f"cannot load torchxrayvision weights from {weights_path}: {e}") from e
+        _load_xrv_state(model, Path(weights_path))
         ident = f"xrv-file-{hashlib.sha256(Path(weights_path).read_bytes()).hexdigest()[:12]}"
     else:
         try:
@@ -105,6 +102,29 @@ def xrv_extractor(weights: str = "densenet121-res224-all", weights_path: str | N
         return F.adaptive_avg_pool2d(F.relu(model.features(x)), 1).flatten(1)  # [B, 1024]
 
     return Extractor("xrv-densenet121", fn, ident, model)
+
+
+def _load_xrv_state(model: torch.nn.Module, path: Path) -> None:
+    """Load a DenseNet-121 state dict strictly: a wrong file must not silently leave random features."""
+    if not path.is_file():
+        raise CheckpointError(f"torchxrayvision weights not found: {show_path(path)}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{show_path(path)} is not a loadable weights file ({type(e).__name__})") from e
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{show_path(path)} is not a state dict of tensors (torchxrayvision DenseNet-121)")
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    wrong = [k for k in want if k in state and state[k].shape != want[k].shape]
+    if missing or extra or wrong:
+        parts = [f"{len(x)} {what} (e.g. {x[0]})" for x, what in
+                 ((missing, "missing keys"), (extra, "unexpected keys"), (wrong, "shape mismatches")) if x]  # fmt: skip
+        raise CheckpointError(
+            f"{show_path(path)} does not hold torchxrayvision DenseNet-121 weights: {'; '.join(parts)}"
+        )
+    model.load_state_dict(state, strict=True)
 
 
 def encoder_extractor(path: str | os.PathLike) -> Extractor:

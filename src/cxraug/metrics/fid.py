@@ -3,6 +3,10 @@
 All computed in float64. The Fréchet distance uses a symmetric, PSD-safe square root:
 ``tr sqrt(S1 S2) = sum sqrt(eig(S1^1/2 S2 S1^1/2))``, which never produces the complex or NaN
 values that ``scipy.linalg.sqrtm`` can on near-singular covariances (few samples, many dims).
+
+FID is biased upwards at small n (Chong & Forsyth, "Effectively Unbiased FID and Inception Score
+and where to find them", CVPR 2020): alongside FID at n we report a bootstrap CI and their
+extrapolated FID-infinity (FID at several n, a linear fit in 1/n, the intercept).
 """
 
 from __future__ import annotations
@@ -23,37 +27,94 @@ def _psd_sqrt(a: np.ndarray) -> np.ndarray:
 
 def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^1/2)."""
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    s1, s2 = np.atleast_2d(np.asarray(s1, np.float64)), np.atleast_2d(np.asarray(s2, np.float64))
-    r1 = _psd_sqrt(s1)
-    eig = np.linalg.eigvalsh(r1 @ s2 @ r1)
-    tr_covmean = np.sqrt(np.clip(eig, 0, None)).sum()
-    diff = mu1 - mu2
-    return float(max(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean, 0.0))
+    mu1 = np.atleast_1d(np.asarray(mu1, np.float64))
+    s1 = np.atleast_2d(np.asarray(s1, np.float64))
+    return _RealStats(mu1, s1).fid_to(mu2, s2)
+
+
+class _RealStats:
+    """The reference side of FID with its covariance square root computed once (for many fake sets)."""
+
+    def __init__(self, mu: np.ndarray, s: np.ndarray):
+        self.mu, self.s, self.r = mu, s, _psd_sqrt(s)
+
+    def fid_to(self, mu2: np.ndarray, s2: np.ndarray) -> float:
+        mu2, s2 = np.atleast_1d(np.asarray(mu2, np.float64)), np.atleast_2d(np.asarray(s2, np.float64))
+        eig = np.linalg.eigvalsh(self.r @ s2 @ self.r)
+        tr_covmean = np.sqrt(np.clip(eig, 0, None)).sum()
+        diff = self.mu - mu2
+        return float(max(diff @ diff + np.trace(self.s) + np.trace(s2) - 2 * tr_covmean, 0.0))
 
 
 def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
     return frechet_distance(*mean_cov(real), *mean_cov(fake))
 
 
+def fid_bootstrap(
+    real: np.ndarray, fake: np.ndarray, reps: int = 50, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of FID, both sets resampled with replacement (same sizes)."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    rng = np.random.default_rng(seed)
+    vals = [
+        fid_from_features(real[rng.integers(0, len(real), len(real))], fake[rng.integers(0, len(fake), len(fake))])
+        for _ in range(reps)
+    ]
+    a = (1 - level) / 2
+    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
+
+
+def fid_infinity(
+    real: np.ndarray, fake: np.ndarray, points: int = 8, reps: int = 3, min_n: int | None = None, seed: int = 0
+) -> dict:
+    """Chong & Forsyth's FID-infinity: FID of ``reps`` random fake subsets at each of ``points`` sizes
+    n_i (evenly spaced from ``min_n`` to n, against the whole real set), a least-squares line
+    FID = a + b / n, and its intercept ``a`` (the FID of infinitely many fake samples)."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    n = len(fake)
+    min_n = min_n or max(n // 4, 2)
+    if n < 8 or min_n >= n:
+        return {"fid_inf": None, "slope": None, "ns": [], "fids": []}
+    ref = _RealStats(*mean_cov(real))
+    rng = np.random.default_rng(seed)
+    ns = np.unique(np.linspace(min_n, n, points).round().astype(int))
+    fids = []
+    for m in ns:
+        r = 1 if m == n else reps  # at n itself every subset is the whole set
+        fids.append(np.mean([ref.fid_to(*mean_cov(fake[rng.choice(n, m, replace=False)])) for _ in range(r)]))
+    b, a = np.polyfit(1.0 / ns, np.asarray(fids), 1)  # FID(n) = a + b / n
+    return {"fid_inf": float(a), "slope": float(b), "ns": ns.tolist(), "fids": [float(x) for x in fids]}
+
+
+def kid_subset_size(n_real: int, n_fake: int, subset_size: int = 1000) -> int:
+    """KID's subset size adapted to n: at most ``subset_size`` and at most half the smaller set
+    (so that random subsets differ and the spread across them means something); at least 2."""
+    return max(2, min(subset_size, min(n_real, n_fake) // 2))
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 estimate with the cubic polynomial kernel k(a,b) = (a.b/d + 1)^3 (equal sizes)."""
+    m, d = len(x), x.shape[1]
+    kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
+    off = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    return float(off - 2 * kxy.sum() / (m * m))
+
+
 def kid(
     real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
-    """Kernel Inception Distance (Bińkowski et al.): unbiased MMD^2 with the cubic polynomial kernel
-    k(x,y) = (x.y/d + 1)^3, averaged over random subsets. Returns (mean, std)."""
+    """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD^2 with the cubic polynomial
+    kernel, averaged over ``subsets`` random subset pairs of size ``kid_subset_size(...)``.
+    Subsets are drawn as torch-fidelity draws them (legacy RandomState(seed), real then fake), so the
+    two agree on the same features. Returns (mean, std)."""
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
-    m = min(subset_size, len(real), len(fake))
-    if m == min(len(real), len(fake)):  # small sets: half-size subsets, so that they differ
-        m = max(2, m // 2)
-    d = real.shape[1]
-    rng = np.random.default_rng(seed)
+    m = kid_subset_size(len(real), len(fake), subset_size)
+    rng = np.random.RandomState(seed)
     vals = []
     for _ in range(subsets):
         x = real[rng.choice(len(real), m, replace=False)]
         y = fake[rng.choice(len(fake), m, replace=False)]
-        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
-        mmd = (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-        vals.append(mmd - 2 * kxy.mean())
+        vals.append(mmd2_unbiased(x, y))
     return float(np.mean(vals)), float(np.std(vals))
 
 
@@ -83,6 +144,22 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
     }
 
 
-def all_metrics(real: np.ndarray, fake: np.ndarray, k: int = 5, kid_subsets: int = 50, seed: int = 0) -> dict:
+def all_metrics(
+    real: np.ndarray, fake: np.ndarray, k: int = 5, kid_subsets: int = 50, seed: int = 0, fid_reps: int = 50
+) -> dict:
+    """FID (+ bootstrap CI + FID-infinity), KID (mean, std, subset size), PRDC, with the n they used."""
     kid_mean, kid_std = kid(real, fake, kid_subsets, 1000, seed)
-    return {"fid": fid_from_features(real, fake), "kid_mean": kid_mean, "kid_std": kid_std, **prdc(real, fake, k)}
+    lo, hi = fid_bootstrap(real, fake, fid_reps, seed)
+    inf = fid_infinity(real, fake, seed=seed)
+    return {
+        "fid": fid_from_features(real, fake),
+        "fid_ci95": [lo, hi],
+        "fid_inf": inf["fid_inf"],
+        "fid_inf_fit": {"ns": inf["ns"], "fids": inf["fids"], "slope": inf["slope"]},
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "kid_subset_size": kid_subset_size(len(real), len(fake)),
+        "kid_subsets": kid_subsets,
+        "k": k,
+        **prdc(real, fake, k),
+    }
