@@ -117,3 +117,21 @@ def test_other_commands_validate_up_front(tmp_path, capsys, argv, fragment):
     assert main([*argv, "--out", str(tmp_path / "o"), "-q"] if argv[0] != "synthesize" else [*argv, "-q"]) == 2
     _one_line(capsys, fragment)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_error_lines_stay_one_printable_line(tmp_path, capsys):
+    """A non-UTF-8 name in an error message must not turn printing the error into a UnicodeEncodeError."""
+    import os
+
+    from cxraug.cli import one_line
+
+    assert one_line("bad\nvalue in caf\udce9.png") == "bad value in caf\\udce9.png"
+    missing = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")
+    assert main(["data", "inspect", missing, "-q"]) == 2
+    _one_line(capsys, "caf\\xe9: no such file or folder")
+
+
+def test_report_on_a_missing_folder_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "no-study"), "-q"]) == 2
+    _one_line(capsys, "no-study")
+    assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from badinput.corpus import gray, make_corpus, png16, write_dicom
+from badinput.corpus import N_GOOD, gray, make_corpus, png16, write_dicom
 from cxraug.cli import main
 from cxraug.data import read_folder, read_image
 from cxraug.errors import ConfigError, ImageReadError
@@ -117,7 +117,7 @@ def test_inspect_json_is_strict_json(tmp_path, capsys):
 
     rep = json.loads(capsys.readouterr().out, parse_constant=no_constants)
     assert rep["skew_ratio"]["empty_class"] is None
-    assert rep["n_images"] == 8 and rep["counts"]["good"] == 8
+    assert rep["n_images"] == N_GOOD and rep["counts"]["good"] == N_GOOD
 
 
 def test_non_utf8_file_name_round_trips_through_split_csv(tmp_path, capsys):
@@ -134,9 +134,9 @@ def test_non_utf8_file_name_round_trips_through_split_csv(tmp_path, capsys):
     coll = read_csv_manifest(run / "train.csv")
     hit = [s.path for s in coll.samples if os.fsencode(s.path).endswith(b"caf\xe9-latin1.png")]
     assert len(hit) == 1 and os.path.isfile(hit[0])
-    assert len(coll) == 8
+    assert len(coll) == N_GOOD
     summary = json.loads((run / "summary.json").read_text())  # JSON stays valid (\udce9 escape)
-    assert summary["counts"]["train"]["good"] == 8
+    assert summary["counts"]["train"]["good"] == N_GOOD
 
 
 def test_same_file_under_two_class_folders_is_reported(tmp_path):

@@ -60,6 +60,12 @@ def _add_common_everywhere(parser: argparse.ArgumentParser) -> None:
                 _add_common_everywhere(sp)
 
 
+def one_line(message: str) -> str:
+    """An error message as one printable line: newlines folded, a non-UTF-8 file name escaped (``\\udce9``)
+    instead of raising UnicodeEncodeError while printing the error."""
+    return " ".join(message.split("\n")).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def require(ok: bool, message: str) -> None:
     """Up-front argument check for sub-commands: one clear line (exit 2) instead of a failure deep inside."""
     if not ok:
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(a.func(a) or 0)
     except CXRAugError as e:
-        print(f"cxraug: error: {e}", file=sys.stderr)
+        print(f"cxraug: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cxraug: interrupted", file=sys.stderr)

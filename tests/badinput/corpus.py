@@ -1,7 +1,8 @@
 """Generates the bad-input corpus (issue: reliability). Nothing binary is committed: tests build it.
 
 ``make_corpus(root)`` writes ``root/good/`` and ``root/bad/`` class folders plus an empty class
-folder, and returns {file name: expected error fragment} for every bad file.
+folder, and returns {file name: expected error fragment} for every bad file. ``bad/`` also holds a
+FIFO, which readers must skip without opening (``N_SKIPPED``); ``good/`` holds ``N_GOOD`` images.
 """
 
 from __future__ import annotations
@@ -138,8 +139,23 @@ def make_corpus(root: Path) -> dict[str, str]:
     name = os.fsdecode(b"caf\xe9-latin1.png")  # not valid UTF-8
     with open(os.path.join(os.fsencode(good), os.fsencode(name)), "wb") as f:
         f.write(png_bytes(gray(64, 8)))
+    # Issue 14: multi-frame RGB DICOM, a DICOM window of width 0, a 16-bit PNG with one hot pixel.
+    write_dicom(good / "rgb-2frames.dcm", np.stack([np.dstack([gray(64, 10)] * 3)] * 2), photometric="RGB")
+    write_dicom(good / "window0.dcm", gray(64, 11).astype(np.uint16) * 16, bits=12, window=(2048, 0))
+    hot = np.tile(np.linspace(1000, 5000, 64), (64, 1))
+    hot[0, 0] = 65535
+    png16(hot, good / "hot-pixel16.png")
     try:
         os.symlink(good, good / "loop")  # symlink loop
     except OSError:
         pass
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(bad / "pipe.png")  # skipped (not a regular file), never opened: it would block forever
     return expected
+
+
+#: Images in ``good/`` that must load (3 plain, RGBA, palette, 16-bit, MONOCHROME1, non-UTF-8 name,
+#: multi-frame RGB DICOM, window-width-0 DICOM, 16-bit with a hot pixel).
+N_GOOD = 11
+#: Files left out before decoding (the FIFO), where the platform has FIFOs.
+N_SKIPPED = 1 if hasattr(os, "mkfifo") else 0
