@@ -255,3 +255,20 @@ def test_same_file_under_two_labels_is_left_out_and_reported(tmp_path):
     (sk,) = c.skipped
     assert "0.png: the same file under different labels (line 2: covid; line 4: normal); left out" in sk
     assert any("2.png is listed 2 times (lines 5, 6); kept once" in p for p in c.problems)
+
+
+def test_train_takes_the_manifest_flags(tmp_path):
+    """The column mapping reaches `train` too (and its saved config, so `--config run/config.yaml` repeats it)."""
+    for i in range(4):
+        _img(tmp_path / "data" / "png" / f"id{i}.png", i)
+    csv_ = write_rows(tmp_path / "data" / "meta.csv", ["image_id", "pid", "sex"],
+                      [[f"id{i}", f"p{i // 2}", "f"] for i in range(4)])  # fmt: skip
+    out = tmp_path / "runs"
+    assert main(["train", "--preset", "dcgan-64", "--data", str(csv_), "--path-template", "png/{image_id}.png",
+                 "--patient-column", "pid", "--label", "covid", "--steps", "1", "--batch-size", "2",
+                 "--set", "width=8", "--out", str(out), "-q"]) == 0  # fmt: skip
+    from cxraug.config import load_yaml
+
+    (cfg,) = out.glob("train-*/config.yaml")
+    m = load_yaml(cfg.read_text())["data"]["manifest"]
+    assert m["path_template"] == "png/{image_id}.png" and m["patient_column"] == "pid" and m["label"] == "covid"

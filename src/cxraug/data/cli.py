@@ -46,6 +46,16 @@ def manifest_from_args(a: argparse.Namespace):
     )  # fmt: skip
 
 
+def manifest_overrides(a: argparse.Namespace) -> list[str]:
+    """The manifest flags given, as ``data.manifest.KEY=VALUE`` config overrides (JSON-quoted values, so a
+    template like ``{id}.png`` stays a string)."""
+    from dataclasses import fields
+
+    spec, default = manifest_from_args(a), type(manifest_from_args(a))()
+    return [f"data.manifest.{f.name}={json.dumps(getattr(spec, f.name))}" for f in fields(spec)
+            if getattr(spec, f.name) != getattr(default, f.name)]  # fmt: skip
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="folder-per-class root, CSV/TSV manifest, cache folder, or 'phantom[:normal=300,covid=60]'")
     p.add_argument(

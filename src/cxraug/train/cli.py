@@ -34,6 +34,9 @@ def cmd_train(a: argparse.Namespace) -> int:
                 ov.append(f"{key}={v}")
         if a.clahe:
             ov.append("data.clahe=true")
+        from cxraug.data.cli import manifest_overrides
+
+        ov = manifest_overrides(a) + ov  # --format, --path-column, ... (an explicit --set still wins)
         run = train(a.preset, a.data, a.out, a.config, ov, progress=not a.quiet, eval_hook=_fid_hook(a))
     if os.environ.get("RANK", "0") == "0":  # once, under accelerate launch / torchrun
         print(f"run folder: {run}")
@@ -83,4 +86,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field; repeatable")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed/finished run from its last checkpoint")
     p.add_argument("--fid-encoder", metavar="ENCODER", help="with --set fid_every=K: track encoder FID, keep best.pt")
+    from cxraug.data.cli import add_manifest_args
+
+    add_manifest_args(p)  # how to read a CSV/TSV --data (data.manifest.* in YAML)
     p.set_defaults(func=cmd_train)
