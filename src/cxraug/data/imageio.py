@@ -202,6 +202,8 @@ def _read_dicom(path: Path) -> np.ndarray:
 def dicom_patient_id(path: str | os.PathLike) -> str | None:
     import pydicom
 
+    if not is_regular(path):
+        return None
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         pid = str(ds.get("PatientID", "")).strip()

@@ -88,11 +88,14 @@ def read_folder(root: str | os.PathLike, classes: list[str] | None = None) -> Co
         raise CXRAugError(f"{show_path(root)}: no such file or folder")
     if not root.is_dir():
         raise CXRAugError(f"{show_path(root)}: not a folder (expected one sub-folder per class)")
-    subdirs = sorted(
-        d.name
-        for d in root.iterdir()
-        if d.is_dir() and not d.name.startswith(".") and d.name.lower() not in IGNORED_DIRS
-    )
+    try:
+        subdirs = sorted(
+            d.name
+            for d in root.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and d.name.lower() not in IGNORED_DIRS
+        )
+    except OSError as e:
+        raise CXRAugError(f"{show_path(root)}: cannot list the folder ({e.strerror or e})") from e
     problems: list[str] = []
     skipped: list[str] = []
     if classes is None:
