@@ -205,15 +205,18 @@ def _four(tmp_path: Path) -> None:
         _img(tmp_path / f"{i}.png", i)
 
 
-def test_latin1_csv_is_read_with_a_warning(tmp_path):
-    _img(tmp_path / "café.png", 1)  # stored under its UTF-8 name, listed in a Latin-1 CSV
-    _img(tmp_path / "b.png", 2)
-    csv_ = write_rows(tmp_path / "l.csv", ["path", "label"], [["café.png", "neumonía"], ["b.png", "normal"]],
+def test_latin1_csv_is_read_with_a_warning(tmp_path, capsys):
+    d = tmp_path / "d"
+    _img(d / "café.png", 1)  # stored under its UTF-8 name, listed in a Latin-1 CSV
+    _img(d / "b.png", 2)
+    csv_ = write_rows(d / "l.csv", ["path", "label"], [["café.png", "neumonía"], ["b.png", "normal"]],
                       encoding="latin-1")  # fmt: skip
     c = read_manifest(csv_)
     assert c.class_names == ["neumonía", "normal"]
     assert Path(c.samples[0].path).name == "café.png" and Path(c.samples[0].path).is_file()
     assert any("l.csv: not valid UTF-8; read as cp1252" in p for p in c.problems)
+    assert main(["data", "prepare", str(csv_), "--size", "32", "--out", str(tmp_path / "o"), "-q"]) == 0
+    assert "warning: " in (err := capsys.readouterr().err) and "l.csv: not valid UTF-8; read as cp1252" in err
 
 
 @pytest.mark.parametrize("name,delim", [("s.csv", ";"), ("t.tsv", "\t"), ("tab.csv", "\t")])

@@ -179,7 +179,7 @@ def _open_checked(a: argparse.Namespace):
     cfg = _data_cfg(a)
     coll = None if cfg.is_phantom or is_cache(cfg.path) else open_config(cfg)
     check_outputs([cfg], a.out)
-    for w in collection_warnings(coll) if coll is not None else []:
+    for w in ([*coll.problems, *collection_warnings(coll)] if coll is not None else []):
         print(f"warning: {w}", file=sys.stderr)
     for sk in coll.skipped if coll is not None else []:
         print(f"skipped: {sk}", file=sys.stderr)

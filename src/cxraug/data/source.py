@@ -12,6 +12,7 @@ paths point into).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from cxraug.data.readers import is_manifest, open_collection
 from cxraug.data.sample import Collection
 from cxraug.errors import CXRAugError
 from cxraug.io import ensure_outside
+
+log = logging.getLogger("cxraug")
 
 DEFAULT_PHANTOM = {"normal": 300, "covid": 60, "pneumonia": 120}
 
@@ -102,7 +105,11 @@ def load_dataset(cfg: DataConfig, progress: bool = True, collection: Collection 
         if ds.size != cfg.size:
             raise CXRAugError(f"cache {cfg.path} holds {ds.size}px images, but size={cfg.size} was asked for")
         return ds
-    coll = collection if collection is not None else open_config(cfg)
+    if collection is None:
+        collection = open_config(cfg)
+        for msg in [*collection.problems, *collection.skipped]:  # encoding fallback, label spellings, bad rows
+            log.warning(f"warning: {msg}")
+    coll = collection
     _check_cache(cfg, collection_folders(cfg.path, coll))
     return build_cache(coll, cfg.prep, cache_root=cfg.cache_dir, progress=progress)
 
