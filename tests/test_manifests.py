@@ -275,3 +275,18 @@ def test_train_takes_the_manifest_flags(tmp_path):
     (cfg,) = out.glob("train-*/config.yaml")
     m = load_yaml(cfg.read_text())["data"]["manifest"]
     assert m["path_template"] == "png/{image_id}.png" and m["patient_column"] == "pid" and m["label"] == "covid"
+
+
+def test_ignored_labels_survive_a_split_csv(tmp_path):
+    """`data split` writes an ignored (U-Ignore) label as `nan`; reading that CSV back keeps it ignored."""
+    csv_ = _chexpert(tmp_path / "d")
+    out = tmp_path / "runs"
+    assert main(["data", "split", str(csv_), "--uncertain", "ignore", "--fractions", "1,0,0", "--size", "32",
+                 "--out", str(out), "-q"]) == 0  # fmt: skip
+    (train,) = out.glob("split-*/train.csv")
+    back = read_manifest(train)
+    assert back.class_names == list(CHEXPERT_LABELS) and len(back) == 3
+    i_pe = CHEXPERT_LABELS.index("Pleural Effusion")
+    first = next(s for s in back.samples if "patient00001" in s.path)
+    assert np.isnan(first.labels[i_pe]) and first.labels[CHEXPERT_LABELS.index("Edema")] == 1
+    assert first.patient_id == "patient00001"

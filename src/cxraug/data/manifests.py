@@ -151,6 +151,8 @@ def _fill(spec: ManifestSpec, fmt: str, t: Table) -> ManifestSpec:
 
 
 def _is_ternary(v: str) -> bool:
+    if v.lower() == "nan":  # an ignored label, as `data split` writes it
+        return True
     try:
         return float(v) in (-1.0, 0.0, 1.0)
     except ValueError:
@@ -338,6 +340,9 @@ def read_manifest(csv_path: str | os.PathLike, spec: ManifestSpec | None = None)
         elif s.label_columns:
             for i, c in enumerate(classes):
                 v = r[c].strip()
+                if v.lower() == "nan":  # ignored (U-Ignore), e.g. in a manifest `data split` wrote
+                    lab[i] = np.nan
+                    continue
                 try:
                     x = float(v) if v else 0.0
                 except ValueError:
