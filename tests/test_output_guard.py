@@ -96,7 +96,8 @@ def test_a_symlink_into_the_data_does_not_fool_the_guard(phantom_root, tmp_path,
 
 
 def test_balance_counts_only_readable_images(tmp_path, capsys):
-    """`balance` counted unreadable files as images (its plan then added too few synthetic ones)."""
+    """`balance` counted unreadable files as images (its plan then added too few synthetic ones), and a
+    non-UTF-8 file name killed it half way with UnicodeEncodeError."""
     import json
 
     data = tmp_path / "d"
@@ -105,6 +106,7 @@ def test_balance_counts_only_readable_images(tmp_path, capsys):
         for i in range(n):
             Image.fromarray(gray(32, 10 * len(c) + i)).save(data / c / f"{i}.png")
     (data / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    os.rename(data / "normal" / "0.png", os.fsdecode(os.fsencode(data / "normal") + b"/caf\xe9.png"))  # not UTF-8
     out = tmp_path / "runs"
     assert main(["train", "--preset", "dcgan-64", "--data", str(data), "--class", "covid", "--steps", "1",
                  "--batch-size", "2", "--set", "width=8", "--out", str(out), "-q"]) == 0  # fmt: skip
@@ -114,3 +116,5 @@ def test_balance_counts_only_readable_images(tmp_path, capsys):
     assert "broken.png" in capsys.readouterr().err
     bal = json.loads(next(out.glob("balance-*/balance.json")).read_text())
     assert bal["before"] == {"covid": 2, "normal": 4} and bal["added"] == {"covid": 2}
+    manifest = next(out.glob("balance-*/manifest.csv")).read_bytes()  # used to die with UnicodeEncodeError
+    assert b"/caf\xe9.png," in manifest
