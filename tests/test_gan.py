@@ -30,9 +30,23 @@ from cxraug.models import (
 from cxraug.models.cgan import sample_label_vectors
 from cxraug.models.common import keras_param_count
 from cxraug.train.config import PRESETS, TrainConfig, preset
-from cxraug.train.diffaug import DiffAugment
 from cxraug.train.engine import Trainer, TrainingDiverged, load_generator
+from cxraug.train.families import make_family
 from cxraug.train.losses import WeightClip, cycle_loss, gradient_penalty
+
+
+@pytest.fixture(scope="module")
+def tiny_ds(tmp_path_factory):
+    """8 + 8 phantom images at 32 px: enough for a few exact training steps."""
+    from cxraug.data.cache import build_cache
+    from cxraug.data.phantom import phantom_collection
+    from cxraug.data.preprocess import Preprocess
+
+    coll = phantom_collection({"normal": 8, "covid": 8}, size=32, seed=4)
+    return build_cache(coll, Preprocess(32), cache_root=tmp_path_factory.mktemp("tiny"), progress=False)
+
+
+TINY = {"data": {"size": 32}, "width": 8, "batch_size": 2, "n_blocks": 1, "sample_every": 100}
 
 
 # ------------------------------------------------------------------ shapes
@@ -124,12 +138,90 @@ def test_cycle_loss_zero_for_identity_generators():
     assert cycle_loss(x, ident(ident(x))).item() == 0.0
 
 
-def test_diffaugment_shapes_and_policies():
-    x = torch.rand(4, 1, 32, 32) * 2 - 1
-    out = DiffAugment("translation,cutout,brightness")(x)
-    assert out.shape == x.shape and not torch.equal(out, x)
-    with pytest.raises(ValueError):
-        DiffAugment("rotate")
+def test_gradient_penalty_on_the_augmented_inputs():
+    """The penalty is taken on the DiffAugment'ed real and fake images the critic loss saw (issue 12), checked
+    by an independent computation that replays the family's documented draw order: z, aug(real), aug(fake), eps."""
+    cfg = gan_cfg("wgan-gp-64", width=8, batch_size=4, diffaug="brightness")  # brightness: x + (u - 0.5)
+    fam = make_family(cfg, 2, torch.Generator().manual_seed(7))
+    x = torch.rand(4, 1, 64, 64) * 2 - 1
+    _, logs = fam.critic_loss((x, torch.zeros(4, 2)))
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(4, cfg.z_dim, generator=g)
+    with torch.no_grad():
+        fake = fam.G(z)
+    real_aug = x + torch.rand(4, 1, 1, 1, generator=g) - 0.5
+    fake_aug = fake + torch.rand(4, 1, 1, 1, generator=g) - 0.5
+    eps = torch.rand(4, 1, 1, 1, generator=g)
+    x_hat = (eps * real_aug + (1 - eps) * fake_aug).requires_grad_(True)
+    (grad,) = torch.autograd.grad(fam.D(x_hat).sum(), x_hat)
+    expected = 10 * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    assert logs["gp"].item() == pytest.approx(expected.item(), rel=1e-5)
+    with torch.no_grad():
+        assert logs["d_loss"].item() == pytest.approx((fam.D(fake_aug).mean() - fam.D(real_aug).mean()).item(), rel=1e-5)
+    x_plain = (eps * x + (1 - eps) * fake).requires_grad_(True)  # what the old code penalised
+    (g_plain,) = torch.autograd.grad(fam.D(x_plain).sum(), x_plain)
+    assert abs(10 * ((g_plain.flatten(1).norm(dim=1) - 1) ** 2).mean().item() - expected.item()) > 1e-3
+
+
+def test_projection_discriminator_keeps_the_dcgan_init():
+    """Regression: dcgan_init ran after spectral_norm and never reached the trained weights (std 0.143)."""
+    d = ProjectionDiscriminator(3, size=64, width=32)
+    for name, m in d.named_modules():
+        if hasattr(m, "parametrizations"):
+            w = m.parametrizations.weight.original
+            assert w.std().item() == pytest.approx(0.02, rel=0.1), name
+            m.eval()  # spectral norm divides that weight by one (power-iteration) scalar
+            ratio = (m.weight / w).detach()
+            assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), rtol=1e-4), name
+
+
+@pytest.mark.parametrize("name", ["wgan-gp-64", "cyclegan-64"])
+def test_generator_step_computes_no_critic_gradient(name, tiny_ds, tmp_path):
+    """Regression: the critics' gradients were computed (and all-reduced under DDP) in every generator step."""
+    cfg = gan_cfg(name, **{**TINY, **FAMILY_CASES[name], "batch_size": 2}, steps=1)
+    tr = Trainer(cfg, tiny_ds, tmp_path, progress=False)
+    fam = tr.family
+    tr._update(tr.opt_d, fam.critic_loss, frozen=fam.generators)
+    after_critic = {f"{k}.{n}": p.grad.clone() for k, m in fam.critics.items() for n, p in m.named_parameters()}
+    assert all(p.grad is None for m in fam.generators.values() for p in m.parameters())
+    tr._update(tr.opt_g, fam.generator_loss, frozen=fam.critics)
+    for k, m in fam.critics.items():
+        for n, p in m.named_parameters():
+            assert torch.equal(p.grad, after_critic[f"{k}.{n}"]), f"{k}.{n}"  # nothing accumulated
+            assert p.requires_grad  # switched back on for the next critic step
+    assert all(p.grad is not None for m in fam.generators.values() for p in m.parameters())
+
+
+def test_training_leaves_the_global_rng_alone(tiny_ds, tmp_path):
+    """No torch.manual_seed in library code: the caller's global RNG stream is the same before and after a run,
+    and draws that cannot take a generator (dropout) come from the trainer's own seeded stream."""
+    cfg = gan_cfg("dcgan-64", **TINY, steps=2)
+    seen: list[list[torch.Tensor]] = []
+
+    def run(sub: str) -> Trainer:
+        tr = Trainer(cfg, tiny_ds, tmp_path / sub, progress=False)
+        seen.append([])
+        g_loss = tr.family.generator_loss
+
+        def with_global_draw(batch):  # stands in for dropout: a draw from torch's global RNG
+            seen[-1].append(torch.rand(3))
+            return g_loss(batch)
+
+        tr.family.generator_loss = with_global_draw
+        tr.fit()
+        return tr
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = run("a")
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(5)  # another global state: same run
+    b = run("b")
+    assert all(torch.equal(x, y) for x, y in zip(*seen)) and not torch.equal(seen[0][0], seen[0][1])
+    torch.manual_seed(123)
+    assert not torch.equal(seen[0][0], torch.rand(3))  # not the caller's stream
+    for (k, p), q in zip(a.main_generator.state_dict().items(), b.main_generator.state_dict().values()):
+        assert torch.equal(p, q), k
 
 
 def test_label_vectors_follow_real_distribution():
@@ -207,7 +299,32 @@ def _run(cmd, env_extra=None):
 def _final_weights(run: Path) -> dict[str, torch.Tensor]:
     st = load_checkpoint(run / "checkpoints" / "last.pt")
     assert st["step"] == 20
-    return {**{f"G.{k}": v for k, v in st["nets"]["G"].items()}, **{f"D.{k}": v for k, v in st["nets"]["D"].items()}}
+    return {**{f"G.{k}": v for k, v in st["weights"]["G"].items()}, **{f"D.{k}": v for k, v in st["critics"]["D"].items()}}
+
+
+def _all_weights(tr: Trainer) -> dict[str, torch.Tensor]:
+    st = tr.state_dict()
+    nets = {**st["weights"], **st["critics"], **{f"ema.{k}": v for k, v in (st["ema"] or {}).items()}}
+    return {f"{n}.{k}": v for n, sd in nets.items() for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("name", ["cgan-64", "cyclegan-64"])
+def test_resume_is_exact_for_cgan_and_cyclegan(name, tiny_ds, tmp_path):
+    """A run stopped at step 2 and continued by a fresh Trainer from its checkpoint ends bit-identical to a
+    straight run (image pools, last fakes, every generator and RNG stream are in the checkpoint)."""
+    kw = {**TINY, "steps": 4, "ckpt_every": 2, "log_every": 2, "diffaug": "color,translation,cutout",
+          "pool_size": 2, "domain_a": "normal", "domain_b": "covid"}  # fmt: skip
+    straight = Trainer(gan_cfg(name, **kw), tiny_ds, tmp_path / "a", progress=False)
+    straight.fit()
+    first = Trainer(gan_cfg(name, **kw), tiny_ds, tmp_path / "b", progress=False)
+    first.fit(2)
+    del first  # "killed": only its checkpoint survives
+    resumed = Trainer(gan_cfg(name, **kw), tiny_ds, tmp_path / "b", progress=False)
+    resumed.load_state_dict(load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt"))
+    resumed.fit()
+    wa, wb = _all_weights(straight), _all_weights(resumed)
+    assert wa.keys() == wb.keys() and len(wa) > 0
+    assert max((wa[k].double() - wb[k].double()).abs().max().item() for k in wa if wa[k].is_floating_point()) == 0.0
 
 
 @pytest.mark.slow
@@ -244,45 +361,55 @@ import sys, torch
 from cxraug.config import from_dict
 from cxraug.data.source import DataConfig, load_dataset
 from cxraug.train.config import TrainConfig, preset
+from cxraug.train.diffaug import DiffAugment
 from cxraug.train.engine import Trainer
-d = preset(sys.argv[1]); d.update(steps=3, batch_size=8, width=8, log_every=1, sample_every=3, ckpt_every=3,
-                                  device="cpu", cls="covid", n_blocks=1, amp="no")
+d = preset(sys.argv[1]); d.update(steps=2, batch_size=4, width=8, log_every=1, sample_every=2, ckpt_every=2,
+                                  device="cpu", cls="covid", n_blocks=1, amp="no", n_critic=1, diffaug=sys.argv[3])
 cfg = from_dict(TrainConfig, d)
-tr = Trainer(cfg, load_dataset(DataConfig("phantom:normal=16,covid=16"), progress=False), sys.argv[2], progress=False)
+tr = Trainer(cfg, load_dataset(DataConfig("phantom:normal=8,covid=8"), progress=False), sys.argv[2], progress=False)
+fam, rec = tr.family, {}
+
+
+def replay(gen):  # a copy of the stream as it stands at a draw
+    g = torch.Generator(); g.set_state(gen.get_state()); return g
+
+
+noise, augment, penalty = fam.noise, fam._augment, fam.loss.penalty
+fam.noise = lambda n, dev: rec.setdefault("z", noise(n, dev))
+def aug(x):
+    rec.setdefault("aug", DiffAugment(cfg.diffaug)(torch.ones(4, 1, 64, 64), generator=replay(fam.rng)))
+    return augment(x)
+def pen(critic, real, fake, y=None, generator=None):
+    rec.setdefault("eps", torch.rand(real.size(0), 1, 1, 1, generator=replay(generator)))
+    return penalty(critic, real, fake, y, generator=generator)
+fam._augment, fam.loss.penalty = aug, pen
 first = torch.tensor(tr._batch()[0].sum().item())
 tr.fit()
 nets = {**tr.family.generators, **tr.family.critics}
 sums = torch.stack([sum(p.double().sum() for p in m.parameters()) for m in nets.values()]).float()
-allsums, firsts = tr.acc.gather(sums[None]), tr.acc.gather(first[None])
+drawn = torch.stack([rec["z"].sum(), rec["aug"].sum(), rec["eps"].sum(), first])
+alls, alld = tr.acc.gather(sums[None]), tr.acc.gather(drawn[None])
 if tr.acc.is_main_process:
-    print("WORLD", tr.acc.num_processes, "SYNCED", bool(torch.allclose(allsums[0], allsums[1])),
-          "OWN_BATCHES", bool(firsts[0] != firsts[1]), flush=True)
+    own = [bool(alld[0, i] != alld[1, i]) for i in range(4)]
+    print("WORLD", tr.acc.num_processes, "SYNCED", bool(torch.equal(alls[0], alls[1])),
+          "OWN_Z_AUG_EPS_BATCHES", own, flush=True)
 tr.acc.wait_for_everyone()
 tr.acc.end_training()  # take the gloo group down together (exiting without it aborted rank 0 now and then)
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dcgan-64", "wgan-gp-64"])
-def test_two_process_ddp_training_keeps_replicas_in_sync(name, tmp_path):
+def test_two_process_ddp_training_keeps_replicas_in_sync(tmp_path):
     """`torchrun --nproc_per_node 2` (what `accelerate launch` does on GPUs), on CPU with gloo: the networks
-    stay identical across processes (gradients all-reduced, incl. the gradient penalty) and each process
-    draws its own batches."""
+    stay identical across processes (gradients all-reduced, incl. the gradient penalty) while each process
+    draws its own noise z, DiffAugment parameters, penalty eps and batches (issue 12: all ranks drew the same)."""
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        str(script),
-        name,
-        str(tmp_path / "run"),
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), "wgan-gp-64",
+           str(tmp_path / "run"), "translation,cutout"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "WORLD 2 SYNCED True OWN_BATCHES True" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert "WORLD 2 SYNCED True OWN_Z_AUG_EPS_BATCHES [True, True, True, True]" in r.stdout, r.stdout + r.stderr[-2000:]
 
 
 def test_bf16_autocast_and_channels_last_path(phantom_ds, tmp_path):

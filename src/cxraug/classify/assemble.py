@@ -14,7 +14,7 @@ from cxraug.data.sample import Collection
 from cxraug.data.source import open_source
 from cxraug.data.splits import NEAR_DUPLICATE_BITS
 from cxraug.errors import CXRAugError, LeakageError, show_path
-from cxraug.io import load_checkpoint
+from cxraug.models.artifact import GeneratorArtifact
 
 
 def load_sources(cfg: StudyConfig, progress: bool = True) -> CachedDataset:
@@ -76,11 +76,10 @@ def check_generator_unseen(checkpoint: str | os.PathLike, test_fp: np.ndarray) -
     """
     from cxraug.data.stats import min_hamming
 
-    st = load_checkpoint(checkpoint)
-    seen = st.get("train_phash")
-    if seen is None:
+    seen = GeneratorArtifact.load(checkpoint).fingerprints  # [N,8] packed pHashes
+    if len(seen) == 0:
         return 0
-    d = min_hamming(test_fp, seen.numpy())
+    d = min_hamming(test_fp, seen)
     n = int((d <= NEAR_DUPLICATE_BITS).sum())
     if n:
         raise LeakageError(

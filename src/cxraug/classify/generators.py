@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from cxraug.config import load_config
 from cxraug.data.splits import regime_subset
 from cxraug.io import load_checkpoint
+from cxraug.models.artifact import GeneratorArtifact
 from cxraug.train.config import TrainConfig, preset
 from cxraug.train.engine import Trainer
 
@@ -42,7 +43,7 @@ class StudyGenerators:
                                                f"{self.cfg.minority} training images", "epochs=0",  # length in steps
                                                *spec.overrides],
                            base=preset(spec.preset))  # fmt: skip
-        if str(ckpt) in self._syn_cache or (ckpt.is_file() and load_checkpoint(ckpt)["step"] >= tcfg.steps):
+        if str(ckpt) in self._syn_cache or (ckpt.is_file() and GeneratorArtifact.load(ckpt).step >= tcfg.steps):
             return str(ckpt)  # trained (checked once per study: the step check loads the whole checkpoint)
         if self.progress:
             tqdm.write(f"training {spec.preset} on {len(mins)} {self.cfg.minority} training images -> {gdir}")
@@ -51,6 +52,16 @@ class StudyGenerators:
             tr.load_state_dict(load_checkpoint(ckpt))
         tr.fit()
         return str(ckpt)
+
+    def _majority_train_images(self) -> np.ndarray:
+        """What a translating generator (CycleGAN) turns into minority images, each once (Zunair & Hamza):
+        the training split's largest other class (single-label), or its minority-negative images (multi-label)."""
+        train = self.split["train"]
+        if self.multilabel:
+            return np.asarray(self.ds.images[np.sort(train[self.known[train] & ~self.pos[train]])])
+        counts = np.bincount(self.y[train], minlength=len(self.names))
+        counts[self.k_min] = -1
+        return np.asarray(self.ds.images[np.sort(train[self.y[train] == int(counts.argmax())])])
 
     def synthetic_for(self, regime: float, seed: int) -> np.ndarray:
         """Enough synthetic minority images for any protocol of this (regime, seed), uint8 [N,S,S]."""
@@ -66,7 +77,7 @@ class StudyGenerators:
         if path.is_file() and len(np.load(path, mmap_mode="r")) >= need:
             imgs = np.load(path)
         else:
-            imgs, _, _ = generate(ckpt, need, seed=1234)
+            imgs, _, _ = generate(ckpt, need, seed=1234, source=self._majority_train_images())
             if imgs.shape[-1] != self.cfg.size:
                 imgs = np.stack([resize(i, self.cfg.size, "direct") for i in imgs])
             np.save(path, imgs)

@@ -17,12 +17,14 @@ def _real_images(path: str, size: int, cls: str | None, progress: bool) -> np.nd
     return np.asarray((ds.only_class(cls) if cls else ds).images)
 
 
-def _fake_images(fake: str, n: int, size: int, seed: int, progress: bool) -> tuple[np.ndarray, str]:
+def _fake_images(
+    fake: str, n: int, size: int, seed: int, progress: bool, source: str | None = None
+) -> tuple[np.ndarray, str]:
     p = Path(fake)
     if p.is_file() and p.suffix in (".pt", ".pth"):
         from cxraug.synth.generate import generate
 
-        imgs, _, info = generate(p, n, seed=seed)
+        imgs, _, info = generate(p, n, seed=seed, source=source)  # a translating generator: each source image once
         if imgs.shape[-1] != size:
             from cxraug.data.preprocess import resize
 
@@ -43,10 +45,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     require(16 <= a.size <= 1024, f"--size must be within 16..1024, got {a.size}")
     require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
     check_device(a.device)
-    check_outputs([a.real, a.fake], a.out)  # before any work: no output or cache inside an input
+    check_outputs([a.real, a.fake] + ([a.source] if a.source else []), a.out)  # before any work: no output in an input
 
     real = _real_images(a.real, a.size, a.cls, not a.quiet)
-    fake, fake_desc = _fake_images(a.fake, a.n, a.size, a.seed, not a.quiet)
+    fake, fake_desc = _fake_images(a.fake, a.n, a.size, a.seed, not a.quiet, a.source)
     res = evaluate_images(real, fake, a.features, a.n, a.k, a.seed, progress=not a.quiet, device=a.device)
     res.update({"real": a.real, "real_class": a.cls, "fake": fake_desc, "size": a.size})
     run = new_run_dir(a.out, "evaluate")
@@ -106,6 +108,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--real", required=True, help="real images: folder, CSV, cache or phantom spec")
     p.add_argument("--fake", required=True, help="generated images: folder, or a training checkpoint (.pt)")
+    p.add_argument("--source", help="with a CycleGAN checkpoint as --fake: the images it translates (each once)")
     p.add_argument("--class", dest="cls", help="use only this class of the real set")
     p.add_argument(
         "--features",

@@ -1,5 +1,9 @@
-"""FID during training: every ``fid_every`` steps, encoder FID of ``fid_n`` EMA samples vs the
-training images; the engine keeps ``checkpoints/best.pt`` at the lowest value."""
+"""FID during training: every ``fid_every`` steps, encoder FID of ``fid_n`` EMA samples vs the images the
+generator learns to make; the engine keeps ``checkpoints/best.pt`` at the lowest value.
+
+The hook samples through the models-level generator family (``trainer.generator_family()``), as
+synthesis does, so it works for every family: translating generators translate a fixed set of source
+images. It reads a few trainer attributes and imports nothing from ``cxraug.train``."""
 
 from __future__ import annotations
 
@@ -18,17 +22,17 @@ class EncoderFIDHook:
 
     @torch.no_grad()
     def __call__(self, trainer) -> float:
-        real = np.asarray(trainer.data_a.images)
+        real = trainer.real_images  # uint8 [N,S,S]
         if self._ext is None:
-            spec = self.features if ":" in self.features or self.features != "auto" else "auto"
-            self._ext = get_extractor(spec, real_images=real, progress=False, device=trainer.device)
+            self._ext = get_extractor(self.features, real_images=real, progress=False, device=trainer.device)
         fr = cached_features(self._ext, real, progress=False)
-        n = trainer.cfg.fid_n
-        g = trainer.ema.module if trainer.ema is not None else trainer.acc.unwrap_model(trainer.main_generator)
-        g.eval()
+        g = trainer.generator_family()
+        source = trainer.source_images  # None for noise generators
+        n = trainer.cfg.fid_n if source is None else min(trainer.cfg.fid_n, len(source))
         gen = torch.Generator().manual_seed(self.seed)  # the same fixed sample every time
-        z = torch.randn(n, trainer.cfg.z_dim, generator=gen).to(trainer.device)
-        lab = np.nan_to_num(trainer.data_a.labels)
-        y = torch.from_numpy(lab[torch.randint(len(lab), (n,), generator=gen).numpy()]).to(trainer.device)
-        fake = np.concatenate([tensor_to_u8(g(z[i : i + 128], y[i : i + 128])) for i in range(0, n, 128)])
-        return fid_from_features(fr, extract(self._ext, fake, progress=False))
+        fake = []
+        for i in range(0, n, 128):
+            b = min(128, n - i)
+            imgs, _ = g.sample(b, source=None if source is None else source[i : i + b], generator=gen)
+            fake.append(tensor_to_u8(imgs))
+        return fid_from_features(fr, extract(self._ext, np.concatenate(fake), progress=False))

@@ -3,6 +3,9 @@
 Generator: ``[z ; W_y y]`` -> DCGAN generator, where ``y`` is a multi-hot label vector of any
 length (one-hot for single-label data). Discriminator: projection discriminator (Miyato & Koyama
 2018) with spectral norm: ``D(x, y) = psi(phi(x)) + <V y, phi(x)>``. Trained with the hinge loss.
+The DCGAN init (N(0, 0.02)) is applied to the plain layers *before* spectral norm wraps them: applied
+afterwards it only overwrote the recomputed ``weight`` and left the trained ``original`` at torch's
+default init (std 0.14 instead of 0.02).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from cxraug.models.artifact import NoiseGenerator, register
 from cxraug.models.common import as_labels, dcgan_init, n_doublings
 from cxraug.models.dcgan import DCGANGenerator
 
@@ -35,15 +39,17 @@ class ProjectionDiscriminator(nn.Module):
         self.n_labels = n_labels
         k = n_doublings(size)
         ch = [width * 2 ** min(i, 4) for i in range(k)]
-        layers: list[nn.Module] = []
+        convs: list[nn.Module] = []
         cin = channels
         for cout in ch:  # H -> H/2 each; no normalisation besides spectral norm
-            layers += [spectral_norm(nn.Conv2d(cin, cout, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+            convs.append(nn.Conv2d(cin, cout, 4, 2, 1))
             cin = cout
-        self.phi = nn.Sequential(*layers)  # -> [B, C, 4, 4]
-        self.psi = spectral_norm(nn.Linear(cin, 1))
-        self.embed = spectral_norm(nn.Linear(n_labels, cin, bias=False))  # V
-        self.apply(dcgan_init)
+        psi, embed = nn.Linear(cin, 1), nn.Linear(n_labels, cin, bias=False)
+        for m in (*convs, psi, embed):  # init first: spectral norm then keeps it as its `original`
+            dcgan_init(m)
+        self.phi = nn.Sequential(*[x for c in convs for x in (spectral_norm(c), nn.LeakyReLU(0.2, True))])  # -> [B,C,4,4]
+        self.psi = spectral_norm(psi)
+        self.embed = spectral_norm(embed)  # V
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.phi(x).sum(dim=(2, 3))  # global sum pooling -> [B, C]
@@ -60,3 +66,15 @@ def sample_label_vectors(real_labels: np.ndarray, n: int, pathology: int | None 
         raise ValueError(f"no real image has label index {pathology}")
     rng = np.random.default_rng(seed)
     return torch.from_numpy(rows[rng.integers(len(rows), size=n)])
+
+
+@register
+class ConditionalFamily(NoiseGenerator):
+    """Sampling a conditional GAN: ``labels`` [n,K] chosen by the caller, else rows of the real labels."""
+
+    name = "cgan"
+    conditional = True
+
+    @classmethod
+    def build(cls, config: dict, n_labels: int) -> nn.Module:
+        return ConditionalGenerator(n_labels, config["z_dim"], config["data"]["size"], config["width"])

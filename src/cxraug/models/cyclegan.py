@@ -3,14 +3,20 @@
 ResNet generator: c7s1-64, d128, d256, R256 x n_blocks (6 for <=128 px, 9 for 256), u128, u64,
 c7s1-1, with InstanceNorm and reflection padding. Discriminator: the 70x70 PatchGAN
 C64-C128-C256-C512 (4x4 convs, strides 2,2,2,1; no norm on C64) and a 1-channel patch map.
+
+Synthesis (:class:`TranslationFamily`) translates given domain-A images, each exactly once, as Zunair
+& Hamza translate every majority-class (normal) training image to the minority class.
 """
 
 from __future__ import annotations
 
-import random
-
+import numpy as np
 import torch
 from torch import nn
+
+from cxraug.data.preprocess import u8_to_tensor
+from cxraug.errors import CXRAugError
+from cxraug.models.artifact import GeneratorFamily, register
 
 
 class ResnetBlock(nn.Module):
@@ -96,13 +102,15 @@ class PatchDiscriminator(nn.Module):
 
 
 class ImagePool:
-    """History of generated images (Shrivastava et al.): with p=0.5 return an older fake instead."""
+    """History of generated images (Shrivastava et al.): once full, each new fake is returned with p=0.5,
+    else swapped for a stored older one. Draws come from its own ``torch.Generator``; :meth:`state`
+    holds the images and that generator, so a resumed run continues exactly."""
 
     def __init__(self, size: int = 50, seed: int = 0):
         self.size, self.images = size, []
-        self.rng = random.Random(seed)
+        self.rng = torch.Generator().manual_seed(seed)
 
-    def query(self, images: torch.Tensor) -> torch.Tensor:
+    def query(self, images: torch.Tensor) -> torch.Tensor:  # [B,C,H,W] -> [B,C,H,W]
         if self.size == 0:
             return images
         out = []
@@ -111,8 +119,8 @@ class ImagePool:
             if len(self.images) < self.size:
                 self.images.append(img)
                 out.append(img)
-            elif self.rng.random() < 0.5:
-                i = self.rng.randrange(self.size)
+            elif torch.rand((), generator=self.rng).item() < 0.5:
+                i = int(torch.randint(self.size, (), generator=self.rng))
                 out.append(self.images[i].clone())
                 self.images[i] = img
             else:
@@ -120,15 +128,45 @@ class ImagePool:
         return torch.cat(out, 0)
 
     def state(self) -> dict:
-        return {"images": torch.cat(self.images) if self.images else torch.zeros(0), "rng": repr(self.rng.getstate())}
+        return {"images": torch.cat(self.images).cpu() if self.images else torch.zeros(0), "rng": self.rng.get_state()}
 
-    def load(self, st: dict) -> None:
-        import ast
-
-        imgs = st["images"]
+    def load(self, st: dict, device: torch.device | str = "cpu") -> None:
+        imgs = st["images"].to(device)
         self.images = [imgs[i : i + 1] for i in range(len(imgs))]
-        self.rng.setstate(_tuplify(ast.literal_eval(st["rng"])))
+        if isinstance(st.get("rng"), torch.Tensor):  # (older checkpoints kept a Python RNG: its draws are lost)
+            self.rng.set_state(st["rng"])
 
 
-def _tuplify(x):
-    return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
+@register
+class TranslationFamily(GeneratorFamily):
+    """CycleGAN synthesis: G_AB translates each given source (domain A) image once; labels = domain B."""
+
+    name = "cyclegan"
+    main = "G_AB"
+    names = ("G_AB", "G_BA")
+    takes_source = True
+
+    @classmethod
+    def build(cls, config: dict, n_labels: int = 0) -> nn.Module:
+        return ResnetGenerator(1, config["width"], config["n_blocks"])
+
+    @property
+    def target_class(self) -> str | None:
+        return self.config.get("domain_b")
+
+    @torch.no_grad()
+    def sample(self, n, labels=None, source=None, generator=None):
+        """Translate ``source[:n]`` (uint8 [N,S,S] or float [N,1,S,S] in [-1,1]); fewer if it has fewer."""
+        if source is None or len(source) == 0:
+            a = self.config.get("domain_a") or "domain A"
+            raise CXRAugError(
+                f"a {self.preset} generator translates images: give the {a} images to translate (--source DIR)"
+            )
+        x = source[:n]
+        if isinstance(x, np.ndarray):
+            x = u8_to_tensor(x)  # uint8 [n,S,S] -> [n,1,S,S] in [-1,1]
+        y = torch.zeros(len(x), len(self.class_names))  # [n, K]: one-hot domain B
+        if self.target_class in self.class_names:
+            y[:, self.class_names.index(self.target_class)] = 1
+        self.net.eval()
+        return self.net(x.to(self.device)).float().cpu(), y

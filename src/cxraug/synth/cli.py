@@ -15,7 +15,7 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
     from cxraug.synth.generate import generate
     from cxraug.synth.write import write_manifest, write_synthetic
 
-    require(a.n >= 1, f"--n must be >= 1, got {a.n}")
+    require(a.n is None or a.n >= 1, f"--n must be >= 1, got {a.n}")
     require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
     check_device(a.device)
     out = Path(a.out_dir)
@@ -24,7 +24,11 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
 
         raise CXRAugError(f"{out} exists and is not empty; choose a new folder (outputs are never overwritten)")
     ensure_outside(out, [a.checkpoint])  # the checkpoint's folder (a missing checkpoint is reported below)
-    imgs, labs, info = generate(a.checkpoint, a.n, seed=a.seed, label=a.label, device=a.device)
+    if a.source:
+        from cxraug.data.source import check_outputs
+
+        check_outputs([a.source], out)  # nothing written inside the source images' folders
+    imgs, labs, info = generate(a.checkpoint, a.n, seed=a.seed, label=a.label, device=a.device, source=a.source)
     rows = write_synthetic(out, imgs, labs, info["class_names"], a.checkpoint, a.seed)
     print(f"wrote {len(rows)} synthetic images + {write_manifest(out, rows)}")
     return 0
@@ -38,7 +42,7 @@ def cmd_balance(a: argparse.Namespace) -> int:
     from cxraug.data.source import DataConfig, check_outputs, is_cache, load_dataset
     from cxraug.io import new_run_dir, write_json
     from cxraug.synth.balance import plan_balance
-    from cxraug.synth.generate import generate
+    from cxraug.synth.generate import describe, generate
     from cxraug.synth.write import write_manifest, write_synthetic
 
     require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
@@ -48,9 +52,9 @@ def cmd_balance(a: argparse.Namespace) -> int:
     for e in ds.errors:
         print(f"skipped: {e}", file=sys.stderr)
     counts = ds.counts()
-    _, _, info = generate(a.generator, 1)
-    can = [info["trained_on_class"]] if info["family"] != "cgan" and info["trained_on_class"] else None
-    if info["family"] == "cgan":
+    info = describe(a.generator)
+    can = [info["trained_on_class"]] if not info["conditional"] and info["trained_on_class"] else None
+    if info["conditional"]:
         can = [c for c in counts if c in info["class_names"]]
     if can is None:
         from cxraug.errors import CXRAugError
@@ -62,7 +66,9 @@ def cmd_balance(a: argparse.Namespace) -> int:
     rows = [{"path": p, "label": ds.class_names[k], "labels": ds.class_names[k], "patient_id": pid,
              "synthetic": "false"} for p, k, pid in zip(ds.paths, ds.label_index, ds.patient_ids)]  # fmt: skip
     for c, n in plan.items():
-        imgs, _labs, info = generate(a.generator, n, seed=a.seed, label=c if info["family"] == "cgan" else None)
+        imgs, _labs, info = generate(a.generator, n, seed=a.seed, label=c if info["conditional"] else None,
+                                     source=a.source)  # fmt: skip
+        n = len(imgs)  # a translating generator gives at most one image per source image
         lab = np.zeros((n, len(ds.class_names)), np.float32)
         lab[:, ds.class_names.index(c)] = 1
         rows += write_synthetic(run / "synthetic", imgs, lab, ds.class_names, a.generator, a.seed, prefix=c)
@@ -80,7 +86,9 @@ def cmd_balance(a: argparse.Namespace) -> int:
 def _register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synthesize", help="generate N images from a checkpoint (marked PNGs + manifest)")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--n", type=int, help="how many images (noise generators: required; translating generators: "
+                   "at most this many source images, each translated once; default all)")
+    p.add_argument("--source", help="images to translate (CycleGAN checkpoints): folder, CSV, cache or phantom spec")
     p.add_argument("--label", help="for conditional GANs: draw label vectors of this pathology")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -97,5 +105,6 @@ def _register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--data", required=True)
     b.add_argument("--generator", required=True, help="checkpoint trained on the class(es) to add")
     b.add_argument("--strategy", default="equalize")
+    b.add_argument("--source", help="images to translate, for a translating (CycleGAN) generator")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=cmd_balance)

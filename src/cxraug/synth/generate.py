@@ -1,4 +1,4 @@
-"""Generate images from a training checkpoint."""
+"""Generate images from a generator artifact (a training checkpoint), whatever its GAN family."""
 
 from __future__ import annotations
 
@@ -7,56 +7,83 @@ import os
 import numpy as np
 import torch
 
-from cxraug.data.preprocess import tensor_to_u8, u8_to_tensor
+from cxraug.data.preprocess import resize, tensor_to_u8
+from cxraug.errors import CXRAugError
+from cxraug.models.artifact import GeneratorFamily, load_generator, pick_device
 from cxraug.models.cgan import sample_label_vectors
-from cxraug.train.engine import load_generator, pick_device
+
+Source = np.ndarray | str | os.PathLike
+
+
+def generator_info(g: GeneratorFamily) -> dict:
+    return {"class_names": g.class_names, "family": g.name, "preset": g.preset, "size": g.size,
+            "trained_on_class": g.target_class, "conditional": g.conditional,
+            "takes_source": g.takes_source}  # fmt: skip
+
+
+def describe(checkpoint: str | os.PathLike) -> dict:
+    """What a checkpoint makes (class names, family, size, class, conditional, needs source images)."""
+    return generator_info(load_generator(checkpoint))
+
+
+def load_source(source: Source, size: int) -> np.ndarray:
+    """Source images as uint8 [N,size,size]: an array (resized if needed) or any data path (folder, CSV, ...)."""
+    if isinstance(source, str | os.PathLike):
+        from cxraug.data.source import DataConfig, load_dataset
+
+        imgs = np.asarray(load_dataset(DataConfig(path=str(source), size=size), progress=False).images)
+        if len(imgs) == 0:
+            raise CXRAugError(f"{source}: no source images found")
+        return imgs
+    imgs = np.asarray(source)
+    if imgs.shape[-1] != size:
+        imgs = np.stack([resize(i, size, "direct") for i in imgs])
+    return imgs
 
 
 @torch.no_grad()
 def generate(
     checkpoint: str | os.PathLike,
-    n: int,
+    n: int | None,
     seed: int = 0,
     label: str | None = None,
     batch: int = 256,
-    source_images: np.ndarray | None = None,
+    source: Source | None = None,
     device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``n`` images as uint8 [n,S,S], their label vectors [n,K], and info (class names, family).
+    """``n`` images as uint8 [n,S,S], their label vectors [n,K], and :func:`generator_info`.
 
-    Conditional GANs draw label vectors from the real label distribution of ``label``'s rows;
-    CycleGAN translates ``source_images`` (uint8, domain A) to domain B. Noise and labels are drawn on
-    the CPU from ``seed`` whatever the ``device``, so a GPU gives the same images up to float rounding.
+    Noise generators draw ``n`` images (``n`` required); conditional GANs draw label vectors from the real
+    label distribution of ``label``'s rows. Translating generators (CycleGAN) translate each ``source``
+    image exactly once (Zunair & Hamza translate every majority-class image): all of them, or ``n`` of
+    them chosen at random without replacement; ``source`` is ignored by noise generators. Noise, labels
+    and the choice of source images are drawn on the CPU from ``seed`` whatever the ``device``, so a GPU
+    gives the same images up to float rounding.
     """
-    dev = pick_device(device)
-    g, cfg, st = load_generator(checkpoint, dev)
-    names = list(st["class_names"])
+    g = load_generator(checkpoint, pick_device(device))
+    names = g.class_names
     k = names.index(label) if label is not None and label in names else None
-    if label is not None and k is None and cfg.family == "cgan":
-        raise ValueError(f"label {label!r} not in {names}")
+    if label is not None and k is None and g.conditional:
+        raise CXRAugError(f"label {label!r} not in {names}")
     gen = torch.Generator().manual_seed(seed)
+    src = None
+    if g.takes_source:
+        if source is None:
+            g.sample(0)  # raises the family's one-line explanation
+        src = load_source(source, g.size)
+        pick = torch.randperm(len(src), generator=gen)[: len(src) if n is None else n].numpy()
+        src = src[pick]  # each source image at most once
+        n = len(src)
+    elif n is None:
+        raise CXRAugError("say how many images to generate (--n)")
+    real = g.real_labels.numpy()
     out, labs = [], []
-    real_labels = st["real_labels"].numpy()
     for i in range(0, n, batch):
         b = min(batch, n - i)
-        if cfg.family == "cyclegan":
-            if source_images is None:
-                raise ValueError("CycleGAN synthesis translates source images: pass source_images (domain A)")
-            idx = torch.randint(len(source_images), (b,), generator=gen).numpy()
-            x = u8_to_tensor(source_images[idx])
-            imgs = g(x.to(dev))
-            y = torch.zeros(b, len(names))
-            if cfg.domain_b in names:
-                y[:, names.index(cfg.domain_b)] = 1
-        else:
-            z = torch.randn(b, cfg.z_dim, generator=gen)
-            if cfg.family == "cgan":
-                y = sample_label_vectors(real_labels, b, k, seed=seed + i)
-            else:
-                y = torch.from_numpy(real_labels[torch.randint(len(real_labels), (b,), generator=gen).numpy()])
-            imgs = g(z.to(dev), y.to(dev))
+        y = sample_label_vectors(real, b, k, seed=seed + i) if g.conditional else None
+        imgs, y = g.sample(b, labels=y, source=None if src is None else src[i : i + b], generator=gen)
         out.append(tensor_to_u8(imgs))
         labs.append(y.numpy())
-    info = {"class_names": names, "family": cfg.family, "preset": cfg.preset, "size": cfg.data.size,
-            "trained_on_class": cfg.cls or cfg.domain_b}  # fmt: skip
-    return np.concatenate(out), np.concatenate(labs).astype(np.float32), info
+    if not out:
+        return np.zeros((0, g.size, g.size), np.uint8), np.zeros((0, len(names)), np.float32), generator_info(g)
+    return np.concatenate(out), np.concatenate(labs).astype(np.float32), generator_info(g)

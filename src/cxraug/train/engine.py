@@ -7,16 +7,27 @@ NaN/divergence, written to ``losses.csv`` and shown on the progress bar with ima
 written atomically with everything needed to continue bit-for-bit (networks, optimisers, EMA,
 step, RNG states, history). Multi-GPU/multi-node via Hugging Face Accelerate
 (``accelerate launch -m cxraug train ...``); a single CPU process is the default.
+
+Randomness never touches torch's global RNG state: each process draws batches, noise, DiffAugment
+parameters, penalty ``eps`` and image-pool choices from its own ``torch.Generator`` objects, seeded
+``seed + 7919 * rank + stream`` (:func:`rank_seed`), so under torchrun every rank draws different
+noise while the DDP replicas stay identical. Draws that cannot take a generator (dropout) run on a
+per-rank "ambient" stream swapped in around each step. All of these, for every rank, are in the
+checkpoint.
+
+A checkpoint is a :class:`cxraug.models.artifact.GeneratorArtifact` (what sampling needs) plus the
+training state (critics, optimisers, EMA count, RNG streams, history).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +41,23 @@ from cxraug.data.cache import CachedDataset
 from cxraug.data.preprocess import u8_to_tensor
 from cxraug.errors import CXRAugError
 from cxraug.io import atomic_path, crash_hook, load_checkpoint
+from cxraug.models.artifact import FORMAT as CKPT_FORMAT
+from cxraug.models.artifact import LEGACY_FORMAT, GeneratorArtifact, GeneratorFamily, pick_device
+from cxraug.models.artifact import load_generator as load_family
 from cxraug.plotting import plot_curves, save_grid
 from cxraug.train.config import TrainConfig
-from cxraug.train.families import build_generator, make_family
+from cxraug.train.families import make_family
 
 log = logging.getLogger("cxraug.train")
-CKPT_FORMAT = "cxraug-gan/1"
+__all__ = ["CKPT_FORMAT", "Trainer", "TrainingDiverged", "load_generator", "pick_device", "rank_seed"]
+
+# one stream per kind of draw; ranks are 7919 (a prime larger than any stream offset) apart
+STREAMS = {"noise": 0, "sampler": 1, "ambient": 2, "pool": 3}
+FIXED_SEED = 12345  # the preview grid's noise, labels and source images: the same in every run and step
+
+
+def rank_seed(seed: int, rank: int, stream: str) -> int:
+    return seed + 7919 * rank + STREAMS[stream]
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}
@@ -64,16 +86,6 @@ def default_amp(device: torch.device) -> str:
     if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
         return "bf16"
     return "no"
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def _accelerator(device: torch.device):
@@ -106,7 +118,6 @@ class Trainer:
         self.eval_hook = eval_hook
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
         device = pick_device(cfg.device)
         self.amp = cfg.amp if cfg.amp != "auto" else default_amp(device)
         if self.amp not in AMP_DTYPES:
@@ -123,10 +134,16 @@ class Trainer:
             torch.backends.cudnn.benchmark = not torch.backends.cudnn.deterministic
 
         self.class_names = list(data.class_names)
-        self.data_a, self.data_b = self._select_data(data)
-        self._on_device_a, self._on_device_b = self._resident(self.data_a), self._resident(self.data_b)
         self.n_labels = len(self.class_names)
-        self.family = make_family(cfg, self.n_labels)
+        rank = self.acc.process_index
+        self.rng = torch.Generator(self.device).manual_seed(rank_seed(cfg.seed, rank, "noise"))  # z, aug, eps
+        # each process of a multi-GPU/multi-node run (`accelerate launch`) draws its own batches
+        self.sampler = torch.Generator().manual_seed(rank_seed(cfg.seed, rank, "sampler"))
+        self._ambient = self._ambient_init(rank_seed(cfg.seed, rank, "ambient"))
+        self.family = make_family(cfg, self.n_labels, self.rng, rank_seed(cfg.seed, rank, "pool"))
+        self.spec: type[GeneratorFamily] = self.family.spec
+        self.data_a, self.data_b = self.family.select_data(data)
+        self._on_device_a, self._on_device_b = self._resident(self.data_a), self._resident(self.data_b)
         fused = self.device.type == "cuda"
         self.opt_g = self._optimizer(self.family.generators, cfg.lr_g, fused)
         self.opt_d = self._optimizer(self.family.critics, cfg.lr_d, fused)
@@ -147,13 +164,8 @@ class Trainer:
         if cfg.compile:
             for name, m in {**self.family.generators, **self.family.critics}.items():
                 setattr(self.family, name, torch.compile(m))
-        # each process of a multi-GPU/multi-node run (`accelerate launch`) draws its own batches
-        self.sampler = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * self.acc.process_index)
-        fixed = torch.Generator().manual_seed(12345)
-        self.fixed_noise = torch.randn(64, cfg.z_dim, generator=fixed)
-        lab = np.nan_to_num(self.data_a.labels)
-        self.fixed_labels = torch.from_numpy(lab[torch.randint(len(lab), (64,), generator=fixed).numpy()])
-        self.fixed_a = self.data_a.batch(torch.randint(len(self.data_a), (8,), generator=fixed).numpy())
+        fixed = torch.Generator().manual_seed(FIXED_SEED)
+        self.fixed_source = self.data_a.batch(torch.randint(len(self.data_a), (8,), generator=fixed).numpy())
         self.step = 0
         self.history: dict[str, list[list[float]]] = {}
         self.best_fid: float | None = None
@@ -169,22 +181,6 @@ class Trainer:
             torch._foreach_lerp_(avg, cur, 1 - d)
 
     # ------------------------------------------------------------------ setup
-    def _select_data(self, data: CachedDataset) -> tuple[CachedDataset, CachedDataset | None]:
-        cfg = self.cfg
-        if cfg.family == "cyclegan":
-            if not (cfg.domain_a and cfg.domain_b):
-                raise CXRAugError("CycleGAN needs domain_a and domain_b (e.g. --domain-a normal --domain-b covid)")
-            a, b = data.only_class(cfg.domain_a), data.only_class(cfg.domain_b)
-            # Zunair & Hamza: balance the two domains by undersampling the larger one.
-            rng = np.random.default_rng(cfg.seed)
-            n = min(len(a), len(b))
-            a = a.subset(np.sort(rng.choice(len(a), n, replace=False))) if len(a) > n else a
-            b = b.subset(np.sort(rng.choice(len(b), n, replace=False))) if len(b) > n else b
-            return a, b
-        if cfg.cls:
-            return data.only_class(cfg.cls), None
-        return data, None
-
     def _optimizer(self, nets: dict[str, nn.Module], lr: float, fused: bool) -> torch.optim.Optimizer:
         params = [p for m in nets.values() for p in m.parameters()]
         if self.cfg.optimizer == "rmsprop":
@@ -195,7 +191,37 @@ class Trainer:
 
     @property
     def main_generator(self) -> nn.Module:
-        return self.family.generators["G_AB" if self.cfg.family == "cyclegan" else "G"]
+        return self.family.generators[self.spec.main]
+
+    @property
+    def real_images(self) -> np.ndarray:
+        """The images the generator learns to make (uint8 [N,S,S]): the target domain when translating."""
+        return np.asarray((self.data_b if self.data_b is not None else self.data_a).images)
+
+    @property
+    def source_images(self) -> np.ndarray | None:
+        """The images a translating generator takes in (uint8 [N,S,S]); None for noise generators."""
+        return np.asarray(self.data_a.images) if self.spec.takes_source else None
+
+    def _ambient_init(self, seed: int) -> dict[str, torch.Tensor]:
+        st = {"cpu": torch.Generator().manual_seed(seed).get_state()}
+        if self.device.type == "cuda":
+            st["cuda"] = torch.Generator(self.device).manual_seed(seed).get_state()
+        return st
+
+    @contextlib.contextmanager
+    def _ambient_rng(self) -> Iterator[None]:
+        """Run a step with this process's own stream as torch's global RNG (for draws that take no generator:
+        dropout), then give the caller its global state back."""
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            torch.set_rng_state(self._ambient["cpu"])
+            if cuda:
+                torch.cuda.set_rng_state(self._ambient["cuda"], self.device)
+            yield
+            self._ambient["cpu"] = torch.get_rng_state()
+            if cuda:
+                self._ambient["cuda"] = torch.cuda.get_rng_state(self.device)
 
     # ------------------------------------------------------------------ data
     def _resident(self, ds: CachedDataset | None) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -230,13 +256,22 @@ class Trainer:
         return x, y
 
     # ------------------------------------------------------------------ loop
-    def _update(self, opt, loss_fn, nets: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
-        opt.zero_grad(set_to_none=True)
-        with self.autocast():
-            loss, logs = loss_fn(self._batch())
-        self.scaler.scale(loss).backward()
-        self.scaler.step(opt)
-        self.scaler.update()
+    def _update(self, opt, loss_fn, frozen: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+        """One optimiser step on ``loss_fn``; the ``frozen`` networks' parameters do not require grad meanwhile
+        (no gradient is computed, accumulated or all-reduced for them)."""
+        params = [p for m in frozen.values() for p in m.parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            opt.zero_grad(set_to_none=True)
+            with self.autocast():
+                loss, logs = loss_fn(self._batch())
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+        finally:
+            for p in params:
+                p.requires_grad_(True)
         return logs
 
     def autocast(self) -> torch.autocast:
@@ -247,10 +282,11 @@ class Trainer:
         fam, logs = self.family, {}
         for m in (*fam.generators.values(), *fam.critics.values()):
             m.train()
-        for _ in range(self.cfg.n_critic):
-            logs.update(self._update(self.opt_d, fam.critic_loss, fam.critics))
-            fam.after_critic_step()
-        logs.update(self._update(self.opt_g, fam.generator_loss, fam.generators))
+        with self._ambient_rng():
+            for _ in range(self.cfg.n_critic):
+                logs.update(self._update(self.opt_d, fam.critic_loss, frozen=fam.generators))
+                fam.after_critic_step()
+            logs.update(self._update(self.opt_g, fam.generator_loss, frozen=fam.critics))
         if self.ema is not None:
             self.ema.update_parameters(self.acc.unwrap_model(self.main_generator))
         self.step += 1
@@ -285,8 +321,10 @@ class Trainer:
                     self.save_samples()
                 if cfg.fid_every and self.eval_hook and (self.step % cfg.fid_every == 0 or last):
                     self._evaluate()
-                if self.step % cfg.ckpt_every == 0 or last:
-                    self.save_checkpoint(self.run_dir / "checkpoints" / "last.pt")
+            if self.step % cfg.ckpt_every == 0 or last:
+                per_rank = self.per_rank_states()  # every process takes part (a gather under torchrun)
+                if self.acc.is_main_process:
+                    self.save_checkpoint(self.run_dir / "checkpoints" / "last.pt", per_rank)
         bar.close()
         if self.acc.is_main_process:
             self.save_curves()
@@ -308,22 +346,25 @@ class Trainer:
         bar.set_postfix({**{k: f"{v:.3f}" for k, v in vals.items()}, "img/s": f"{rate:.0f}"})
 
     # ------------------------------------------------------------------ outputs
+    def generator_family(self, use_ema: bool = True) -> GeneratorFamily:
+        """The models-level sampler around the current EMA (or live) generator, as synthesis would load it."""
+        g = self.ema.module if use_ema and self.ema is not None else self.acc.unwrap_model(self.main_generator)
+        real = torch.from_numpy(np.nan_to_num(np.asarray(self.data_a.labels, np.float32)))
+        return self.spec(g, to_dict(self.cfg), self.class_names, real)
+
     @torch.no_grad()
     def sample(self, n: int = 64, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images from the EMA generator (or the live one): [n,1,S,S] in [-1,1] on CPU."""
-        g = self.ema.module if self.ema is not None else self.acc.unwrap_model(self.main_generator)
-        g.eval()
-        if self.cfg.family == "cyclegan":
-            return g(self.fixed_a.to(self.device)).float().cpu()
-        z = self.fixed_noise[:n].to(self.device)
-        y = (labels if labels is not None else self.fixed_labels[:n]).to(self.device)
-        return g(z, y).float().cpu()
+        """Preview images from the EMA generator (or the live one): [n,1,S,S] in [-1,1] on CPU, the same
+        noise (or source images) at every call. Translating generators give one per fixed source image."""
+        fixed = torch.Generator().manual_seed(FIXED_SEED)
+        imgs, _ = self.generator_family().sample(n, labels=labels, source=self.fixed_source, generator=fixed)
+        return imgs
 
     def save_samples(self) -> Path:
         dest = self.run_dir / "samples" / f"step-{self.step:06d}.png"
         imgs = self.sample()
-        if self.cfg.family == "cyclegan":  # row of inputs (A) above their translations (A->B)
-            imgs = torch.cat([self.fixed_a, imgs])
+        if self.spec.takes_source:  # row of inputs above their translations
+            imgs = torch.cat([self.fixed_source, imgs])
         save_grid(imgs, dest, nrow=8)
         save_grid(imgs, self.run_dir / "samples.png", nrow=8)
         return dest
@@ -362,34 +403,53 @@ class Trainer:
         sets = [self.data_a] + ([self.data_b] if self.data_b is not None else [])
         return np.concatenate([fingerprints(np.asarray(d.images)) for d in sets])
 
-    def state_dict(self) -> dict:
-        fam = self.family
+    def rng_state(self) -> dict:
+        """This process's random streams and family state (pools, last fakes)."""
+        return {"sampler": self.sampler.get_state(), "ambient": dict(self._ambient), "family": self.family.state()}
+
+    def per_rank_states(self) -> list[dict]:
+        """Every process's :meth:`rng_state`, rank order (a collective under multi-process training)."""
+        own = self.rng_state()
+        if self.acc.num_processes == 1:
+            return [own]
+        from accelerate.utils import gather_object
+
+        return gather_object([own])
+
+    def artifact(self) -> GeneratorArtifact:
         unwrap = self.acc.unwrap_model
-        st = {
-            "format": CKPT_FORMAT,
-            "config": to_dict(self.cfg),
-            "step": self.step,
-            "images_seen": self.images_seen,
-            "class_names": self.class_names,
-            "real_labels": torch.from_numpy(np.ascontiguousarray(np.nan_to_num(self.data_a.labels))),
-            "train_phash": torch.from_numpy(self.train_fingerprints),
-            "nets": {k: unwrap(m).state_dict() for k, m in {**fam.generators, **fam.critics}.items()},
+        ema = None
+        if self.ema is not None:
+            ema = {self.spec.main: {k: v for k, v in self.ema.module.state_dict().items()}}
+        return GeneratorArtifact(
+            family=self.cfg.family,
+            config=to_dict(self.cfg),
+            weights={k: unwrap(m).state_dict() for k, m in self.family.generators.items()},
+            ema=ema,
+            train_phash=torch.from_numpy(self.train_fingerprints),
+            class_names=self.class_names,
+            real_labels=torch.from_numpy(np.ascontiguousarray(np.nan_to_num(self.data_a.labels))),
+            step=self.step,
+        )
+
+    def state_dict(self, per_rank: list[dict] | None = None) -> dict:
+        """The artifact's fields plus the training state; ``per_rank``: every process's streams (default: own)."""
+        unwrap = self.acc.unwrap_model
+        return {
+            **self.artifact().to_dict(),
+            "critics": {k: unwrap(m).state_dict() for k, m in self.family.critics.items()},
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": {"torch": torch.get_rng_state(), "sampler": self.sampler.get_state()},
+            "ema_n_averaged": self.ema.n_averaged.clone() if self.ema is not None else None,
+            "per_rank": per_rank if per_rank is not None else [self.rng_state()],
+            "images_seen": self.images_seen,
             "history": self.history,
             "best_fid": self.best_fid,
         }
-        if torch.cuda.is_available():
-            st["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-        if hasattr(fam, "state"):
-            st["family"] = fam.state()
-        return st
 
-    def save_checkpoint(self, dest: str | os.PathLike) -> Path:
-        st = self.state_dict()
+    def save_checkpoint(self, dest: str | os.PathLike, per_rank: list[dict] | None = None) -> Path:
+        st = self.state_dict(per_rank)
         with atomic_path(dest) as tmp:
             torch.save(st, tmp)
             crash_hook("checkpoint-write", self.step)  # (tests) die with the new file half way to its place
@@ -399,31 +459,39 @@ class Trainer:
     def load_state_dict(self, st: dict) -> None:
         fam = self.family
         unwrap = self.acc.unwrap_model
-        for k, m in {**fam.generators, **fam.critics}.items():
-            unwrap(m).load_state_dict(st["nets"][k])
+        art = GeneratorArtifact.from_dict(st)
+        legacy = st.get("format") == LEGACY_FORMAT
+        critics = st["nets"] if legacy else st["critics"]
+        for k, m in fam.generators.items():
+            unwrap(m).load_state_dict(art.weights[k])
+        for k, m in fam.critics.items():
+            unwrap(m).load_state_dict(critics[k])
         self.opt_g.load_state_dict(st["opt_g"])
         self.opt_d.load_state_dict(st["opt_d"])
         if st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
-        if self.ema is not None and st.get("ema") is not None:
+        if self.ema is not None and legacy and st.get("ema") is not None:
             self.ema.load_state_dict(st["ema"])
-        torch.set_rng_state(st["rng"]["torch"])
-        if self.acc.num_processes == 1:  # one saved stream; other processes keep their own seeds
-            self.sampler.set_state(st["rng"]["sampler"])
-        if "cuda" in st["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(st["rng"]["cuda"])
-        if hasattr(fam, "load_state") and "family" in st:
-            fam.load_state(st["family"])
+        elif self.ema is not None and art.ema is not None:
+            self.ema.module.load_state_dict(art.ema[self.spec.main])
+            self.ema.n_averaged.copy_(st["ema_n_averaged"])
+        ranks = st.get("per_rank") or [{"sampler": st["rng"]["sampler"], "family": st.get("family", {})}]
+        if len(ranks) == self.acc.num_processes:  # same world size: every process continues its own streams
+            mine = ranks[self.acc.process_index]
+            self.sampler.set_state(mine["sampler"])
+            if "ambient" in mine:
+                self._ambient = dict(mine["ambient"])
+            fam.load_state(mine.get("family", {}))
+        else:
+            log.warning("checkpoint from %d process(es), resumed on %d: random streams start afresh from the seed",
+                        len(ranks), self.acc.num_processes)  # fmt: skip
         self.step = int(st["step"])
         self.images_seen = int(st.get("images_seen", 0))
         self.history = {k: [list(p) for p in v] for k, v in st["history"].items()}
         self.best_fid = st.get("best_fid")
 
     def resume(self, path: str | os.PathLike) -> None:
-        st = load_checkpoint(path)
-        if st.get("format") != CKPT_FORMAT:
-            raise CXRAugError(f"{path} is not a cxraug GAN checkpoint")
-        self.load_state_dict(st)
+        self.load_state_dict(load_checkpoint(path))
 
 
 def config_from_checkpoint(st: dict) -> TrainConfig:
@@ -431,16 +499,7 @@ def config_from_checkpoint(st: dict) -> TrainConfig:
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True):
-    """(generator in eval mode, TrainConfig, checkpoint dict) from a training checkpoint."""
-    st = load_checkpoint(path)
-    if st.get("format") != CKPT_FORMAT:
-        raise CXRAugError(f"{path} is not a cxraug GAN checkpoint")
-    cfg = config_from_checkpoint(st)
-    g = build_generator(cfg, len(st["class_names"]))
-    name = "G_AB" if cfg.family == "cyclegan" else "G"
-    if use_ema and st.get("ema") is not None:
-        ema = {k.removeprefix("module."): v for k, v in st["ema"].items() if k.startswith("module.")}
-        g.load_state_dict(ema)
-    else:
-        g.load_state_dict(st["nets"][name])
-    return g.to(device).eval(), cfg, st
+    """(generator network in eval mode, TrainConfig, artifact dict): the trainer's view of a checkpoint.
+    Sampling code uses :func:`cxraug.models.artifact.load_generator` instead."""
+    fam = load_family(path, device, use_ema)
+    return fam.net, from_dict(TrainConfig, fam.config), fam.artifact.to_dict()

@@ -1,26 +1,36 @@
 """Each GAN family = its networks + a loss strategy; the engine only calls these methods.
 
 ``critic_loss(batch)`` and ``generator_loss(batch)`` return (loss, logs). A batch is
-``(x, y)`` — images [B,1,S,S] in [-1,1] and label vectors [B,K] — or, for CycleGAN, ``(a, b)``.
+``(x, y)`` — images [B,1,S,S] in [-1,1] and label vectors [B,K] — or, for translation, ``(a, b)``.
+
+Randomness: every draw (noise ``z``, DiffAugment's parameters, the gradient penalty's ``eps``, image
+pool choices) comes from the family's own ``rng`` (a ``torch.Generator`` on the training device) or
+the pools' generators, seeded per process by the engine; :meth:`state` holds them for an exact resume.
+During a generator update the engine switches the critics' ``requires_grad`` off; the families call
+the plain critic modules there (``self.critics[...]``), not their DDP wrappers, so no critic gradient
+is computed or all-reduced.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
 import torch
 from torch import nn
 
+from cxraug.config import to_dict
+from cxraug.data.cache import CachedDataset
+from cxraug.errors import CXRAugError
 from cxraug.models import (
-    ConditionalGenerator,
     DCGANDiscriminator,
-    DCGANGenerator,
     HussainCritic,
-    HussainGenerator,
     PatchDiscriminator,
     ProjectionDiscriminator,
-    ResnetGenerator,
     WGANGPCritic,
-    WGANGPGenerator,
 )
+from cxraug.models.artifact import GeneratorFamily, family_of
 from cxraug.models.cyclegan import ImagePool
 from cxraug.train.config import TrainConfig
 from cxraug.train.diffaug import DiffAugment
@@ -37,15 +47,17 @@ def make_loss(cfg: TrainConfig) -> GANLoss:
     return LOSSES[cfg.loss]()
 
 
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Network initialisation (torch's layer defaults draw from the global CPU RNG) from ``seed``, with
+    the caller's global RNG state given back afterwards: no global state changes."""
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
+
+
 def build_generator(cfg: TrainConfig, n_labels: int = 0) -> nn.Module:
-    s, z, w = cfg.data.size, cfg.z_dim, cfg.width
-    return {
-        "dcgan": lambda: DCGANGenerator(z, s, w, **cfg.g_layout),  # paper layouts: train/config.py
-        "wgan": lambda: HussainGenerator(z, s),
-        "wgangp": lambda: WGANGPGenerator(z, s, w, **cfg.g_layout),
-        "cgan": lambda: ConditionalGenerator(n_labels, z, s, w),
-        "cyclegan": lambda: ResnetGenerator(1, w, cfg.n_blocks),
-    }[cfg.family]()
+    return family_of(cfg.family).build(to_dict(cfg), n_labels)
 
 
 def build_critic(cfg: TrainConfig, n_labels: int = 0) -> nn.Module:
@@ -55,70 +67,103 @@ def build_critic(cfg: TrainConfig, n_labels: int = 0) -> nn.Module:
         "wgan": lambda: HussainCritic(s),
         "wgangp": lambda: WGANGPCritic(s, w, **cfg.d_layout),
         "cgan": lambda: ProjectionDiscriminator(n_labels, s, w),
-        "cyclegan": lambda: PatchDiscriminator(1, w),
     }[cfg.family]()
 
 
 class AdversarialFamily:
     """DCGAN, WGAN (clip), WGAN-GP and the conditional GAN: one G, one D, noise (+ labels) in."""
 
-    def __init__(self, cfg: TrainConfig, n_labels: int):
-        self.cfg, self.n_labels = cfg, n_labels
-        self.conditional = cfg.family == "cgan"
+    def __init__(self, cfg: TrainConfig, n_labels: int, rng: torch.Generator, pool_seed: int = 0):
+        self.cfg, self.n_labels, self.rng = cfg, n_labels, rng
+        self.spec: type[GeneratorFamily] = family_of(cfg.family)
+        self.conditional = self.spec.conditional
         self.loss = make_loss(cfg)
         self.aug = DiffAugment(cfg.diffaug) if cfg.diffaug else None
-        self.G = build_generator(cfg, n_labels)
-        self.D = build_critic(cfg, n_labels)
+        with seeded_init(cfg.seed):
+            self.G = build_generator(cfg, n_labels)
+            self.D = build_critic(cfg, n_labels)
         self.generators, self.critics = {"G": self.G}, {"D": self.D}
 
-    def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        x = self.aug(x) if self.aug else x
-        return self.D(x, y) if self.conditional else self.D(x)
+    def select_data(self, data: CachedDataset) -> tuple[CachedDataset, CachedDataset | None]:
+        return (data.only_class(self.cfg.cls) if self.cfg.cls else data), None
 
-    def noise(self, n: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.cfg.z_dim, device=device, generator=generator)
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        return self.aug(x, generator=self.rng) if self.aug else x
+
+    def noise(self, n: int, device) -> torch.Tensor:  # [n, z]
+        return torch.randn(n, self.cfg.z_dim, device=device, generator=self.rng)
 
     def critic_loss(self, batch):
+        """Draw order on ``rng``: z, DiffAugment(real), DiffAugment(fake), the penalty's eps."""
         x, y = batch
         y = y if self.conditional else None
         with torch.no_grad():
             fake = self.G(self.noise(x.size(0), x.device), y)
-        loss = self.loss.critic(self._d(x, y), self._d(fake, y))
+        real_aug, fake_aug = self._augment(x), self._augment(fake)  # the critic sees, and is penalised on, these
+
+        def critic(t: torch.Tensor, yy: torch.Tensor | None = None) -> torch.Tensor:
+            return self.D(t, yy) if self.conditional else self.D(t)
+
+        loss = self.loss.critic(critic(real_aug, y), critic(fake_aug, y))
         logs = {"d_loss": loss.detach()}
-        pen = self.loss.penalty(lambda t, yy=None: self.D(t, yy) if self.conditional else self.D(t), x, fake, y)
+        pen = self.loss.penalty(critic, real_aug, fake_aug, y, generator=self.rng)
         if pen is not None:
             logs["gp"] = pen.detach()
             loss = loss + pen
         return loss, logs
 
     def after_critic_step(self) -> None:
-        self.loss.after_critic_step(self.D)
+        self.loss.after_critic_step(self.critics["D"])
 
     def generator_loss(self, batch):
         x, y = batch
         y = y if self.conditional else None
         fake = self.G(self.noise(x.size(0), x.device), y)
-        loss = self.loss.generator(self._d(fake, y))
+        d = self.critics["D"]  # plain module: frozen, not all-reduced
+        out = d(self._augment(fake), y) if self.conditional else d(self._augment(fake))
+        loss = self.loss.generator(out)
         return loss, {"g_loss": loss.detach()}
+
+    def state(self) -> dict:
+        return {"rng": self.rng.get_state()}
+
+    def load_state(self, st: dict) -> None:
+        if "rng" in st:
+            self.rng.set_state(st["rng"])
 
 
 class CycleFamily:
     """CycleGAN: G_AB, G_BA, D_A, D_B; LSGAN + cycle + identity losses, image pools."""
 
-    def __init__(self, cfg: TrainConfig, n_labels: int = 0):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig, n_labels: int, rng: torch.Generator, pool_seed: int = 0):
+        self.cfg, self.rng = cfg, rng
+        self.spec: type[GeneratorFamily] = family_of(cfg.family)
         self.loss = make_loss(cfg)
-        self.G_AB, self.G_BA = build_generator(cfg), build_generator(cfg)
-        self.D_A, self.D_B = build_critic(cfg), build_critic(cfg)
+        with seeded_init(cfg.seed):
+            self.G_AB, self.G_BA = build_generator(cfg), build_generator(cfg)
+            self.D_A, self.D_B = PatchDiscriminator(1, cfg.width), PatchDiscriminator(1, cfg.width)
         self.generators = {"G_AB": self.G_AB, "G_BA": self.G_BA}
         self.critics = {"D_A": self.D_A, "D_B": self.D_B}
-        self.pool_a, self.pool_b = ImagePool(cfg.pool_size, cfg.seed), ImagePool(cfg.pool_size, cfg.seed + 1)
-        self._fakes: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.pool_a, self.pool_b = ImagePool(cfg.pool_size, pool_seed), ImagePool(cfg.pool_size, pool_seed + 1)
+        self._fakes: tuple[torch.Tensor, torch.Tensor] | None = None  # the last generator step's (fake A, fake B)
+
+    def select_data(self, data: CachedDataset) -> tuple[CachedDataset, CachedDataset]:
+        cfg = self.cfg
+        if not (cfg.domain_a and cfg.domain_b):
+            raise CXRAugError("CycleGAN needs domain_a and domain_b (e.g. --domain-a normal --domain-b covid)")
+        a, b = data.only_class(cfg.domain_a), data.only_class(cfg.domain_b)
+        # Zunair & Hamza: balance the two domains by undersampling the larger one.
+        rng = np.random.default_rng(cfg.seed)
+        n = min(len(a), len(b))
+        a = a.subset(np.sort(rng.choice(len(a), n, replace=False))) if len(a) > n else a
+        b = b.subset(np.sort(rng.choice(len(b), n, replace=False))) if len(b) > n else b
+        return a, b
 
     def generator_loss(self, batch):
         a, b = batch
         fake_b, fake_a = self.G_AB(a), self.G_BA(b)
-        adv = self.loss.generator(self.D_B(fake_b)) + self.loss.generator(self.D_A(fake_a))
+        d_a, d_b = self.critics["D_A"], self.critics["D_B"]  # plain modules: frozen, not all-reduced
+        adv = self.loss.generator(d_b(fake_b)) + self.loss.generator(d_a(fake_a))
         cyc = cycle_loss(a, self.G_BA(fake_b)) + cycle_loss(b, self.G_AB(fake_a))
         loss = adv + self.cfg.cycle_lambda * cyc
         logs = {"g_loss": adv.detach(), "cycle": cyc.detach()}
@@ -142,16 +187,25 @@ class CycleFamily:
         pass
 
     def state(self) -> dict:
-        return {"pool_a": self.pool_a.state(), "pool_b": self.pool_b.state()}
+        st = {"rng": self.rng.get_state(), "pool_a": self.pool_a.state(), "pool_b": self.pool_b.state()}
+        if self._fakes is not None:
+            st["fakes"] = [f.cpu() for f in self._fakes]
+        return st
 
     def load_state(self, st: dict) -> None:
-        self.pool_a.load(st["pool_a"])
-        self.pool_b.load(st["pool_b"])
+        dev = next(self.G_AB.parameters()).device
+        self.pool_a.load(st["pool_a"], dev)
+        self.pool_b.load(st["pool_b"], dev)
+        if "rng" in st:
+            self.rng.set_state(st["rng"])
+        if "fakes" in st:
+            self._fakes = tuple(f.to(dev) for f in st["fakes"])
 
 
-def make_family(cfg: TrainConfig, n_labels: int):
-    if cfg.family == "cyclegan":
-        return CycleFamily(cfg)
-    if cfg.family in ("dcgan", "wgan", "wgangp", "cgan"):
-        return AdversarialFamily(cfg, n_labels)
-    raise ValueError(f"unknown family {cfg.family!r}")
+def make_family(cfg: TrainConfig, n_labels: int, rng: torch.Generator | None = None, pool_seed: int | None = None):
+    """The training family for ``cfg.family``; ``rng`` draws on its device (default: CPU, seeded ``cfg.seed``)."""
+    spec = family_of(cfg.family)
+    rng = rng if rng is not None else torch.Generator().manual_seed(cfg.seed)
+    pool_seed = cfg.seed if pool_seed is None else pool_seed
+    cls = CycleFamily if spec.takes_source else AdversarialFamily
+    return cls(cfg, n_labels, rng, pool_seed)

@@ -26,7 +26,10 @@ class GANLoss(ABC):
     @abstractmethod
     def generator(self, d_fake: torch.Tensor) -> torch.Tensor: ...
 
-    def penalty(self, critic: Callable, real: torch.Tensor, fake: torch.Tensor, y=None) -> torch.Tensor | None:
+    def penalty(
+        self, critic: Callable, real: torch.Tensor, fake: torch.Tensor, y=None, generator: torch.Generator | None = None
+    ) -> torch.Tensor | None:
+        """A regulariser on the inputs the critic loss saw (after DiffAugment); None for most losses."""
         return None
 
     def after_critic_step(self, critic: nn.Module) -> None:
@@ -69,10 +72,19 @@ class WeightClip(Wasserstein):
             p.clamp_(-self.clip, self.clip)
 
 
-def gradient_penalty(critic: Callable, real: torch.Tensor, fake: torch.Tensor, y=None, eps=None) -> torch.Tensor:
-    """E[(||grad_x D(x_hat)||_2 - 1)^2] on x_hat = eps*real + (1-eps)*fake, eps ~ U[0,1] per sample."""
+def gradient_penalty(
+    critic: Callable,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    y=None,
+    eps: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """E[(||grad_x D(x_hat)||_2 - 1)^2] on x_hat = eps*real + (1-eps)*fake, eps ~ U[0,1] per sample
+    (Gulrajani et al. 2017), drawn from ``generator`` unless given. With DiffAugment, ``real`` and ``fake``
+    are the augmented images the critic loss saw."""
     if eps is None:
-        eps = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype)
+        eps = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype, generator=generator)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     out = critic(x_hat, y) if y is not None else critic(x_hat)
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
@@ -85,14 +97,14 @@ class WassersteinGP(Wasserstein):
     def __init__(self, gp_lambda: float = 10.0):
         self.gp_lambda = gp_lambda
 
-    def penalty(self, critic, real, fake, y=None):
+    def penalty(self, critic, real, fake, y=None, generator=None):
         dev = real.device.type
         if torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.float16:
             # float16 cannot carry the penalty's double backward (the loss scale collapses to ~1 within a
             # few steps); bf16 and float32 can. Under fp16 the penalty alone runs in float32.
             with torch.autocast(dev, enabled=False):
-                return self.gp_lambda * gradient_penalty(critic, real.float(), fake.float(), y)
-        return self.gp_lambda * gradient_penalty(critic, real, fake, y)
+                return self.gp_lambda * gradient_penalty(critic, real.float(), fake.float(), y, generator=generator)
+        return self.gp_lambda * gradient_penalty(critic, real, fake, y, generator=generator)
 
 
 class Hinge(GANLoss):

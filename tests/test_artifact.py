@@ -1,0 +1,119 @@
+"""The generator artifact (issue 12 item 2): a typed checkpoint the models layer owns, sampled per family."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import gan_cfg
+from cxraug.data.preprocess import tensor_to_u8, u8_to_tensor
+from cxraug.data.stats import fingerprints
+from cxraug.errors import CXRAugError
+from cxraug.models.artifact import FORMAT, GeneratorArtifact, load_generator
+from cxraug.models.cyclegan import ResnetGenerator
+from cxraug.train.engine import Trainer
+
+
+@pytest.fixture(scope="module")
+def tiny_ds(tmp_path_factory):
+    from cxraug.data.cache import build_cache
+    from cxraug.data.phantom import phantom_collection
+    from cxraug.data.preprocess import Preprocess
+
+    coll = phantom_collection({"normal": 6, "covid": 6}, size=32, seed=5)
+    return build_cache(coll, Preprocess(32), cache_root=tmp_path_factory.mktemp("tiny"), progress=False)
+
+
+TINY = {"data": {"size": 32}, "width": 8, "batch_size": 2, "n_blocks": 1, "steps": 2, "sample_every": 100}
+
+
+@pytest.fixture(scope="module")
+def cyclegan_ckpt(tiny_ds, tmp_path_factory):
+    run = tmp_path_factory.mktemp("cyc")
+    cfg = gan_cfg("cyclegan-64", **TINY, domain_a="normal", domain_b="covid")
+    return Trainer(cfg, tiny_ds, run, progress=False).fit()
+
+
+def test_checkpoint_is_a_typed_artifact(tiny_ds, cyclegan_ckpt, tmp_path):
+    art = GeneratorArtifact.load(cyclegan_ckpt)
+    assert (art.format, art.family, art.step) == (FORMAT, "cyclegan", 2)
+    assert set(art.weights) == {"G_AB", "G_BA"} and set(art.ema) == {"G_AB"}
+    assert sorted(art.class_names) == ["covid", "normal"] and art.config["domain_b"] == "covid"
+    # the fingerprints of exactly its training images (both domains), computed independently
+    both = np.concatenate([np.asarray(tiny_ds.only_class(c).images) for c in ("normal", "covid")])
+    assert np.array_equal(art.fingerprints, fingerprints(both))
+    # a standalone artifact: written atomically, read back with weights_only=True, same tensors
+    art.save(tmp_path / "g.pt")
+    assert torch.load(tmp_path / "g.pt", weights_only=True)["format"] == FORMAT
+    again = GeneratorArtifact.load(tmp_path / "g.pt")
+    assert all(torch.equal(v, again.ema["G_AB"][k]) for k, v in art.ema["G_AB"].items())
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_cyclegan_translates_each_source_image_once(tiny_ds, cyclegan_ckpt):
+    from cxraug.synth.generate import generate
+
+    src = np.asarray(tiny_ds.only_class("normal").images)  # 6 domain-A images
+    imgs, labs, info = generate(cyclegan_ckpt, None, seed=3, source=src)
+    assert imgs.shape == src.shape and info["takes_source"] and info["trained_on_class"] == "covid"
+    assert (labs[:, info["class_names"].index("covid")] == 1).all()
+    # independent reference: the EMA G_AB, rebuilt by hand, on every source image
+    art = GeneratorArtifact.load(cyclegan_ckpt)
+    net = ResnetGenerator(1, 8, 1)
+    net.load_state_dict(art.ema["G_AB"])
+    with torch.no_grad():
+        ref = tensor_to_u8(net.eval()(u8_to_tensor(src))).astype(int)
+    match = [int(np.argmin(np.abs(ref - im.astype(int)).reshape(len(ref), -1).max(1))) for im in imgs]
+    assert sorted(match) == list(range(len(src)))  # a permutation: every image once, none twice
+    assert all(np.abs(ref[j] - im.astype(int)).max() <= 1 for j, im in zip(match, imgs))
+    three, _, _ = generate(cyclegan_ckpt, 3, seed=3, source=src)
+    assert len(three) == 3 and len({im.tobytes() for im in three}) == 3
+    with pytest.raises(CXRAugError, match="--source"):
+        generate(cyclegan_ckpt, 4)
+
+
+def test_cli_cyclegan_without_source_is_one_line_and_with_source_translates(cyclegan_ckpt, tmp_path, capsys):
+    from cxraug.cli import main
+
+    assert main(["synthesize", "--checkpoint", str(cyclegan_ckpt), "--n", "4", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--source" in err and "Traceback" not in err
+    rc = main(["synthesize", "--checkpoint", str(cyclegan_ckpt), "--source", "phantom:normal=5", "--out",
+               str(tmp_path / "b")])  # fmt: skip
+    assert rc == 0 and len(list((tmp_path / "b").rglob("*.png"))) == 5
+
+    from cxraug.metrics.cli import _fake_images
+
+    fake, desc = _fake_images(str(cyclegan_ckpt), 100, 32, 0, False, "phantom:normal=7")
+    assert fake.shape == (7, 32, 32) and "cyclegan" in desc
+
+
+def test_legacy_checkpoint_still_loads(tiny_ds, tmp_path):
+    """`cxraug-gan/1` checkpoints (flat trainer dicts with nets + AveragedModel EMA) load and sample the same."""
+    tr = Trainer(gan_cfg("cgan-64", **TINY), tiny_ds, tmp_path / "run", progress=False)
+    tr.fit()
+    st = tr.state_dict()
+    old = {"format": "cxraug-gan/1", "config": st["config"], "step": st["step"], "class_names": st["class_names"],
+           "real_labels": st["real_labels"], "train_phash": st["train_phash"],
+           "nets": {**st["weights"], **st["critics"]}, "ema": tr.ema.state_dict()}  # fmt: skip
+    torch.save(old, tmp_path / "old.pt")
+    a, b = load_generator(tmp_path / "old.pt"), load_generator(tr.run_dir / "checkpoints" / "last.pt")
+    y = torch.eye(2)[[0, 1, 1]]
+    ia, _ = a.sample(3, labels=y, generator=torch.Generator().manual_seed(1))
+    ib, _ = b.sample(3, labels=y, generator=torch.Generator().manual_seed(1))
+    assert a.conditional and torch.equal(ia, ib)
+    with pytest.raises(CXRAugError, match="not a cxraug GAN checkpoint"):
+        torch.save({"format": "something"}, tmp_path / "x.pt")
+        load_generator(tmp_path / "x.pt")
+
+
+def test_sampling_side_never_imports_the_trainer():
+    code = ("import sys, cxraug.synth.generate, cxraug.synth.cli, cxraug.metrics.hooks, cxraug.metrics.cli, "
+            "cxraug.classify.assemble; print(sorted(m for m in sys.modules if m.startswith('cxraug.train')))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
