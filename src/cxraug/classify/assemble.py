@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from cxraug.classify.config import StudyConfig
+from cxraug.classify.config import Source, StudyConfig, source_names
 from cxraug.data.cache import CachedDataset, build_cache
 from cxraug.data.preprocess import Preprocess
 from cxraug.data.sample import Collection
@@ -17,28 +17,102 @@ from cxraug.errors import CXRAugError, LeakageError, show_path
 from cxraug.models.artifact import GeneratorArtifact
 
 
-def load_sources(cfg: StudyConfig, progress: bool = True) -> CachedDataset:
-    """One dataset from the study's sources: folders/phantoms (one class each, or folder-per-class) or
-    one multi-label CSV manifest (CheXpert style; its label vectors are kept as they are)."""
+def load_labelled(
+    sources: list[Source], size: int, class_names: list[str] | None = None, progress: bool = True
+) -> tuple[CachedDataset, list[str]]:
+    """One dataset from ``sources`` (folders/phantoms: one class each via ``label``, or folder-per-class;
+    or one multi-label CSV manifest, its label vectors kept as they are) and, per image, the name of
+    the source it came from. ``class_names``: label the images over these classes (external and probe
+    sets use the study's classes; a class the study does not have is refused)."""
     samples, names = [], []
     colls: list[tuple[Collection, str | None]] = []
-    for s in cfg.sources:
-        c = open_source(s.path, size=max(cfg.size, 64))
+    for s in sources:
+        c = open_source(s.path, size=max(size, 64))
         colls.append((c, s.label))
         names += [s.label] if s.label else c.class_names
+    src_names = source_names(sources)
     if any(c.multilabel for c, _ in colls):
-        if len(colls) != 1:
-            raise CXRAugError("a multi-label study takes exactly one source (a CSV manifest with label columns)")
-        return build_cache(colls[0][0], Preprocess(cfg.size), progress=progress)
-    names = sorted(set(names))
-    for c, label in colls:
+        if len(colls) != 1 or class_names is not None:
+            raise CXRAugError("a multi-label study takes exactly one source (a CSV manifest with label columns); "
+                              "external and probe sources take one class each (`label:`)")  # fmt: skip
+        ds = build_cache(colls[0][0], Preprocess(size), progress=progress)
+        return ds, [src_names[0]] * len(ds)
+    if class_names is not None:
+        unknown = sorted(set(names) - set(class_names))
+        if unknown:
+            raise CXRAugError(f"classes {unknown} of {', '.join(s.path for s in sources)} are not among the "
+                              f"study's classes {class_names}; give each source a `label:`")  # fmt: skip
+        names = list(class_names)
+    else:
+        names = sorted(set(names))
+    origin_of: dict[str, str] = {}
+    for (c, label), sname in zip(colls, src_names):
         for smp in c.samples:
             lab = np.zeros(len(names), np.float32)
             lab[names.index(label or c.class_names[smp.label_index])] = 1
             smp.labels = lab
             samples.append(smp)
-    merged = Collection(samples, names, root="+".join(s.path for s in cfg.sources))
-    return build_cache(merged, Preprocess(cfg.size), progress=progress)
+            origin_of.setdefault(smp.path, sname)
+    merged = Collection(samples, names, root="+".join(s.path for s in sources))
+    ds = build_cache(merged, Preprocess(size), progress=progress)
+    return ds, [origin_of.get(p, "?") for p in ds.paths]
+
+
+def load_sources(cfg: StudyConfig, progress: bool = True) -> CachedDataset:
+    """The study's own dataset (see :func:`load_labelled`)."""
+    return load_labelled(cfg.sources, cfg.size, progress=progress)[0]
+
+
+def screen_against_training(
+    fp: np.ndarray, patient_ids: list[str], train_fp: np.ndarray, train_patients: set[str]
+) -> tuple[np.ndarray, int, int]:
+    """Which images of an external/probe set may be used: not a training patient (by id) and not within
+    :data:`NEAR_DUPLICATE_BITS` pHash bits of any training image. Returns (keep mask, n same patient,
+    n near-duplicate)."""
+    from cxraug.data.stats import min_hamming
+
+    same_patient = np.array([p in train_patients for p in patient_ids], bool)
+    dup = min_hamming(fp, train_fp) <= NEAR_DUPLICATE_BITS if len(fp) and len(train_fp) else np.zeros(len(fp), bool)
+    return ~(same_patient | dup), int(same_patient.sum()), int((dup & ~same_patient).sum())
+
+
+def class_source_table(labels: np.ndarray, class_names: list[str], origin: list[str]) -> dict[str, dict[str, int]]:
+    """table[class][source] = number of images (multi-label: positives of each label)."""
+    lab = np.nan_to_num(labels) > 0.5
+    srcs = sorted(set(origin))
+    o = np.asarray(origin)
+    return {c: {s: int((lab[:, k] & (o == s)).sum()) for s in srcs} for k, c in enumerate(class_names)}
+
+
+def confounding(table: dict[str, dict[str, int]], purity: float = 0.9, share: float = 0.5) -> dict:
+    """Is class confounded with source? A source is *own* to class c when at least ``purity`` of its
+    images are c; c is confounded when at least ``share`` of its images come from its own sources while
+    less than ``share`` of the other classes' images do (so the source alone tells c from the rest, as
+    with COVID images from one collection against normals from another; DeGrave et al., Nat. Mach.
+    Intell. 2021). One source holding every class cannot be confounded this way."""
+    classes = list(table)
+    srcs = sorted({s for row in table.values() for s in row})
+    n = np.array([[table[c].get(s, 0) for s in srcs] for c in classes], float)  # [C, S]
+    per_src = n.sum(0)
+    flagged = {}
+    for k, c in enumerate(classes):
+        if n[k].sum() == 0 or len(classes) < 2:
+            continue
+        own = (per_src > 0) & (n[k] >= purity * per_src)
+        other = np.delete(n, k, axis=0).sum(0)
+        own_share = n[k, own].sum() / n[k].sum()
+        other_share = other[own].sum() / max(other.sum(), 1)
+        if own.any() and own_share >= share and other_share < share:
+            flagged[c] = {"sources": [srcs[j] for j in np.nonzero(own)[0]], "share": float(own_share),
+                          "others_share": float(other_share)}  # fmt: skip
+    text = ""
+    if flagged:
+        text = "CONFOUNDED: " + "; ".join(
+            f"{100 * v['share']:.0f} % of class {c!r} comes from {', '.join(v['sources'])}, which hold "
+            f"{100 * v['others_share']:.0f} % of the other classes' images" for c, v in flagged.items()
+        ) + (". A classifier can tell the classes apart by acquisition source alone: this result cannot "
+             "separate disease from acquisition source.")  # fmt: skip
+    return {"confounded": bool(flagged), "classes": flagged, "text": text}
 
 
 def reduce_minority(

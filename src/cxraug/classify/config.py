@@ -15,6 +15,19 @@ PROTOCOLS = ("real", "standard-aug", "gan-aug", "synthetic-only")
 class Source:
     path: str
     label: str | None = None  # class name for a flat folder (e.g. covid-cxnet -> covid)
+    name: str | None = None  # how tables and the report name this source (default: from the path)
+
+
+def source_names(sources: list[Source]) -> list[str]:
+    """A short, unique name per source: ``name``, else the path's last folder (or file) name."""
+    out: list[str] = []
+    for s in sources:
+        n = s.name or (s.path if s.path.startswith("phantom") else Path(s.path.rstrip("/")).name or s.path)
+        base, k = n, 2
+        while n in out:
+            n, k = f"{base}#{k}", k + 1
+        out.append(n)
+    return out
 
 
 @dataclass
@@ -42,7 +55,7 @@ class StudyConfig:
     model: str = "lightweight"
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
     regimes: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.5, 1.0])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
@@ -54,6 +67,19 @@ class StudyConfig:
     features: str = "auto"  # feature extractor for the report's FID/KID/PR and memorization audit
     dedupe: bool = True  # drop test images that (near-)duplicate a training image
     device: str = "cpu"
+    # Images never trained on, never used for early stopping or the threshold: tested per source and pooled.
+    # Each image that shares a patient id with, or (near-)duplicates, a training/validation image is dropped.
+    external_test: list[Source] = field(default_factory=list)
+    # Images of known label, scored by every run and reported per source with the fraction called positive
+    # (e.g. normal images from the positive class's hospital: a direct test of a source shortcut).
+    probe: list[Source] = field(default_factory=list)
+    operating_point: str = "youden"  # youden | sensitivity:0.9 | fixed:0.5, chosen on the validation split
+    margin: float = 0.02  # X: the smallest AUC difference that matters, for the verdict's words
+    bootstrap: int = 1000  # patient-clustered bootstrap resamples for the pooled CIs
+    # The standard-augmentation baseline: flips (Sundaram & Hulkund: horizontal and vertical flips, p = 0.5),
+    # mild (flip + 10 degree rotation + brightness/contrast 0.2), or torchvision v2 transforms such as
+    # "RandomRotation(degrees=10)".
+    standard_aug: list[str] = field(default_factory=lambda: ["flips"])
 
 
 def load_study_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> StudyConfig:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from cxraug.config import load_config
+from cxraug.config import load_config, to_dict
 from cxraug.data.splits import regime_subset
 from cxraug.io import load_checkpoint
 from cxraug.models.artifact import GeneratorArtifact
@@ -31,9 +31,6 @@ class StudyGenerators:
         if self.cfg.generator:
             return self.cfg.generator
         mins = self._minority_train(regime, seed)
-        key = hashlib.sha1(mins.astype(np.int64).tobytes()).hexdigest()[:12]
-        gdir = self.dir / "gans" / f"{self.cfg.minority}-{len(mins)}-{key}"
-        ckpt = gdir / "checkpoints" / "last.pt"
         spec = self.cfg.gan
         assert spec is not None
         tcfg = load_config(TrainConfig, None, [f"width={spec.width}", f"steps={spec.steps}",
@@ -43,6 +40,11 @@ class StudyGenerators:
                                                f"{self.cfg.minority} training images", "epochs=0",  # length in steps
                                                *spec.overrides],
                            base=preset(spec.preset))  # fmt: skip
+        # keyed by its training images and its training config (less the step count, so more steps continue it)
+        h = hashlib.sha1(mins.astype(np.int64).tobytes())
+        h.update(repr(sorted((k, str(v)) for k, v in to_dict(tcfg).items() if k != "steps")).encode())
+        gdir = self.dir / "gans" / f"{self.cfg.minority}-{len(mins)}-{h.hexdigest()[:12]}"
+        ckpt = gdir / "checkpoints" / "last.pt"
         if str(ckpt) in self._syn_cache or (ckpt.is_file() and GeneratorArtifact.load(ckpt).step >= tcfg.steps):
             return str(ckpt)  # trained (checked once per study: the step check loads the whole checkpoint)
         if self.progress:
@@ -73,7 +75,8 @@ class StudyGenerators:
         if ckpt in self._syn_cache:
             return self._syn_cache[ckpt]
         need = max(self._n_to_add(self.split["train"]), int(self.pos[self.split["train"]].sum()), 1)
-        path = Path(ckpt).parent.parent / "synthetic.npy" if self.cfg.gan else self.dir / "synthetic.npy"
+        name = f"synthetic-{self.generator_hash(regime, seed)[:16]}.npy"  # keyed by the checkpoint's bytes
+        path = Path(ckpt).parent.parent / name if self.cfg.gan else self.dir / name
         if path.is_file() and len(np.load(path, mmap_mode="r")) >= need:
             imgs = np.load(path)
         else:
@@ -85,3 +88,16 @@ class StudyGenerators:
                 save_grid(imgs[:64], self.dir / "synthetic_samples.png")
         self._syn_cache[ckpt] = imgs
         return imgs
+
+    def generator_hash(self, regime: float, seed: int) -> str:
+        """SHA-256 of the checkpoint that augments the (regime, seed) run (trained first if needed)."""
+        ckpt = Path(self.generator_for(regime, seed))
+        st = ckpt.stat()
+        key = (str(ckpt), st.st_size, st.st_mtime_ns)
+        if key not in self._ckpt_hash:
+            h = hashlib.sha256()
+            with open(ckpt, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            self._ckpt_hash[key] = h.hexdigest()
+        return self._ckpt_hash[key]

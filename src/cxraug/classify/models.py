@@ -31,21 +31,36 @@ class LightweightCNN(nn.Module):
 
 
 class _Gray(nn.Module):
-    """Wrap a torchvision model: repeat the gray channel to RGB, resize for Inception."""
+    """Wrap a torchvision model: repeat the gray channel to RGB, resize to the weights' input size and
+    normalize with the weights' mean/std (inputs arrive in [-1, 1], as for the lightweight CNN)."""
 
-    def __init__(self, net: nn.Module, size: int | None = None):
+    def __init__(self, net: nn.Module, size: int | None = None, mean: list[float] | None = None,
+                 std: list[float] | None = None):  # fmt: skip
         super().__init__()
         self.net, self.size = net, size
+        self.register_buffer("mean", torch.tensor(mean or [0.5] * 3).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std or [0.5] * 3).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B,1,S,S] in [-1,1]
         if self.size and x.shape[-1] != self.size:
             x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        out = self.net(x.expand(-1, 3, -1, -1))
+        x = ((x + 1) / 2).expand(-1, 3, -1, -1)  # [B,3,size,size] in [0,1]
+        out = self.net((x - self.mean) / self.std)
         return out.logits if hasattr(out, "logits") else out
 
 
+def input_spec(name: str) -> dict:
+    """Input size and normalization a torchvision classifier's DEFAULT weights were trained with, from
+    the weights' own metadata (``weights.transforms()``: crop size 224, 299 for Inception; ImageNet mean/std)."""
+    import torchvision.models as tvm
+
+    t = tvm.get_model_weights(name).DEFAULT.transforms()
+    return {"size": int(t.crop_size[0]), "mean": [float(v) for v in t.mean], "std": [float(v) for v in t.std]}
+
+
 def build_classifier(name: str, n_out: int, pretrained: bool = True) -> tuple[nn.Module, str]:
-    """(model, weights description). ImageNet weights when they can be had, else from scratch."""
+    """(model, weights description). ImageNet weights when they can be had, else from scratch; either way
+    the input is resized and normalized as the ImageNet weights expect (so a reloaded model matches)."""
     if name == "lightweight":
         return LightweightCNN(n_out), "from scratch"
     import torchvision.models as tvm
@@ -69,4 +84,6 @@ def build_classifier(name: str, n_out: int, pretrained: bool = True) -> tuple[nn
         net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, n_out)
     else:
         net.fc = nn.Linear(net.fc.in_features, n_out)
-    return _Gray(net, 299 if name == "inception_v3" else None), desc
+    spec = input_spec(name)
+    desc += f"; input {spec['size']} px, normalized with mean {spec['mean']} and std {spec['std']}"
+    return _Gray(net, spec["size"], spec["mean"], spec["std"]), desc

@@ -9,6 +9,8 @@ dataclasses), :mod:`~cxraug.classify.assemble` (data assembly and leakage checks
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -17,7 +19,15 @@ import torch
 from tqdm.auto import tqdm
 
 from cxraug.classify.aggregate import METRIC_KEYS, aggregate
-from cxraug.classify.assemble import check_generator_unseen, load_sources, reduce_minority
+from cxraug.classify.assemble import (
+    check_generator_unseen,
+    class_source_table,
+    confounding,
+    load_labelled,
+    load_sources,
+    reduce_minority,
+    screen_against_training,
+)
 from cxraug.classify.config import (
     PROTOCOLS,
     GanSpec,
@@ -25,11 +35,13 @@ from cxraug.classify.config import (
     StudyConfig,
     load_config_dict,
     load_study_config,
+    source_names,
 )
 from cxraug.classify.generators import StudyGenerators
 from cxraug.classify.metrics import binary_metrics, multiclass_metrics, multilabel_auc
 from cxraug.classify.models import build_classifier
-from cxraug.classify.train import fit_classifier, predict_proba
+from cxraug.classify.stats import choose_threshold, parse_operating_point
+from cxraug.classify.train import fit_classifier, predict_proba, standard_augmentation
 from cxraug.config import save_config, to_dict
 from cxraug.data.splits import (
     check_no_synthetic,
@@ -39,7 +51,9 @@ from cxraug.data.splits import (
     regime_subset,
 )
 from cxraug.errors import CXRAugError
-from cxraug.io import crash_hook, load_checkpoint, save_checkpoint, write_json
+from cxraug.io import atomic_path, crash_hook, load_checkpoint, save_checkpoint, write_json
+
+RAW_KEYS = ("test_prob", "test_true", "external_prob", "external_true")  # per-image, kept in runs/*/result.json
 
 __all__ = ["METRIC_KEYS", "PROTOCOLS", "GanSpec", "Source", "Study", "StudyConfig", "aggregate",
            "check_generator_unseen", "load_config_dict", "load_sources", "load_study_config"]  # fmt: skip
@@ -60,9 +74,11 @@ class Study(StudyGenerators):
 
     def prepare(self) -> None:
         cfg = self.cfg
+        parse_operating_point(cfg.operating_point)  # a bad rule fails before any work
+        standard_augmentation(cfg.standard_aug)
         self.dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.dir / "config.yaml")
-        ds = load_sources(cfg, self.progress)
+        ds, self.origin = load_labelled(cfg.sources, cfg.size, progress=self.progress)
         if cfg.minority not in ds.class_names:
             raise CXRAugError(f"minority class {cfg.minority!r} not in {ds.class_names}")
         self.ds, self.names = ds, ds.class_names
@@ -89,8 +105,21 @@ class Study(StudyGenerators):
             sp["test"], n_dupes = sp["test"][~dup], int(dup.sum())
         check_no_synthetic([ds.sources[i] for i in sp["test"]], [ds.paths[i] for i in sp["test"]])
         self.split = sp
+        self.table = class_source_table(ds.labels, self.names, self.origin)
+        self.confounding = confounding(self.table) if not self.multilabel else {"confounded": False, "text": ""}
+        fit_idx = np.concatenate([sp["train"], sp["val"]])  # every image a run fits on or picks its threshold on
+        self.external = self._held_out_sets(cfg.external_test, fit_idx, "external")
+        self.probe = self._held_out_sets(cfg.probe, fit_idx, "probe")
+        te = sp["test"][self.known[sp["test"]]]
+        h = hashlib.sha256()
+        for a in (self.images, ds.labels, *(sp[k] for k in ("train", "val", "test"))):
+            h.update(np.ascontiguousarray(a).tobytes())
+        for e in (*self.external.values(), *self.probe.values()):
+            h.update(np.ascontiguousarray(e["images"]).tobytes())
+        self.data_hash = h.hexdigest()
         gen_seen = check_generator_unseen(cfg.generator, self.fp[sp["test"]]) if cfg.generator else None
         self._syn_cache: dict[str, np.ndarray] = {}
+        self._ckpt_hash: dict[tuple, str] = {}
         self.syn = self.synthetic_for(max(cfg.regimes), cfg.seeds[0]) if (cfg.generator or cfg.gan) else None
         write_json(self.dir / "data.json", {
             "classes": self.names, "minority": cfg.minority, "counts": ds.counts(),
@@ -99,9 +128,33 @@ class Study(StudyGenerators):
                              for k, v in sp.items()},
             "test_duplicates_removed": n_dupes, "minority_train_unused": n_unused, "sources": [s.__dict__ for s in cfg.sources],
             "patients": len(set(ds.patient_ids)), "errors": ds.errors,
+            "class_source_table": self.table, "confounding": self.confounding,
+            "test_patients": [ds.patient_ids[i] for i in te],
+            "external": {n: {k: v for k, v in e.items() if k != "images"} for n, e in self.external.items()},
+            "probe": {n: {k: v for k, v in e.items() if k != "images"} for n, e in self.probe.items()},
             "generator": ({"checkpoint": cfg.generator, "training_images_checked": gen_seen} if cfg.generator
                           else {"trained_by_study": to_dict(cfg.gan)} if cfg.gan else None),
         })  # fmt: skip
+
+    def _held_out_sets(self, sources: list[Source], fit_idx: np.ndarray, kind: str) -> dict[str, dict]:
+        """External-test or probe sets, one per source, with every image of a training/validation patient
+        or within pHash reach of a training/validation image dropped (and counted)."""
+        from cxraug.data.stats import fingerprints
+
+        out: dict[str, dict] = {}
+        train_patients = {self.ds.patient_ids[i] for i in fit_idx}
+        for s, name in zip(sources, source_names(sources)):
+            e, _ = load_labelled([s], self.cfg.size, class_names=self.names, progress=self.progress)
+            imgs = np.asarray(e.images)
+            check_no_synthetic(e.sources, e.paths, where=f"the {kind} set {name}")
+            keep, n_pat, n_dup = screen_against_training(fingerprints(imgs), e.patient_ids, self.fp[fit_idx],
+                                                         train_patients)  # fmt: skip
+            lab = e.label_index[keep]
+            out[name] = {"path": s.path, "images": imgs[keep], "y": lab.tolist(), "pos": (lab == self.k_min).tolist(),
+                         "patients": [p for p, k in zip(e.patient_ids, keep) if k], "n_loaded": len(imgs),
+                         "n": int(keep.sum()), "dropped_same_patient": n_pat, "dropped_near_duplicate": n_dup,
+                         "counts": {c: int((lab == k).sum()) for k, c in enumerate(self.names)}}  # fmt: skip
+        return out
 
     # ------------------------------------------------------------------ runs
     def _n_to_add(self, idx: np.ndarray) -> int:
@@ -145,36 +198,88 @@ class Study(StudyGenerators):
     def key(protocol: str, regime: float, seed: int) -> str:
         return f"{protocol}-r{regime:g}-s{seed}"
 
+    def fingerprint(self, protocol: str, regime: float, seed: int) -> str:
+        """A hash of everything that affects one run: the config fields (less the lists of runs), the
+        data and splits, the held-out sets, and the generator checkpoint's bytes for synthetic protocols.
+        A finished run whose fingerprint differs is not reused."""
+        c = to_dict(self.cfg)
+        for k in ("protocols", "regimes", "seeds", "device", "features", "bootstrap", "margin"):
+            c.pop(k, None)
+        gen = self.generator_hash(regime, seed) if protocol in ("gan-aug", "synthetic-only") else None
+        blob = json.dumps({"config": c, "run": [protocol, regime, seed], "data": self.data_hash, "generator": gen},
+                          sort_keys=True, default=str)  # fmt: skip
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def _scores(self, prob: np.ndarray) -> np.ndarray:
+        return prob[:, self.k_min]  # P(minority) [N]
+
+    def _evaluate(self, prob: np.ndarray, y: np.ndarray, pos: np.ndarray, thr: float | None) -> dict:
+        """Metrics of one set at the run's operating point (binary/multi-label) or by argmax (multi-class)."""
+        if thr is None:
+            return multiclass_metrics(y, prob, self.names)
+        return binary_metrics(pos, self._scores(prob), thr)
+
+    def finished(self, protocol: str, regime: float, seed: int) -> dict | None:
+        """The run's stored result if it exists and was made with this run's fingerprint, else None."""
+        done = self.dir / "runs" / self.key(protocol, regime, seed) / "result.json"
+        if not done.is_file():
+            return None
+        old = json.loads(done.read_text())
+        return old if old.get("fingerprint") == self.fingerprint(protocol, regime, seed) else None
+
     def run_one(self, protocol: str, regime: float, seed: int) -> dict:
         key = self.key(protocol, regime, seed)
         rdir = self.dir / "runs" / key
         done = rdir / "result.json"
-        if done.is_file():
-            import json
-
-            return json.loads(done.read_text())
+        fp = self.fingerprint(protocol, regime, seed)
+        old = self.finished(protocol, regime, seed)
+        if old is not None:
+            return old
+        if done.is_file() and self.progress:
+            tqdm.write(f"{key}: its config, data or generator changed since it ran; running it again")
+        cfg = self.cfg
         x, y, syn = self.train_set(protocol, regime, seed)
-        model, weights = build_classifier(self.cfg.model, len(self.names))
+        model, weights = build_classifier(cfg.model, len(self.names))
         v = self.split["val"]
-        model, curves = fit_classifier(model, x, y, self.images[v], self.targets(v), self.cfg.epochs, self.cfg.batch_size,
-                                       self.cfg.lr, augment=protocol == "standard-aug", seed=seed,
-                                       device=self.cfg.device)  # fmt: skip
+        aug = standard_augmentation(cfg.standard_aug) if protocol == "standard-aug" else False
+        model, curves = fit_classifier(model, x, y, self.images[v], self.targets(v), cfg.epochs, cfg.batch_size,
+                                       cfg.lr, augment=aug, seed=seed, device=cfg.device)  # fmt: skip
+        ml = self.multilabel
+        # operating point: chosen on validation only, then applied unchanged to every test set
+        binary = ml or len(self.names) == 2
+        v = v[self.known[v]]
+        thr = choose_threshold(self.pos[v], self._scores(predict_proba(model, self.images[v], multilabel=ml)),
+                               cfg.operating_point) if binary else None  # fmt: skip
         te = self.split["test"]
         te = te[self.known[te]]  # multi-label: where the minority label is recorded (single-label: all)
-        prob = predict_proba(model, self.images[te], multilabel=self.multilabel)
-        if self.multilabel:  # the minority label as a binary task + per-label AUC
-            metrics = {**binary_metrics(self.pos[te], prob[:, self.k_min]),
-                       **multilabel_auc(self.ds.labels[te], prob, self.names)}  # fmt: skip
-        elif len(self.names) == 2:
-            metrics = binary_metrics(self.pos[te], prob[:, self.k_min])
-        else:
-            metrics = multiclass_metrics(self.y[te], prob, self.names)
-        res = {"key": key, "protocol": protocol, "regime": regime, "seed": seed, "model": self.cfg.model,
+        prob = predict_proba(model, self.images[te], multilabel=ml)
+        metrics = self._evaluate(prob, self.y[te], self.pos[te], thr)
+        if ml:  # the minority label as a binary task + per-label AUC
+            metrics.update(multilabel_auc(self.ds.labels[te], prob, self.names))
+        ext, ext_prob, ext_true = {}, {}, {}
+        for name, e in self.external.items():
+            p = predict_proba(model, e["images"], multilabel=ml) if e["n"] else np.zeros((0, len(self.names)))
+            ext[name] = self._evaluate(p, np.asarray(e["y"], int), np.asarray(e["pos"], bool), thr) if e["n"] else {}
+            ext_prob[name], ext_true[name] = self._scores(p).tolist(), [int(b) for b in e["pos"]]
+        if self.external:
+            p_all = np.concatenate([np.asarray(ext_prob[n]) for n in self.external])
+            t_all = np.concatenate([np.asarray(ext_true[n], int) for n in self.external])
+            pooled = binary_metrics(t_all, p_all, thr if thr is not None else 0.5) if len(t_all) else {}
+            ext["pooled"] = pooled
+        probe = {}
+        for name, e in self.probe.items():
+            p = predict_proba(model, e["images"], multilabel=ml) if e["n"] else np.zeros((0, len(self.names)))
+            called = self._scores(p) >= thr if thr is not None else p.argmax(1) == self.k_min
+            probe[name] = {"n": e["n"], "counts": e["counts"], "fraction_called_positive": float(called.mean()) if e["n"] else float("nan"),
+                           "median_score": float(np.median(self._scores(p))) if e["n"] else float("nan")}  # fmt: skip
+        res = {"key": key, "protocol": protocol, "regime": regime, "seed": seed, "model": cfg.model,
                "weights": weights, "n_train": len(y), "n_synthetic": int(syn.sum()), "curves": curves,
-               "metrics": metrics, "test_prob": prob[:, self.k_min].tolist(),
-               "test_true": self.pos[te].astype(int).tolist()}  # fmt: skip
+               "operating_point": cfg.operating_point if binary else "argmax", "threshold": thr,
+               "metrics": metrics, "external": ext, "probe": probe, "fingerprint": fp,
+               "test_prob": self._scores(prob).tolist(), "test_true": self.pos[te].astype(int).tolist(),
+               "external_prob": ext_prob, "external_true": ext_true}  # fmt: skip
         rdir.mkdir(parents=True, exist_ok=True)
-        if seed == self.cfg.seeds[0]:
+        if seed == cfg.seeds[0]:
             save_checkpoint({"state_dict": model.state_dict()}, rdir / "model.pt")
         write_json(done, res)  # written last: its presence marks the run complete
         return res
@@ -185,16 +290,39 @@ class Study(StudyGenerators):
         jobs = [(p, r, s) for r in cfg.regimes for p in cfg.protocols for s in cfg.seeds]
         results, n_new = [], 0
         for job in tqdm(jobs, desc="benchmark", unit="run", disable=not self.progress):
-            done = (self.dir / "runs" / self.key(*job) / "result.json").is_file()
+            reused = self.finished(*job) is not None
             results.append(self.run_one(*job))
-            if not done:
+            if not reused:
                 n_new += 1
                 crash_hook("after-run", n_new)
-        summary = aggregate(results, cfg)
+        groups = {"internal": json.loads((self.dir / "data.json").read_text())["test_patients"]}
+        for n, e in self.external.items():
+            groups[f"external:{n}"] = [f"{n}/{p}" for p in e["patients"]]
+        summary = aggregate(results, cfg, groups, self.confounding)
         write_json(self.dir / "results.json", {"config": load_config_dict(self.dir), "summary": summary,
-                                               "runs": [{k: v for k, v in r.items() if k not in ("test_prob", "test_true")}
+                                               "runs": [{k: v for k, v in r.items() if k not in RAW_KEYS}
                                                         for r in results]})  # fmt: skip
+        self.save_report_inputs()
         return summary
+
+    def save_report_inputs(self, cap: int = 2000) -> Path:
+        """What the report needs besides the run results, so that ``cxraug report`` reads only the study
+        folder: a few real minority test images, the synthetic images, the real minority training images
+        (for FID/KID and the memorization audit) and a capped sample of the top regime's training set."""
+        top, s0 = max(self.cfg.regimes), self.cfg.seeds[0]
+        te, tr = self.split["test"], self.split["train"]
+        x, y, syn = self.train_set("gan-aug" if self.syn is not None else "real", top, s0)
+        if self.multilabel:  # colour by the minority label
+            y = (np.nan_to_num(y[:, self.k_min]) == 1).astype(int)
+        pick = np.sort(np.random.default_rng(0).permutation(len(x))[:cap])
+        arrays = {"test_minority": self.images[te][self.pos[te]][:12], "train_minority": self.images[tr][self.pos[tr]],
+                  "umap_x": x[pick], "umap_y": y[pick].astype(np.int64), "umap_synthetic": syn[pick]}  # fmt: skip
+        if self.syn is not None:
+            arrays["synthetic"] = self.syn
+        dest = self.dir / "report_inputs.npz"
+        with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        return dest
 
     def model(self, key: str) -> torch.nn.Module:
         m, _ = build_classifier(self.cfg.model, len(self.names), pretrained=False)

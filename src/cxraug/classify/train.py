@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -10,17 +12,52 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.transforms import v2
 
-STANDARD_AUG = v2.Compose(
-    [v2.RandomHorizontalFlip(), v2.RandomRotation(10), v2.ColorJitter(brightness=0.2, contrast=0.2)]
-)  # flips, small rotations, brightness/contrast: the "standard augmentation" baseline
+from cxraug.errors import CXRAugError
+
+RECIPES = {
+    # Sundaram & Hulkund (2021): random horizontal and vertical flips, each with p = 0.5
+    "flips": lambda: [v2.RandomHorizontalFlip(0.5), v2.RandomVerticalFlip(0.5)],
+    # the earlier cxraug baseline: flip, small rotations, brightness/contrast
+    "mild": lambda: [v2.RandomHorizontalFlip(), v2.RandomRotation(10), v2.ColorJitter(brightness=0.2, contrast=0.2)],
+}
+
+
+def _transform(spec: str) -> list[v2.Transform]:
+    """A recipe name, or one torchvision v2 transform written as a call: ``RandomRotation(degrees=10)``."""
+    if spec in RECIPES:
+        return RECIPES[spec]()
+    try:
+        call = ast.parse(spec.strip(), mode="eval").body
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
+            raise ValueError("not a call")
+        cls = getattr(v2, call.func.id, None)
+        if not (isinstance(cls, type) and issubclass(cls, v2.Transform)):
+            raise ValueError(f"{call.func.id} is not a torchvision.transforms.v2 transform")
+        args = [ast.literal_eval(a) for a in call.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg}
+        return [cls(*args, **kwargs)]
+    except (SyntaxError, ValueError, TypeError) as e:
+        raise CXRAugError(
+            f"standard_aug {spec!r}: {e}; use {' or '.join(RECIPES)} or a torchvision v2 transform such as "
+            "'RandomRotation(degrees=10)'"
+        ) from e
+
+
+def standard_augmentation(specs: list[str] | str = "flips") -> v2.Compose:
+    """The standard-augmentation baseline named by ``specs`` (recipes and transforms, applied in order)."""
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    return v2.Compose([t for sp in specs for t in _transform(sp)])
+
+
+STANDARD_AUG = standard_augmentation("flips")
 
 
 def to_float(u8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(u8)).float().div(255.0).unsqueeze(1)  # [N,1,S,S] in [0,1]
 
 
-def _augment(x: torch.Tensor) -> torch.Tensor:
-    return torch.stack([STANDARD_AUG(img) for img in x])
+def _augment(x: torch.Tensor, aug: Callable[[torch.Tensor], torch.Tensor] = STANDARD_AUG) -> torch.Tensor:
+    return torch.stack([aug(img) for img in x])
 
 
 def fit_classifier(
@@ -32,14 +69,15 @@ def fit_classifier(
     epochs: int = 10,
     batch_size: int = 64,
     lr: float = 1e-3,
-    augment: bool = False,
+    augment: bool | Callable[[torch.Tensor], torch.Tensor] = False,
     seed: int = 0,
     device: str = "cpu",
 ) -> tuple[nn.Module, dict]:
     """Returns the best-validation model and per-epoch train/val loss curves.
 
     Targets: class indices [N] (binary / multi-class head, cross-entropy) or multi-hot float vectors
-    [N,K] (multi-label head, one sigmoid per label; NaN = unknown label, masked out of the loss)."""
+    [N,K] (multi-label head, one sigmoid per label; NaN = unknown label, masked out of the loss).
+    ``augment``: True for the default standard augmentation (flips), or a transform of one [1,S,S] image."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = model.to(device)
@@ -59,7 +97,7 @@ def fit_classifier(
             if len(idx) < 2:
                 continue
             xb = xt[idx]
-            xb = _augment(xb) if augment else xb
+            xb = _augment(xb, STANDARD_AUG if augment is True else augment) if augment else xb
             loss = loss_fn(model((xb * 2 - 1).to(device)), yt[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,29 +1,92 @@
-"""``cxraug report STUDY_DIR`` -> one self-contained report.html (images embedded) + results.json."""
+"""``cxraug report STUDY_DIR`` -> one self-contained report.html (images embedded) + results.json.
+
+A pure function of the study's output folder: it reads config.yaml, data.json, results.json,
+runs/*/result.json, the first seed's models and report_inputs.npz, and never the source data (the
+study may have been copied elsewhere, its data moved away). Rendered with jinja2, autoescaped.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import jinja2
 import numpy as np
 
-from cxraug.io import write_text_atomic
+from cxraug.errors import CXRAugError, show_path
+from cxraug.io import load_checkpoint, write_text_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+    from cxraug.classify.config import StudyConfig
 
 log = logging.getLogger("cxraug.report")
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{color:#666;font-size:13px}"""
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{color:#666;font-size:13px}
+.warn{background:#fff1f0;border:2px solid #c0392b;padding:.6em 1em;font-weight:600}.verdict{font-weight:600}"""
 
-
-def _img(path: Path, alt: str) -> str:
-    if not path.is_file():
-        return f"<p class=note>({html.escape(alt)}: not available)</p>"
-    b64 = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"><figcaption class=note>{html.escape(alt)}</figcaption></figure>'
+TEMPLATE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>cxraug report</title><style>{{ css }}</style></head><body>
+<h1>cxraug benchmark report</h1>
+<p class="note">model: {{ cfg.model }} ({{ weights }}); {{ cfg.size }} px; seeds {{ cfg.seeds }}; epochs {{ cfg.epochs }};
+operating point: {{ cfg.operating_point }} on the validation split; standard augmentation: {{ cfg.standard_aug | join(", ") }};
+the test split is real images only.</p>
+{% if conf.confounded %}<p class="warn">{{ conf.text }}</p>{% endif %}
+<h2>Data</h2>
+{{ table(data_rows, ["class", "images", "train", "val", "test"]) }}
+<p class="note">{{ data.patients }} patients; patient-level splits; {{ data.test_duplicates_removed }} test images removed as
+(near-)duplicates of training images.</p>
+<h3>Class × source</h3>
+{{ table(source_rows, ["class"] + source_cols) }}
+<p class="note">{% if conf.confounded %}Class and source are confounded (see the warning above).{% else %}No class is drawn
+mostly from a source of its own.{% endif %} Classes drawn from different sources can differ in acquisition artefacts a
+classifier may learn instead of the disease.</p>
+{% if external %}<h3>External test sets</h3>
+{{ table(external_rows, ["source", "path", "loaded", "same patient dropped", "near-duplicate dropped", "used"] + data.classes) }}
+<p class="note">External images are never trained on and never used for early stopping or the threshold. An image of a
+patient in the training or validation split, or within a few pHash bits of one of their images, is dropped. An external
+set tests transfer only for what is new in it: positives from a new hospital scored against negatives from a training
+source test the positives' shift but cannot rule out a source shortcut, since the negatives still look like training
+data; only a set whose positives and negatives both come from a source never trained on can.</p>{% endif %}
+{% if probes %}<h3>Probe sets</h3>
+{{ table(probe_rows, ["regime", "protocol", "source", "images", "called " ~ cfg.minority ~ " (mean over seeds)", "median P(" ~ cfg.minority ~ ")"]) }}
+<p class="note">Images of known label, never trained on. Negatives from the positive class's own source that are called
+positive are evidence that the classifier learnt the source.</p>{% endif %}
+{% if has_gen %}<h2>Generator</h2>{{ img("synthetic_samples.png", "synthetic minority-class samples") }}{% endif %}
+{% if quality %}<h2>Image quality</h2>
+{{ table([[quality.features, "%.3f"|format(quality.fid), "%.4f ± %.4f"|format(quality.kid_mean, quality.kid_std),
+  "%.3f"|format(quality.precision), "%.3f"|format(quality.recall), "%.3f"|format(quality.density),
+  "%.3f"|format(quality.coverage), quality.n_real, quality.n_fake]],
+  ["features", "FID", "KID", "precision", "recall", "density", "coverage", "n real", "n fake"]) }}
+<p class="note">Real = minority-class training images. Numbers are comparable only within one extractor.</p>
+<h2>Memorization audit</h2>
+<p>{{ mem.n_flagged }} of {{ mem.n_fake }} synthetic images flagged as near-copies of a training image (pixel RMSE &lt;
+{{ mem.thresholds.pixel_rmse }} or feature distance &lt; {{ mem.thresholds.feature_ratio }}× the real-to-real median).
+Median pixel RMSE to the nearest real image: {{ "%.3f"|format(mem.pixel_rmse.p50) }}.</p>
+{{ img("figures/closest_pairs.png", "closest pairs: synthetic (top) and nearest real training image (bottom)") }}{% endif %}
+<h2>Benchmark</h2>
+{% for r in regimes %}<h3>{{ r.title }}</h3>
+{% for v in r.verdicts %}<p class="verdict">{{ v }}</p>{% endfor %}
+<p class="note">internal test split</p>
+{{ table(r.rows, ["protocol"] + r.cols) }}
+{% for e in r.external %}<p class="note">external: {{ e.name }}</p>{{ table(e.rows, ["protocol"] + e.cols) }}{% endfor %}
+{% if r.pooled %}<p class="note">pooled test predictions, 95 % patient-bootstrap CI</p>{{ table(r.pooled, ["set", "protocol", "AUC", "PR-AUC", "sensitivity", "specificity"]) }}{% endif %}
+{% for c in r.comparisons %}<p class="note">{{ c }}</p>{% endfor %}
+{% endfor %}
+<h2>Method</h2><p class="note">{{ method }}</p>
+<h2>Plots ({{ top_pct }} % regime, seed {{ cfg.seeds[0] }})</h2>
+{{ img("figures/learning_curves.png", "learning curves") }}{{ img("figures/confusion.png", "confusion matrices") }}
+{{ img("figures/roc.png", "ROC curves") }}{{ img("figures/confidence.png", "per-image confidence, minority class") }}
+{{ img("figures/gradcam.png", "Grad-CAM (GAN-aug model) on real and synthetic minority images") }}
+{{ img("figures/umap.png", "UMAP of classifier features, real vs synthetic") }}
+</body></html>
+"""
 
 
 def _fmt(m: dict) -> str:
@@ -33,104 +96,156 @@ def _fmt(m: dict) -> str:
     return f"{m['mean']:.3f}" + (f" ± {ci:.3f}" if np.isfinite(ci) else "")
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    h = "".join(f"<th>{html.escape(x)}</th>" for x in header)
-    body = "".join("<tr>" + "".join(f"<td>{x}</td>" for x in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
+def _boot(b: dict | None) -> str:
+    if not b or not np.isfinite(b.get("estimate", np.nan)):
+        return "–"
+    lo, hi = b["ci"]
+    return f"{b['estimate']:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "")
 
 
-def build_report(study_dir: str | Path, progress: bool = True) -> Path:
-    from cxraug.classify.study import Study, load_study_config
+def _env(d: Path) -> jinja2.Environment:
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True)
+
+    def table(rows: list[list], header: list[str]) -> str:
+        t = env.from_string("<table><tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr>"
+                            "{% for r in rows %}<tr>{% for x in r %}<td>{{ x }}</td>{% endfor %}</tr>{% endfor %}</table>")  # fmt: skip
+        return jinja2.utils.markupsafe.Markup(t.render(rows=rows, header=header))
+
+    def img(rel: str, alt: str) -> str:
+        p = d / rel
+        if not p.is_file():
+            return env.from_string('<p class="note">({{ alt }}: not available)</p>').render(alt=alt)
+        b64 = base64.b64encode(p.read_bytes()).decode()
+        t = env.from_string('<figure><img alt="{{ alt }}" src="data:image/png;base64,{{ b64 }}">'
+                            '<figcaption class="note">{{ alt }}</figcaption></figure>')  # fmt: skip
+        return jinja2.utils.markupsafe.Markup(t.render(alt=alt, b64=b64))
+
+    env.globals.update(table=table, img=img)
+    return env
+
+
+def _read(d: Path, name: str) -> dict:
+    p = d / name
+    if not p.is_file():
+        raise CXRAugError(f"{show_path(p)} is missing: is {show_path(d)} a finished study (cxraug benchmark)?")
+    return json.loads(p.read_text())
+
+
+def _model(d: Path, cfg: StudyConfig, n_classes: int, key: str) -> torch.nn.Module:
+    from cxraug.classify.models import build_classifier
+
+    m, _ = build_classifier(cfg.model, n_classes, pretrained=False)
+    m.load_state_dict(load_checkpoint(d / "runs" / key / "model.pt")["state_dict"])
+    return m.eval()
+
+
+def _figures(d: Path, cfg: StudyConfig, data: dict, first: list[dict], inputs: dict, progress: bool) -> dict | None:
     from cxraug.report import plots
 
-    d = Path(study_dir)
-    res = json.loads((d / "results.json").read_text())
-    data = json.loads((d / "data.json").read_text())
-    runs = res["runs"]
-    full = [json.loads((d / "runs" / r["key"] / "result.json").read_text()) for r in runs]
-    cfg = load_study_config(d / "config.yaml")
     fig = d / "figures"
     fig.mkdir(exist_ok=True)
-    top = max(cfg.regimes)
-    first = [r for r in full if r["regime"] == top and r["seed"] == cfg.seeds[0]]
     plots.learning_curves(first, fig / "learning_curves.png")
     binary = data.get("multilabel") or len(data["classes"]) == 2  # minority vs rest
     plots.confusion_matrices(first, [f"not {cfg.minority}", cfg.minority] if binary else data["classes"],
                              fig / "confusion.png")  # fmt: skip
     plots.roc_curves(first, fig / "roc.png")
     plots.confidence_plot(first, fig / "confidence.png")
-    st = Study(cfg, d, progress=False)
-    st.prepare()
-    k = st.k_min
-    te = st.split["test"]
-    real_min = st.images[te][st.pos[te]]
+    k = data["classes"].index(cfg.minority)
+    syn = inputs.get("synthetic")
     gan_key = next((r["key"] for r in first if r["protocol"] == "gan-aug"), first[0]["key"])
-    model = st.model(gan_key)
+    model = _model(d, cfg, len(data["classes"]), gan_key)
     try:
-        plots.gradcam_grid(model, real_min, st.syn, k, fig / "gradcam.png")
+        plots.gradcam_grid(model, inputs["test_minority"], syn, k, fig / "gradcam.png")
     except Exception as e:  # a plot must not sink the report
         log.warning("Grad-CAM failed: %s", e)
-    x, y, syn = st.train_set("gan-aug" if st.syn is not None else "real", top, cfg.seeds[0])
     try:
-        if st.multilabel:  # colour by the minority label
-            y, names = (np.nan_to_num(y[:, k]) == 1).astype(int), [f"not {cfg.minority}", cfg.minority]
-        else:
-            names = data["classes"]
-        plots.umap_plot(model, x, y, syn, names, fig / "umap.png")
+        names = [f"not {cfg.minority}", cfg.minority] if data.get("multilabel") else data["classes"]
+        plots.umap_plot(model, inputs["umap_x"], inputs["umap_y"], inputs["umap_synthetic"], names, fig / "umap.png")
     except Exception as e:
         log.warning("UMAP failed: %s", e)
-    quality = None
-    if st.syn is not None:
-        from cxraug.metrics import evaluate_images
-        from cxraug.metrics.memorization import closest_pairs_grid
+    if syn is None:
+        return None
+    from cxraug.metrics import evaluate_images
+    from cxraug.metrics.memorization import closest_pairs_grid
 
-        real_train_min = st.images[st.split["train"]][st.pos[st.split["train"]]]
-        quality = evaluate_images(real_train_min, st.syn, cfg.features, progress=progress)
-        closest_pairs_grid(real_train_min, st.syn, quality["memorization"], fig / "closest_pairs.png")
+    quality = evaluate_images(inputs["train_minority"], syn, cfg.features, progress=progress)
+    closest_pairs_grid(inputs["train_minority"], syn, quality["memorization"], fig / "closest_pairs.png")
+    return quality
+
+
+def _regime_view(regime: str, summary: dict) -> dict:
+    by_p = summary["table"][regime]
+    keys = [k for k in next(iter(by_p.values())) if k != "threshold"] + ["threshold"]
+    view: dict = {"title": f"{float(regime) * 100:g} % of the training data", "cols": keys,
+                  "rows": [[p] + [_fmt(by_p[p].get(k, {})) for k in keys] for p in by_p], "external": [],
+                  "pooled": [], "verdicts": [], "comparisons": []}  # fmt: skip
+    for name, tab in summary.get("external", {}).get(regime, {}).items():
+        ek = list(next(iter(tab.values())))
+        view["external"].append({"name": name, "cols": ek, "rows": [[p] + [_fmt(tab[p][k]) for k in ek] for p in tab]})
+    for s, by in summary.get("pooled", {}).get(regime, {}).items():
+        for p, b in by.items():
+            view["pooled"].append([s, p] + [_boot(b.get(k)) for k in ("auc", "pr_auc", "sensitivity", "specificity")])
+    for label, sets in summary.get("verdict", {}).get(regime, {}).items():
+        for s, v in sets.items():
+            view["verdicts"].append(f"{label} ({s} test): {v['text']}")
+    for label, sets in summary.get("comparisons", {}).get(regime, {}).items():
+        for s, c in sets.items():
+            if "paired_seeds" not in c:
+                continue
+            ps, dl, bt = c["paired_seeds"], c["delong_pooled"], c["bootstrap_difference"]
+            view["comparisons"].append(
+                f"{label}, {s}: AUC difference per seed {[round(x, 3) for x in c['auc_difference_per_seed']]}, "
+                f"mean {_fmt(ps)} (paired t p={ps.get('p_value', float('nan')):.3f}); DeLong on seed-averaged scores "
+                f"{dl['difference']:+.3f} (p={dl['p_value']:.3f}); per seed p="
+                f"{[round(x['p_value'], 3) for x in c['delong_per_seed']]}; patient bootstrap {_boot(bt)}"
+            )
+    return view
+
+
+def build_report(study_dir: str | Path, progress: bool = True) -> Path:
+    from cxraug.classify.config import load_study_config
+
+    d = Path(study_dir)
+    res, data = _read(d, "results.json"), _read(d, "data.json")
+    cfg = load_study_config(d / "config.yaml")
+    full = [_read(d / "runs" / r["key"], "result.json") for r in res["runs"]]
+    top = max(cfg.regimes)
+    first = [r for r in full if r["regime"] == top and r["seed"] == cfg.seeds[0]]
+    npz = d / "report_inputs.npz"
+    inputs = dict(np.load(npz)) if npz.is_file() else {}
+    quality = _figures(d, cfg, data, first, inputs, progress) if inputs else None
+    if quality:
         res["quality"] = quality
     write_text_atomic(d / "results.json", json.dumps(res, indent=2, default=float))
 
-    parts = [f"<html><head><meta charset=utf-8><title>cxraug report</title><style>{CSS}</style></head><body>",
-             "<h1>cxraug benchmark report</h1>",
-             f"<p class=note>model: {html.escape(cfg.model)} ({html.escape(full[0]['weights'])}); "
-             f"{cfg.size}px; seeds {cfg.seeds}; epochs {cfg.epochs}; test split is real images only.</p>",
-             "<h2>Data</h2>",
-             _table([[c, str(data["counts"][c])] + [str(data["split_counts"][s][c]) for s in ("train", "val", "test")]
-                     for c in data["classes"]], ["class", "images", "train", "val", "test"]),
-             f"<p class=note>{data['patients']} patients; patient-level splits; {data['test_duplicates_removed']} "
-             "test images removed as (near-)duplicates of training images. Classes drawn from different sources can "
-             "differ in acquisition artefacts a classifier may learn; read results with that in mind.</p>"]  # fmt: skip
-    if st.syn is not None:
-        parts += ["<h2>Generator</h2>", _img(d / "synthetic_samples.png", "synthetic minority-class samples")]
-    if quality:
-        m = quality["memorization"]
-        parts += [
-            "<h2>Image quality</h2>",
-            _table([[quality["features"], f"{quality['fid']:.3f}", f"{quality['kid_mean']:.4f} ± {quality['kid_std']:.4f}",
-                     f"{quality['precision']:.3f}", f"{quality['recall']:.3f}", f"{quality['density']:.3f}",
-                     f"{quality['coverage']:.3f}", str(quality["n_real"]), str(quality["n_fake"])]],
-                   ["features", "FID", "KID", "precision", "recall", "density", "coverage", "n real", "n fake"]),
-            "<p class=note>Real = minority-class training images. Numbers are comparable only within one extractor.</p>",
-            "<h2>Memorization audit</h2>",
-            f"<p>{m['n_flagged']} of {m['n_fake']} synthetic images flagged as near-copies of a training image "
-            f"(pixel RMSE &lt; {m['thresholds']['pixel_rmse']} or feature distance &lt; "
-            f"{m['thresholds']['feature_ratio']}× the real-to-real median). Median pixel RMSE to the nearest real "
-            f"image: {m['pixel_rmse']['p50']:.3f}.</p>",
-            _img(fig / "closest_pairs.png", "closest pairs: synthetic (top) and nearest real training image (bottom)"),
-        ]  # fmt: skip
-    parts.append("<h2>Benchmark</h2>")
-    for regime, by_p in res["summary"]["table"].items():
-        keys = list(next(iter(by_p.values())).keys())
-        rows = [[p] + [_fmt(by_p[p][k]) for k in keys] for p in by_p]
-        parts += [f"<h3>{float(regime) * 100:g} % of the training data</h3>", _table(rows, ["protocol", *keys])]
-        pc = res["summary"]["paired_gan_vs_standard"].get(regime)
-        if pc:
-            parts.append("<p class=note>GAN-aug − standard-aug, paired by seed: " + "; ".join(
-                f"{k}: {_fmt(v)} (p={v['p_value']:.3f})" for k, v in pc.items()) + "</p>")  # fmt: skip
-    parts += ["<p class=note>mean ± 95 % CI (t) across seeds.</p>",
-              f"<h2>Plots ({top * 100:g} % regime, seed {cfg.seeds[0]})</h2>",
-              _img(fig / "learning_curves.png", "learning curves"), _img(fig / "confusion.png", "confusion matrices"),
-              _img(fig / "roc.png", "ROC curves"), _img(fig / "confidence.png", "per-image confidence, minority class"),
-              _img(fig / "gradcam.png", "Grad-CAM (GAN-aug model) on real and synthetic minority images"),
-              _img(fig / "umap.png", "UMAP of classifier features, real vs synthetic"), "</body></html>"]  # fmt: skip
-    return write_text_atomic(d / "report.html", "\n".join(parts))
+    summary = res["summary"]
+    table_cs = data.get("class_source_table", {})
+    source_cols = sorted({s for row in table_cs.values() for s in row})
+    probe_rows = []
+    for r in full:
+        for name, pr in (r.get("probe") or {}).items():
+            probe_rows.append(
+                (r["regime"], r["protocol"], name, pr["n"], pr["fraction_called_positive"], pr["median_score"])
+            )
+    agg: dict = {}
+    for reg, p, name, n, frac, med in probe_rows:
+        agg.setdefault((reg, p, name, n), []).append((frac, med))
+    probe_table = [[f"{reg * 100:g} %", p, name, n, f"{np.mean([f for f, _ in v]):.2f}",
+                    f"{np.median([m for _, m in v]):.3f}"] for (reg, p, name, n), v in agg.items()]  # fmt: skip
+    ctx = {
+        "css": CSS, "cfg": cfg, "data": data, "weights": full[0]["weights"] if full else "",
+        "conf": summary.get("confounding") or data.get("confounding") or {"confounded": False, "text": ""},
+        "data_rows": [[c, data["counts"][c]] + [data["split_counts"][s][c] for s in ("train", "val", "test")]
+                      for c in data["classes"]],
+        "source_rows": [[c] + [table_cs[c].get(s, 0) for s in source_cols] for c in table_cs],
+        "source_cols": source_cols,
+        "external": data.get("external", {}),
+        "external_rows": [[n, e["path"], e["n_loaded"], e["dropped_same_patient"], e["dropped_near_duplicate"], e["n"]]
+                          + [e["counts"].get(c, 0) for c in data["classes"]] for n, e in data.get("external", {}).items()],
+        "probes": bool(probe_table), "probe_rows": probe_table,
+        "has_gen": "synthetic" in inputs, "quality": quality, "mem": (quality or {}).get("memorization"),
+        "regimes": [_regime_view(r, summary) for r in summary["table"]],
+        "method": summary.get("method", ""), "top_pct": f"{top * 100:g}",
+    }  # fmt: skip
+    html = _env(d).from_string(TEMPLATE).render(**ctx)
+    return write_text_atomic(d / "report.html", html)

@@ -1,0 +1,227 @@
+"""Issue 18: a study whose verdict can be trusted. One tiny phantom study with an external test set
+(shared by the tests below), checked against references computed here: the threshold re-chosen from
+the saved model's validation scores, external metrics recomputed from the stored scores, the
+duplicates an external set must lose, confounding on hand-made class x source tables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cxraug.classify.assemble import confounding
+from cxraug.classify.config import GanSpec, Source, StudyConfig
+from cxraug.classify.stats import choose_threshold
+from cxraug.data import write_phantom_folder
+
+KEYS = {"auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity"}
+
+
+def _external(tmp: Path, internal: Path) -> tuple[Path, list[str]]:
+    """Six new images per class from another phantom seed (renamed: other patients), plus a copy of every
+    internal COVID image under a new name (a new patient id, the same pixels: a near-duplicate)."""
+    raw = write_phantom_folder(tmp / "ext-raw", {"normal": 6, "covid": 6}, size=64, seed=7)
+    ext = tmp / "ext"
+    copied = []
+    for p in sorted(raw.rglob("*.png")):
+        (ext / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, ext / p.parent.name / f"new-{p.name}")
+    for p in sorted((internal / "covid").glob("*.png")):
+        shutil.copy(p, ext / "covid" / f"copy-{p.name}")
+        copied.append(p.stem)
+    return ext, copied
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from cxraug.classify.study import Study
+
+    tmp = tmp_path_factory.mktemp("verdict")
+    internal = write_phantom_folder(tmp / "data", {"normal": 24, "covid": 12}, size=64, seed=3)
+    ext, copied = _external(tmp, internal)
+    from cxraug.metrics.encoder import ConvEncoder, save_encoder
+
+    enc = save_encoder(ConvEncoder(32, width=8), tmp / "enc.safetensors")  # untrained: the report's plumbing only
+    cfg = StudyConfig(sources=[Source(str(internal))], size=32, gan=GanSpec(steps=3, width=8, batch_size=8),
+                      protocols=["standard-aug", "gan-aug"], regimes=[1.0], seeds=[0, 1], epochs=1, batch_size=16,
+                      external_test=[Source(str(ext), name="ext")], bootstrap=50, features=f"encoder:{enc}",
+                      probe=[Source(str(ext / "normal"), label="normal", name="probe-normals")])  # fmt: skip
+    st = Study(cfg, tmp / "study", progress=False)
+    st.run()
+    return st, copied, tmp
+
+
+def test_results_hold_threshold_internal_and_external_metrics_and_verdict(study):
+    st, _, _ = study
+    res = json.loads((st.dir / "results.json").read_text())
+    assert len(res["runs"]) == 4
+    for r in res["runs"]:
+        assert isinstance(r["threshold"], float) and r["operating_point"] == "youden"
+        assert set(r["metrics"]) >= KEYS
+        assert set(r["external"]) == {"ext", "pooled"}
+        assert set(r["external"]["ext"]) >= KEYS
+        assert r["probe"]["probe-normals"]["n"] == 6
+    v = res["summary"]["verdict"]["1.0"]["gan-aug vs standard-aug"]
+    assert set(v) == {"internal", "external"}
+    for x in v.values():
+        assert x["word"] in ("better", "worse", "no detectable difference", "underpowered")
+    assert "DeLong" in res["summary"]["method"]
+    assert not res["summary"]["confounding"]["confounded"]  # one source holds both classes
+
+
+def test_threshold_is_chosen_on_validation_and_applied_unchanged(study):
+    """The recorded threshold is Youden's point of the saved model's validation scores; the external
+    sensitivity/specificity are the stored external scores cut at that same threshold."""
+    from cxraug.classify.train import predict_proba
+
+    st, _, _ = study
+    run = json.loads((st.dir / "runs" / "gan-aug-r1-s0" / "result.json").read_text())
+    model = st.model("gan-aug-r1-s0")
+    v = st.split["val"]
+    score = predict_proba(model, st.images[v])[:, st.k_min]
+    assert run["threshold"] == pytest.approx(choose_threshold(st.pos[v], score, "youden"), abs=1e-6)
+    s, y = np.asarray(run["external_prob"]["ext"]), np.asarray(run["external_true"]["ext"], bool)
+    m = run["external"]["ext"]
+    assert m["sensitivity"] == pytest.approx((s[y] >= run["threshold"]).mean())
+    assert m["specificity"] == pytest.approx((s[~y] < run["threshold"]).mean())
+    assert m["threshold"] == run["metrics"]["threshold"] == run["threshold"]
+
+
+def test_external_duplicates_of_training_images_are_dropped_and_counted(study):
+    st, copied, _ = study
+    e = json.loads((st.dir / "data.json").read_text())["external"]["ext"]
+    fit = set(np.concatenate([st.split["train"], st.split["val"]]).tolist())
+    in_fit = sum(1 for i, p in enumerate(st.ds.paths) if i in fit and Path(p).stem in copied)
+    assert in_fit > 0
+    assert e["dropped_near_duplicate"] == in_fit  # copies of training/validation images: gone
+    assert e["n"] == 12 + len(copied) - in_fit  # new images and copies of internal *test* images stay
+    assert e["n_loaded"] == 12 + len(copied)
+
+
+def test_confounding_flags_classes_from_their_own_sources():
+    covid_vs_nih = {"covid": {"cxnet": 300, "nih": 0}, "normal": {"cxnet": 0, "nih": 400}}
+    c = confounding(covid_vs_nih)
+    assert c["confounded"] and set(c["classes"]) == {"covid", "normal"} and "cannot separate" in c["text"]
+    mostly = {"covid": {"a": 90, "b": 10}, "normal": {"a": 5, "b": 300}}  # covid mostly from a, normals from b
+    assert confounding(mostly)["confounded"]
+    one_source = {"covid": {"nih": 100}, "normal": {"nih": 400}}
+    assert not confounding(one_source)["confounded"]
+    two_mixed_hospitals = {"covid": {"a": 10, "b": 12}, "normal": {"a": 190, "b": 210}}  # both sources ~95 % normal
+    assert not confounding(two_mixed_hospitals)["confounded"]
+
+
+def test_study_with_classes_from_different_sources_is_flagged(study, tmp_path):
+    from cxraug.classify.study import Study
+
+    _, _, tmp = study
+    data = tmp / "data"
+    split = StudyConfig(sources=[Source(str(data / "normal"), label="normal"), Source(str(data / "covid"), label="covid")],
+                        size=32, protocols=["real"], regimes=[1.0], seeds=[0])  # fmt: skip
+    st = Study(split, tmp_path / "s", progress=False)
+    st.prepare()
+    d = json.loads((tmp_path / "s" / "data.json").read_text())
+    assert d["confounding"]["confounded"]
+    assert d["class_source_table"] == {"covid": {"covid": 12, "normal": 0}, "normal": {"covid": 0, "normal": 24}}
+
+
+def test_resume_after_set_epochs_reruns_instead_of_reusing(tmp_path, monkeypatch):
+    import yaml
+
+    import cxraug.classify.study as study_mod
+    from cxraug.cli import main
+
+    cfg = {"sources": [{"path": "phantom:normal=16,covid=8"}], "size": 32, "protocols": ["real"], "regimes": [1.0],
+           "seeds": [0], "epochs": 1, "batch_size": 16, "bootstrap": 20}  # fmt: skip
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["benchmark", "--config", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"), "-q"]) == 0
+    (study,) = list((tmp_path / "out").iterdir())
+    calls = []
+    real_fit = study_mod.fit_classifier
+    monkeypatch.setattr(study_mod, "fit_classifier", lambda *a, **k: calls.append(a[5]) or real_fit(*a, **k))
+    assert main(["benchmark", "--resume", str(study), "-q"]) == 0
+    assert calls == []  # same configuration: reused
+    assert main(["benchmark", "--resume", str(study), "--set", "epochs=2", "-q"]) == 0
+    assert calls == [2]  # changed: run again, with the new epochs
+    res = json.loads((study / "runs" / "real-r1-s0" / "result.json").read_text())
+    assert len(res["curves"]["train_loss"]) == 2
+
+
+def test_report_is_a_pure_function_of_the_study_folder(study, tmp_path, monkeypatch):
+    """Copy the study, move its source data away: the report still builds, from the folder alone."""
+    from cxraug.report import plots
+    from cxraug.report.html import build_report
+
+    monkeypatch.setattr(plots, "umap_plot", lambda *a, **k: None)  # numba's first compile: slow, and not tested here
+    st, _, tmp = study
+    copy = tmp_path / "copied-study"
+    shutil.copytree(st.dir, copy)
+    moved = tmp_path / "moved-away"
+    shutil.move(str(tmp / "data"), moved)
+    try:
+        html = build_report(copy, progress=False).read_text()
+    finally:
+        shutil.move(str(moved), tmp / "data")
+    for section in ("Data", "Class × source", "External test sets", "Probe sets", "Benchmark", "Method"):
+        assert section in html
+    assert "gan-aug vs standard-aug (internal test)" in html and "patient bootstrap" in html
+    res = json.loads((copy / "results.json").read_text())
+    assert "quality" in res
+
+
+def test_report_escapes_names(study, tmp_path):
+    from cxraug.report.html import build_report
+
+    st, _, _ = study
+    copy = tmp_path / "s"
+    shutil.copytree(st.dir, copy)
+    d = json.loads((copy / "data.json").read_text())
+    d["class_source_table"] = {"covid": {"<script>x</script>": 1}, "normal": {"<script>x</script>": 2}}
+    (copy / "data.json").write_text(json.dumps(d))
+    (copy / "report_inputs.npz").unlink()  # figures and quality are optional
+    html = build_report(copy, progress=False).read_text()
+    assert "<script>x</script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
+
+
+def test_standard_aug_flips_recipe_is_sundaram_and_transforms_parse():
+    from cxraug.classify.train import standard_augmentation
+    from cxraug.errors import CXRAugError
+
+    img = torch.zeros(1, 4, 4)
+    img[0, 0, 0] = 1  # marks the top-left corner
+    aug = standard_augmentation("flips")
+    torch.manual_seed(0)
+    corners = [tuple(int(v) for v in torch.nonzero(aug(img)[0])[0]) for _ in range(2000)]
+    freq = {c: corners.count(c) / 2000 for c in set(corners)}
+    assert set(freq) == {(0, 0), (0, 3), (3, 0), (3, 3)}  # H and V flips, independent, p = 0.5 each
+    assert all(abs(f - 0.25) < 0.04 for f in freq.values())
+    t = standard_augmentation(["RandomRotation(degrees=10)", "flips"])
+    assert [type(x).__name__ for x in t.transforms] == ["RandomRotation", "RandomHorizontalFlip", "RandomVerticalFlip"]
+    for bad in ("os.system('x')", "Compose([])", "RandomRotation(degrees=__import__('os'))"):
+        with pytest.raises(CXRAugError, match="standard_aug"):
+            standard_augmentation([bad])
+
+
+def test_pretrained_backbones_get_their_weights_normalization_and_size():
+    """What reaches the torchvision network is the weights' own preprocessing of the gray image:
+    resized to 224 and normalized with ImageNet mean/std (torchvision's weights metadata)."""
+    import torchvision.models as tvm
+
+    from cxraug.classify.models import build_classifier
+
+    model, desc = build_classifier("resnet50", 2, pretrained=False)
+    seen = {}
+    model.net.conv1.register_forward_hook(lambda m, inp, out: seen.update(x=inp[0]))
+    x = torch.rand(1, 1, 224, 224) * 2 - 1
+    model.eval()(x)
+    meta = tvm.ResNet50_Weights.DEFAULT.transforms()
+    ref = (((x + 1) / 2).expand(-1, 3, -1, -1) - torch.tensor(meta.mean).view(1, 3, 1, 1)) / torch.tensor(
+        meta.std
+    ).view(1, 3, 1, 1)
+    assert torch.allclose(seen["x"], ref, atol=1e-6)
+    assert "224 px" in desc
+    inc, _ = build_classifier("inception_v3", 2, pretrained=False)
+    assert inc.size == 299
