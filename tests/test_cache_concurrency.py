@@ -69,3 +69,17 @@ def test_four_processes_build_one_cache_at_once(tmp_path, phantom_root, lock):
         copies = sorted(p.name for p in root.iterdir() if p.is_dir())
         assert copies == [key], copies  # one copy, no temporary folder left behind
         assert sorted(os.listdir(root / key)) == ["images.npy", "meta.json"]
+
+
+def test_unwritable_cache_root_is_one_clear_error(tmp_path):
+    """A cache root that cannot be created (here: a file is in the way) is a CXRAugError naming it, not an OSError."""
+    from cxraug.data.cache import build_cache
+    from cxraug.data.preprocess import Preprocess
+    from cxraug.data.sample import Collection, Sample
+    from cxraug.errors import CXRAugError
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    coll = Collection([Sample(np.zeros((40, 40), np.float32), np.ones(1, np.float32), "p", "real", "x")], ["a"])
+    with pytest.raises(CXRAugError, match="cannot write cache .*cache"):
+        build_cache(coll, Preprocess(32), cache_root=blocker, progress=False)

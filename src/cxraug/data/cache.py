@@ -259,8 +259,8 @@ def _build_lock(root: Path, key: str) -> Iterator[None]:
     except ImportError:
         yield
         return
-    root.mkdir(parents=True, exist_ok=True)
     try:
+        root.mkdir(parents=True, exist_ok=True)
         fd = os.open(root / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
         raise CXRAugError(f"cannot write cache {show_path(root)}: {e.strerror or e}") from e
