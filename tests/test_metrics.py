@@ -166,8 +166,16 @@ def test_kid_matches_torch_fidelity_on_the_same_features():
     assert m == 90  # adapted to n: half the smaller set
     ours = kid(r, f, subsets=20, seed=3)
     ref = kid_features_to_metric(
-        torch.from_numpy(r), torch.from_numpy(f), kid_subsets=20, kid_subset_size=m, rng_seed=3, verbose=False,
-        kid_degree=3, kid_gamma=None, kid_coef0=1, kid_kernel="poly",
+        torch.from_numpy(r),
+        torch.from_numpy(f),
+        kid_subsets=20,
+        kid_subset_size=m,
+        rng_seed=3,
+        verbose=False,
+        kid_degree=3,
+        kid_gamma=None,
+        kid_coef0=1,
+        kid_kernel="poly",
     )
     assert ours[0] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-9)
     assert ours[1] == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-9)
