@@ -157,7 +157,9 @@ def test_gradient_penalty_on_the_augmented_inputs():
     expected = 10 * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
     assert logs["gp"].item() == pytest.approx(expected.item(), rel=1e-5)
     with torch.no_grad():
-        assert logs["d_loss"].item() == pytest.approx((fam.D(fake_aug).mean() - fam.D(real_aug).mean()).item(), rel=1e-5)
+        assert logs["d_loss"].item() == pytest.approx(
+            (fam.D(fake_aug).mean() - fam.D(real_aug).mean()).item(), rel=1e-5
+        )
     x_plain = (eps * x + (1 - eps) * fake).requires_grad_(True)  # what the old code penalised
     (g_plain,) = torch.autograd.grad(fam.D(x_plain).sum(), x_plain)
     assert abs(10 * ((g_plain.flatten(1).norm(dim=1) - 1) ** 2).mean().item() - expected.item()) > 1e-3
@@ -299,7 +301,10 @@ def _run(cmd, env_extra=None):
 def _final_weights(run: Path) -> dict[str, torch.Tensor]:
     st = load_checkpoint(run / "checkpoints" / "last.pt")
     assert st["step"] == 20
-    return {**{f"G.{k}": v for k, v in st["weights"]["G"].items()}, **{f"D.{k}": v for k, v in st["critics"]["D"].items()}}
+    return {
+        **{f"G.{k}": v for k, v in st["weights"]["G"].items()},
+        **{f"D.{k}": v for k, v in st["critics"]["D"].items()},
+    }
 
 
 def _all_weights(tr: Trainer) -> dict[str, torch.Tensor]:

@@ -47,7 +47,9 @@ class ProjectionDiscriminator(nn.Module):
         psi, embed = nn.Linear(cin, 1), nn.Linear(n_labels, cin, bias=False)
         for m in (*convs, psi, embed):  # init first: spectral norm then keeps it as its `original`
             dcgan_init(m)
-        self.phi = nn.Sequential(*[x for c in convs for x in (spectral_norm(c), nn.LeakyReLU(0.2, True))])  # -> [B,C,4,4]
+        self.phi = nn.Sequential(
+            *[x for c in convs for x in (spectral_norm(c), nn.LeakyReLU(0.2, True))]
+        )  # -> [B,C,4,4]
         self.psi = spectral_norm(psi)
         self.embed = spectral_norm(embed)  # V
 

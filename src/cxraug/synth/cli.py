@@ -86,8 +86,12 @@ def cmd_balance(a: argparse.Namespace) -> int:
 def _register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synthesize", help="generate N images from a checkpoint (marked PNGs + manifest)")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--n", type=int, help="how many images (noise generators: required; translating generators: "
-                   "at most this many source images, each translated once; default all)")
+    p.add_argument(
+        "--n",
+        type=int,
+        help="how many images (noise generators: required; translating generators: "
+        "at most this many source images, each translated once; default all)",
+    )
     p.add_argument("--source", help="images to translate (CycleGAN checkpoints): folder, CSV, cache or phantom spec")
     p.add_argument("--label", help="for conditional GANs: draw label vectors of this pathology")
     p.add_argument("--seed", type=int, default=0)

@@ -164,8 +164,13 @@ class Trainer:
         if cfg.compile:
             for name, m in {**self.family.generators, **self.family.critics}.items():
                 setattr(self.family, name, torch.compile(m))
-        fixed = torch.Generator().manual_seed(FIXED_SEED)
-        self.fixed_source = self.data_a.batch(torch.randint(len(self.data_a), (8,), generator=fixed).numpy())
+        fixed = torch.Generator().manual_seed(FIXED_SEED)  # preview inputs: 64 z with real label rows, 8 images
+        self.fixed_noise = torch.randn(64, cfg.z_dim, generator=fixed)
+        lab = np.nan_to_num(self.data_a.labels)
+        self.fixed_labels = torch.from_numpy(lab[torch.randint(len(lab), (64,), generator=fixed).numpy()])
+        self.fixed_source = self.fixed_a = self.data_a.batch(
+            torch.randint(len(self.data_a), (8,), generator=fixed).numpy()
+        )
         self.step = 0
         self.history: dict[str, list[list[float]]] = {}
         self.best_fid: float | None = None
@@ -456,10 +461,10 @@ class Trainer:
         crash_hook("after-checkpoint", self.step)
         return Path(dest)
 
-    def load_state_dict(self, st: dict) -> None:
+    def load_state_dict(self, st: dict, source: str | os.PathLike = "checkpoint") -> None:
         fam = self.family
         unwrap = self.acc.unwrap_model
-        art = GeneratorArtifact.from_dict(st)
+        art = GeneratorArtifact.from_dict(st, source)
         legacy = st.get("format") == LEGACY_FORMAT
         critics = st["nets"] if legacy else st["critics"]
         for k, m in fam.generators.items():
@@ -491,7 +496,7 @@ class Trainer:
         self.best_fid = st.get("best_fid")
 
     def resume(self, path: str | os.PathLike) -> None:
-        self.load_state_dict(load_checkpoint(path))
+        self.load_state_dict(load_checkpoint(path), path)
 
 
 def config_from_checkpoint(st: dict) -> TrainConfig:

@@ -67,6 +67,7 @@ def build_critic(cfg: TrainConfig, n_labels: int = 0) -> nn.Module:
         "wgan": lambda: HussainCritic(s),
         "wgangp": lambda: WGANGPCritic(s, w, **cfg.d_layout),
         "cgan": lambda: ProjectionDiscriminator(n_labels, s, w),
+        "cyclegan": lambda: PatchDiscriminator(1, w),
     }[cfg.family]()
 
 
@@ -141,7 +142,7 @@ class CycleFamily:
         self.loss = make_loss(cfg)
         with seeded_init(cfg.seed):
             self.G_AB, self.G_BA = build_generator(cfg), build_generator(cfg)
-            self.D_A, self.D_B = PatchDiscriminator(1, cfg.width), PatchDiscriminator(1, cfg.width)
+            self.D_A, self.D_B = build_critic(cfg), build_critic(cfg)
         self.generators = {"G_AB": self.G_AB, "G_BA": self.G_BA}
         self.critics = {"D_A": self.D_A, "D_B": self.D_B}
         self.pool_a, self.pool_b = ImagePool(cfg.pool_size, pool_seed), ImagePool(cfg.pool_size, pool_seed + 1)
