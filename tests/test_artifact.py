@@ -117,3 +117,19 @@ def test_sampling_side_never_imports_the_trainer():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_study_translates_its_majority_training_images():
+    """The study hands a translating generator the largest non-minority class of its training split."""
+    from types import SimpleNamespace
+
+    from cxraug.classify.generators import StudyGenerators
+
+    y = np.array([0, 1, 1, 2, 2, 2, 1, 2, 0])  # classes: 0 = covid (minority), 1 = pneumonia, 2 = normal
+    images = np.arange(len(y))[:, None, None] * np.ones((1, 2, 2), np.uint8)
+    train = np.array([0, 1, 2, 3, 4, 6, 7])  # normal: 3, 4, 7; pneumonia: 1, 2, 6; covid: 0
+    study = SimpleNamespace(split={"train": train}, multilabel=False, y=y, names=["covid", "pneumonia", "normal"],
+                            k_min=0, ds=SimpleNamespace(images=images))  # fmt: skip
+    y[6] = 2  # now normal (3, 4, 6, 7) outnumbers pneumonia (1, 2)
+    got = StudyGenerators._majority_train_images(study)
+    assert np.array_equal(got[:, 0, 0], [3, 4, 6, 7])

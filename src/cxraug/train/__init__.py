@@ -41,10 +41,14 @@ def train(
 
 
 def _finish(tr: Trainer) -> None:
-    """Train, then (under `accelerate launch`/torchrun) take the process group down together: a process
-    that exits while gloo still holds its peers' connections can abort them (SIGABRT)."""
-    tr.fit()
-    tr.acc.end_training()
+    """Train, then (under `accelerate launch`/torchrun) destroy the process group before the interpreter exits,
+    also when training stops with an error (divergence, Ctrl-C): otherwise gloo's worker threads still hold
+    finished all-reduce work (tensors with Python references) that is freed during interpreter finalisation,
+    and that aborts the process (SIGABRT) now and then, more often under CPU load."""
+    try:
+        tr.fit()
+    finally:
+        tr.acc.end_training()
 
 
 def _shared_run_dir(out: str | os.PathLike, name: str, cpu: bool = False) -> Path:
