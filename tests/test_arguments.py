@@ -46,6 +46,8 @@ TRAIN = ["train", "--preset", "dcgan-64", "--data", "phantom:normal=4,covid=4", 
     (["--set", "data.size=8"], ["size must be within 16..1024, got 8"]),
     (["--set", "data.manifest.view=oblique"], ["manifest view must be one of frontal, pa, ap, lateral, all"]),
     (["--device", "tpu"], ["--device must be auto, cpu, cuda, cuda:N or mps; got 'tpu'"]),
+    (["--size", "100"], ["image size must be 4·2^k for this model", "got 100 (--size)"]),
+    (["--preset", "wgan-clip-64", "--size", "256"], ["built for 64, 96 or 128 px images, got 256"]),
 ])  # fmt: skip
 def test_bad_training_values_are_one_line(tmp_path, capsys, extra, fragments):
     assert main([*TRAIN, *extra, "--out", str(tmp_path / "runs")]) == 2

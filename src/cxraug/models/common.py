@@ -6,17 +6,36 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+
+def instance_norm_plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """Instance norm from plain tensor ops (var_mean, rsqrt, multiply-add); [B, C, H, W] -> same.
+    Statistics in float32, the result in ``x``'s dtype."""
+    xf = x.float()
+    var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)  # [B, C, 1, 1]
+    y = (xf - mean) * torch.rsqrt(var + eps)
+    return (y * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)).to(x.dtype)
+
+
+def instance_norm_native(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """The same maths through torch's own kernel (``F.instance_norm``: batch norm on a [1, B*C, H, W] view,
+    as ``nn.InstanceNorm2d``); statistics in float32, the result in ``x``'s dtype."""
+    return F.instance_norm(x.float(), weight=weight, bias=bias, eps=eps).to(x.dtype)
+
+
+# Which kernel runs on which device type, from measurements of a WGAN-GP-64 critic step (forward on real and
+# fake, the penalty's double backward, Adam), BENCHMARKS.md §7: on an H100 the plain ops made the step 29-46 %
+# faster (torch's kernels for that many tiny channels, and their channels_last copies, were 45 % of the GPU
+# time); on CPUs torch's kernel is at least as fast. Devices not listed take the plain ops.
+INSTANCE_NORM_KERNEL = {"cpu": instance_norm_native, "cuda": instance_norm_plain}
 
 
 class InstanceNorm2d(nn.Module):
     """Instance normalisation (Ulyanov et al.) with a per-channel affine, as ``nn.InstanceNorm2d(affine=True)``
-    (same parameters and state-dict keys, biased variance, eps 1e-5), written with plain tensor ops.
-
-    torch's module runs batch norm on a [1, B*C, H, W] view. Its CUDA kernels are slow for that many
-    tiny channels, it copies channels_last inputs, and the WGAN-GP penalty differentiates it twice
-    (on an H100 those kernels and copies were 45 % of a WGAN-GP step's GPU time; this module made the step
-    29-46 % faster there, BENCHMARKS.md §6; the same speed on CPU). Statistics are taken in float32 also under
-    bf16/fp16 autocast."""
+    (same parameters and state-dict keys, biased variance, eps 1e-5, no running statistics). The kernel is
+    chosen per device type (:data:`INSTANCE_NORM_KERNEL`); both compute the same function and gradients,
+    double backward included. Statistics are taken in float32 also under bf16/fp16 autocast."""
 
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
@@ -25,10 +44,8 @@ class InstanceNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W]
-        xf = x.float()
-        var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)  # [B, C, 1, 1]
-        y = (xf - mean) * torch.rsqrt(var + self.eps)
-        return (y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)).to(x.dtype)
+        kernel = INSTANCE_NORM_KERNEL.get(x.device.type, instance_norm_plain)
+        return kernel(x, self.weight, self.bias, self.eps)
 
 
 def norm2d(kind: str, ch: int, momentum: float = 0.1) -> nn.Module:
@@ -66,7 +83,9 @@ def keras_param_count(m: nn.Module) -> int:
 def n_doublings(size: int, base: int = 4) -> int:
     k = math.log2(size / base)
     if k != int(k) or k < 1:
-        raise ValueError(f"size must be {base}·2^k (e.g. 64, 128, 256), got {size}")
+        from cxraug.errors import ConfigError  # a ValueError too; the CLI prints it as one line
+
+        raise ConfigError(f"image size must be {base}·2^k for this model (e.g. 64, 128, 256), got {size} (--size)")
     return int(k)
 
 

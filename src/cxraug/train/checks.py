@@ -70,6 +70,18 @@ def check_train_config(cfg: Any) -> None:
             raise ConfigError(f"{key} must be {what}, got {getattr(cfg, key)!r} ({flag})")
     check_device(cfg.device)
     cfg.data.validate()
+    _check_size(cfg)
+
+
+def _check_size(cfg: Any) -> None:
+    """The image size the family's networks are built for, before any decoding or run folder."""
+    from cxraug.models.common import n_doublings
+
+    size, family = cfg.data.size, getattr(cfg, "family", "")
+    if family in ("dcgan", "wgangp", "cgan"):
+        n_doublings(size)  # 4·2^k: ConfigError otherwise
+    elif family == "wgan" and size not in (64, 96, 128):
+        raise ConfigError(f"the Hussain WGAN is built for 64, 96 or 128 px images, got {size} (--size)")
 
 
 def fit_to_data(cfg: Any, ds: CachedDataset) -> None:
