@@ -39,3 +39,60 @@ def test_cxraug_amp_no_forces_the_fp32_route_on_a_bf16_machine(monkeypatch, phan
     with pytest.raises(CXRAugError, match="CXRAUG_AMP") as ei:
         default_amp(cpu)
     assert "\n" not in str(ei.value)
+
+
+@pytest.mark.parametrize("kernel", ["instance_norm_plain", "instance_norm_native"])
+def test_both_instance_norm_kernels_match_torch_incl_double_backward(kernel):
+    """Each kernel the per-device choice can pick, against torch's nn.InstanceNorm2d: values (contiguous and
+    channels_last), first-order gradients, the gradient penalty's double backward, and bf16 autocast."""
+    import cxraug.models.common as common
+    from cxraug.train.losses import gradient_penalty
+
+    fn = getattr(common, kernel)
+    w, b = torch.randn(8), torch.randn(8)
+    ref = torch.nn.InstanceNorm2d(8, affine=True)
+    ref.load_state_dict({"weight": w, "bias": b})
+    wk, bk = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+
+    def ours(t):
+        return fn(t, wk, bk, 1e-5)
+
+    x = torch.randn(4, 8, 6, 6) * 3 + 1
+    assert torch.allclose(ours(x), ref(x), atol=1e-5)
+    assert torch.allclose(ours(x.contiguous(memory_format=torch.channels_last)), ref(x), atol=1e-5)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    up = torch.randn_like(x)
+    (ours(xa) * up).sum().backward()
+    (ref(xb) * up).sum().backward()
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-4) and torch.allclose(wk.grad, ref.weight.grad, atol=1e-4)
+    assert torch.allclose(bk.grad, ref.bias.grad, atol=1e-4)
+    wk.grad = None
+    ref.zero_grad()
+
+    def critic(norm):
+        return lambda t: norm(t).pow(2).sum((1, 2, 3))
+
+    real, fake, eps = torch.randn(4, 8, 6, 6), torch.randn(4, 8, 6, 6), torch.rand(4, 1, 1, 1)
+    gp_ours, gp_ref = (
+        gradient_penalty(critic(ours), real, fake, eps=eps),
+        gradient_penalty(critic(ref), real, fake, eps=eps),
+    )
+    (g_ours,) = torch.autograd.grad(gp_ours, wk)  # d penalty / d weight: through the double backward
+    (g_ref,) = torch.autograd.grad(gp_ref, ref.weight)
+    assert torch.allclose(gp_ours, gp_ref, rtol=1e-4) and torch.allclose(g_ours, g_ref, rtol=1e-3, atol=1e-4)
+    with torch.autocast("cpu", torch.bfloat16):
+        y = ours(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and torch.allclose(y.float(), ref(x), atol=0.05 * ref(x).abs().max().item())
+
+
+def test_instance_norm_module_takes_the_kernel_of_its_device(monkeypatch):
+    import cxraug.models.common as common
+
+    calls = []
+    monkeypatch.setitem(common.INSTANCE_NORM_KERNEL, "cpu", lambda x, w, b, e: calls.append(e) or x)
+    m = common.InstanceNorm2d(4)
+    x = torch.randn(2, 4, 3, 3)
+    assert m(x) is x and calls == [1e-5]
+    assert set(m.state_dict()) == set(torch.nn.InstanceNorm2d(4, affine=True).state_dict()) == {"weight", "bias"}
+    monkeypatch.delitem(common.INSTANCE_NORM_KERNEL, "cpu")
+    assert torch.allclose(m(x), common.instance_norm_plain(x, m.weight, m.bias, 1e-5))  # unlisted: plain ops
