@@ -134,7 +134,6 @@ def test_tiny_end_to_end_study_report_and_resume(tmp_path, monkeypatch):
     from cxraug.classify.study import GanSpec, Source, Study, StudyConfig, check_generator_unseen
     from cxraug.io import load_checkpoint
     from cxraug.metrics.encoder import ConvEncoder, save_encoder
-    from cxraug.report import plots
     from cxraug.report.html import build_report
 
     data = "phantom:normal=24,covid=12"
@@ -142,6 +141,7 @@ def test_tiny_end_to_end_study_report_and_resume(tmp_path, monkeypatch):
     cfg = StudyConfig(sources=[Source(data)], size=32, gan=GanSpec(steps=3, width=8, batch_size=8), regimes=[1.0],
                       seeds=[0], epochs=1, batch_size=16, bootstrap=20, features=f"encoder:{enc}")  # fmt: skip
     study = tmp_path / "study"
+    monkeypatch.setattr("cxraug.classify.explain.umap_embedding", lambda m, x, seed=0: np.zeros((len(x), 2)))
     summary = Study(cfg, study, progress=False).run()
     (gan,) = list((study / "gans").iterdir())  # the study trained its generator on the training split only
     assert load_checkpoint(gan / "checkpoints" / "last.pt")["step"] == 3
@@ -164,7 +164,6 @@ def test_tiny_end_to_end_study_report_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(study_mod, "fit_classifier", lambda *a, **k: (_ for _ in ()).throw(AssertionError("redone")))
     Study(cfg, study, progress=False).run()
     monkeypatch.undo()
-    monkeypatch.setattr(plots, "umap_plot", lambda *a, **k: None)  # numba's first compile: slow, not tested here
     report = build_report(study, progress=False)
     html = report.read_text()
     for section in ("Data", "Generator", "Image quality", "Memorization audit", "Benchmark", "Method", "Plots"):
@@ -242,7 +241,9 @@ def test_multilabel_study_from_a_chexpert_style_manifest(tmp_path):
                       epochs=2, batch_size=16, gan=GanSpec(steps=4, width=8, batch_size=8),
                       features=f"encoder:{enc}")  # fmt: skip
     st = Study(cfg, tmp_path / "study", progress=False)
-    summary = st.run()
+    with pytest.MonkeyPatch.context() as mp:  # numba's first UMAP compile: slow, not what is tested here
+        mp.setattr("cxraug.classify.explain.umap_embedding", lambda m, x, seed=0: np.zeros((len(x), 2)))
+        summary = st.run()
     assert st.multilabel and st.names == ["covid", "pneumonia", "opacity"]
     _x, y, syn = st.train_set("gan-aug", 1.0, 0)
     assert y.ndim == 2 and syn.sum() > 0

@@ -23,6 +23,8 @@ def _check_study(cfg) -> None:
             f"split must be three fractions train,val,test summing to 1, got {cfg.split}")  # fmt: skip
     require(16 <= cfg.size <= 1024, f"size must be within 16..1024, got {cfg.size}")
     require(bool(cfg.sources), "sources is empty: name at least one data source")
+    require(math.isfinite(cfg.margin) and 0 < cfg.margin < 1, f"margin must be within (0, 1), got {cfg.margin}")
+    require(cfg.bootstrap >= 20, f"bootstrap must be >= 20 resamples, got {cfg.bootstrap}")
     check_device(cfg.device)
 
 
@@ -37,19 +39,32 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
         out = Path(a.resume)
         cfg = load_study_config(out / "config.yaml", a.set)
         _check_study(cfg)
-        check_outputs([s.path for s in cfg.sources], out)
+        check_outputs([s.path for s in (*cfg.sources, *cfg.external_test, *cfg.probe)], out)
     else:
         cfg = load_study_config(a.config, a.set)
         _check_study(cfg)
-        check_outputs([s.path for s in cfg.sources], a.out)  # before any work: no output inside an input
+        check_outputs(
+            [s.path for s in (*cfg.sources, *cfg.external_test, *cfg.probe)], a.out
+        )  # before any work: no output inside an input
         out = new_run_dir(a.out, "study")
     if a.dedupe is not None:
         cfg.dedupe = a.dedupe
     summary = Study(cfg, out, progress=not a.quiet).run()
+    shown = ("auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "threshold", "macro_auc", "accuracy")
+    if summary["confounding"].get("confounded"):
+        print(summary["confounding"]["text"])
     for regime, by_p in summary["table"].items():
-        print(f"regime {float(regime) * 100:g} %")
+        print(f"regime {float(regime) * 100:g} %  (operating point: {cfg.operating_point} on validation; "
+              "mean over seeds, internal test)")  # fmt: skip
         for p, m in by_p.items():
-            print("  " + f"{p:<16}" + "  ".join(f"{k}={v['mean']:.3f}" for k, v in m.items()))
+            print("  " + f"{p:<16}" + "  ".join(f"{k}={v['mean']:.3f}" for k, v in m.items() if k in shown))
+        for name, tab in summary["external"].get(regime, {}).items():
+            print(f"  external {name}:")
+            for p, m in tab.items():
+                print("    " + f"{p:<14}" + "  ".join(f"{k}={v['mean']:.3f}" for k, v in m.items() if k in shown))
+        for label, sets in summary["verdict"].get(regime, {}).items():
+            for s, v in sets.items():
+                print(f"  {label} ({s}): {v['text']}")
     print(f"study folder: {out}   (cxraug report {out})")
     return 0
 

@@ -51,7 +51,7 @@ from cxraug.data.splits import (
     regime_subset,
 )
 from cxraug.errors import CXRAugError
-from cxraug.io import atomic_path, crash_hook, load_checkpoint, save_checkpoint, write_json
+from cxraug.io import crash_hook, load_checkpoint, save_checkpoint, write_json
 
 RAW_KEYS = ("test_prob", "test_true", "external_prob", "external_true")  # per-image, kept in runs/*/result.json
 
@@ -305,24 +305,22 @@ class Study(StudyGenerators):
         self.save_report_inputs()
         return summary
 
-    def save_report_inputs(self, cap: int = 2000) -> Path:
-        """What the report needs besides the run results, so that ``cxraug report`` reads only the study
-        folder: a few real minority test images, the synthetic images, the real minority training images
-        (for FID/KID and the memorization audit) and a capped sample of the top regime's training set."""
+    def save_report_inputs(self, cap: int = 2000) -> dict:
+        """What the report shows besides the run results, computed here so that ``cxraug report`` reads only
+        the study folder: Grad-CAM and UMAP of the top regime's first-seed model (GAN-aug if run), image
+        quality and memorization of the synthetic images (see :mod:`cxraug.classify.explain`)."""
+        from cxraug.classify.explain import save_explanations
+
         top, s0 = max(self.cfg.regimes), self.cfg.seeds[0]
         te, tr = self.split["test"], self.split["train"]
+        protocol = "gan-aug" if "gan-aug" in self.cfg.protocols else self.cfg.protocols[0]
         x, y, syn = self.train_set("gan-aug" if self.syn is not None else "real", top, s0)
         if self.multilabel:  # colour by the minority label
             y = (np.nan_to_num(y[:, self.k_min]) == 1).astype(int)
         pick = np.sort(np.random.default_rng(0).permutation(len(x))[:cap])
-        arrays = {"test_minority": self.images[te][self.pos[te]][:12], "train_minority": self.images[tr][self.pos[tr]],
-                  "umap_x": x[pick], "umap_y": y[pick].astype(np.int64), "umap_synthetic": syn[pick]}  # fmt: skip
-        if self.syn is not None:
-            arrays["synthetic"] = self.syn
-        dest = self.dir / "report_inputs.npz"
-        with atomic_path(dest) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        return dest
+        return save_explanations(self.dir, self.model(self.key(protocol, top, s0)), self.k_min,
+                                 self.images[te][self.pos[te]], self.syn, self.images[tr][self.pos[tr]], x[pick],
+                                 y[pick].astype(np.int64), syn[pick], self.cfg.features, self.progress)  # fmt: skip
 
     def model(self, key: str) -> torch.nn.Module:
         m, _ = build_classifier(self.cfg.model, len(self.names), pretrained=False)

@@ -1,14 +1,13 @@
-"""Benchmark plots: learning curves, confusion matrices, ROC, confidence, Grad-CAM, UMAP."""
+"""Benchmark plots: learning curves, confusion matrices, ROC, confidence, Grad-CAM, UMAP; drawn from
+what the study saved (the heat maps and the embedding are computed by :mod:`cxraug.classify.explain`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_curve
 
-from cxraug.data.preprocess import u8_to_tensor
 from cxraug.plotting import new_figure, save_fig
 
 
@@ -68,38 +67,23 @@ def confidence_plot(runs: list[dict], dest: Path) -> Path:
     return save_fig(fig, dest)
 
 
-def gradcam_grid(model: torch.nn.Module, real_u8: np.ndarray, syn_u8: np.ndarray, target: int, dest: Path) -> Path:
-    """Grad-CAM (pytorch-grad-cam) on real and synthetic images for the minority class."""
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    layer = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-    rows = [("real", real_u8[:6]), ("synthetic", syn_u8[:6])] if syn_u8 is not None else [("real", real_u8[:6])]
+def gradcam_grid(rows: list[tuple[str, np.ndarray, np.ndarray]], dest: Path) -> Path:
+    """Grad-CAM heat maps over their images: one row per (name, images [N,S,S] uint8, heat [N,S,S])."""
     fig = new_figure((12, 2.1 * len(rows)))
     axes = fig.subplots(len(rows), 6, squeeze=False)
-    with GradCAM(model=model, target_layers=[layer]) as cam:
-        for r, (name, imgs) in enumerate(rows):
-            x = u8_to_tensor(imgs)
-            heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(x))
-            for c in range(6):
-                ax = axes[r][c]
-                ax.axis("off")
-                if c < len(imgs):
-                    ax.imshow(imgs[c], cmap="gray")
-                    ax.imshow(heat[c], cmap="jet", alpha=0.35)
-            axes[r][0].set_title(name, fontsize=9, loc="left")
+    for r, (name, imgs, heat) in enumerate(rows):
+        for c in range(6):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(imgs):
+                ax.imshow(imgs[c], cmap="gray")
+                ax.imshow(heat[c], cmap="jet", alpha=0.35)
+        axes[r][0].set_title(name, fontsize=9, loc="left")
     return save_fig(fig, dest)
 
 
-@torch.no_grad()
-def umap_plot(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, synthetic: np.ndarray,
-              names: list[str], dest: Path, seed: int = 0) -> Path:  # fmt: skip
-    """UMAP of the classifier's penultimate features: real vs synthetic, per class."""
-    import umap
-
-    x = u8_to_tensor(images)
-    feats = torch.cat([model.embed(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
-    emb = umap.UMAP(n_neighbors=15, random_state=seed).fit_transform(feats)
+def umap_plot(emb: np.ndarray, labels: np.ndarray, synthetic: np.ndarray, names: list[str], dest: Path) -> Path:
+    """A UMAP embedding [N,2] of classifier features: real vs synthetic, per class."""
     fig = new_figure((5, 4))
     ax = fig.subplots()
     for k, c in enumerate(names):

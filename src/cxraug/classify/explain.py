@@ -1,0 +1,85 @@
+"""What the report shows about a study's models and synthetic images, computed by the study (which
+may use models and metrics) and saved in its folder, so that the report only draws and writes:
+Grad-CAM heat maps (Selvaraju et al., ICCV 2017, via pytorch-grad-cam), a UMAP embedding of the
+classifier's penultimate features (McInnes et al., 2018), and image quality + memorization of the
+synthetic minority images against the real minority training images."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxraug.data.preprocess import u8_to_tensor
+from cxraug.io import write_json
+
+log = logging.getLogger("cxraug.classify")
+
+
+def gradcam(model: torch.nn.Module, images_u8: np.ndarray, target: int) -> np.ndarray:
+    """Grad-CAM of class ``target`` at the last convolution: heat maps [N,S,S] in [0,1]."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    layer = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        x = u8_to_tensor(images_u8)  # [N,1,S,S] in [-1,1]
+        return np.asarray(cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(x)), np.float32)
+
+
+@torch.no_grad()
+def umap_embedding(model: torch.nn.Module, images_u8: np.ndarray, seed: int = 0) -> np.ndarray:
+    """UMAP of the classifier's penultimate features (``model.embed``): [N,2]."""
+    import umap
+
+    x = u8_to_tensor(images_u8)
+    feats = torch.cat([model.embed(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
+    return umap.UMAP(n_neighbors=min(15, len(feats) - 1), random_state=seed).fit_transform(feats).astype(np.float32)
+
+
+def save_explanations(
+    dest: Path,
+    model: torch.nn.Module,
+    target: int,
+    test_minority: np.ndarray,
+    synthetic: np.ndarray | None,
+    train_minority: np.ndarray,
+    umap_x: np.ndarray,
+    umap_y: np.ndarray,
+    umap_synthetic: np.ndarray,
+    features: str,
+    progress: bool = True,
+) -> dict:
+    """Write ``dest/report_inputs.npz`` (+ ``quality.json`` and ``figures/closest_pairs.png`` when there
+    are synthetic images). A failing explanation is logged and left out, never fatal."""
+    from cxraug.io import atomic_path
+
+    dest.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"test_minority": test_minority[:6]}
+    if synthetic is not None:
+        arrays["synthetic"] = synthetic[:6]
+    try:
+        arrays["gradcam_real"] = gradcam(model, arrays["test_minority"], target)
+        if synthetic is not None:
+            arrays["gradcam_synthetic"] = gradcam(model, arrays["synthetic"], target)
+    except Exception as e:  # an explanation must not sink the study
+        log.warning("Grad-CAM failed: %s", e)
+    try:
+        arrays["umap"] = umap_embedding(model, umap_x)
+        arrays["umap_y"], arrays["umap_synthetic"] = umap_y, umap_synthetic
+    except Exception as e:
+        log.warning("UMAP failed: %s", e)
+    with atomic_path(dest / "report_inputs.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    quality: dict = {}
+    if synthetic is not None and len(train_minority) > 1:
+        from cxraug.metrics import evaluate_images
+        from cxraug.metrics.memorization import closest_pairs_grid
+
+        quality = evaluate_images(train_minority, synthetic, features, progress=progress)
+        (dest / "figures").mkdir(exist_ok=True)
+        closest_pairs_grid(train_minority, synthetic, quality["memorization"], dest / "figures" / "closest_pairs.png")
+        write_json(dest / "quality.json", quality)
+    return quality
