@@ -118,3 +118,14 @@ def test_balance_counts_only_readable_images(tmp_path, capsys):
     assert bal["before"] == {"covid": 2, "normal": 4} and bal["added"] == {"covid": 2}
     manifest = next(out.glob("balance-*/manifest.csv")).read_bytes()  # used to die with UnicodeEncodeError
     assert b"/caf\xe9.png," in manifest
+
+
+def test_a_class_folder_linked_from_elsewhere_is_an_input_too(tmp_path, capsys):
+    real_covid = tmp_path / "elsewhere" / "covid"
+    real_covid.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(gray(32, i)).save(real_covid / f"{i}.png")
+    (tmp_path / "data" / "normal").mkdir(parents=True)
+    Image.fromarray(gray(32, 5)).save(tmp_path / "data" / "normal" / "n.png")
+    os.symlink(real_covid, tmp_path / "data" / "covid")
+    _refused(["data", "split", str(tmp_path / "data"), "--out", str(real_covid / "runs"), "-q"], capsys, real_covid)

@@ -135,8 +135,11 @@ def input_folders(source: str | os.PathLike | DataConfig) -> list[Path]:
     p = Path(path)
     if not p.exists() or is_cache(p) or (p.is_file() and not is_manifest(p)):
         return [p] if p.exists() else []  # a checkpoint or cache stands for its folder; missing: the reader says so
-    if p.is_dir():
-        return [p]  # every image is below it (symlinked folders are resolved by the guard)
+    if p.is_dir():  # every image is below it, or below a class folder that is a symlink to elsewhere
+        try:
+            return [p, *(d for d in p.iterdir() if d.is_symlink() and d.is_dir())]
+        except OSError:
+            return [p]
     return collection_folders(p, open_config(cfg))
 
 
