@@ -233,3 +233,45 @@ def test_pretrained_backbones_get_their_weights_normalization_and_size():
     assert "224 px" in desc
     inc, _ = build_classifier("inception_v3", 2, pretrained=False)
     assert inc.size == 299
+
+
+def test_conditional_generator_labels_keep_training_cooccurrence_and_full_volume(tmp_path, monkeypatch):
+    """A multi-label study with a conditional GAN: synthetic images carry label vectors drawn from the
+    training minority-positive rows, so each co-occurring finding keeps its training rate (within three
+    binomial standard errors); synthetic-only-full replaces the real minority by as many synthetic images
+    as there are minority-negative images (Zunair & Hamza's full volume), synthetic-only by as many as it had."""
+    import csv
+
+    from cxraug.classify.study import Study
+
+    root = write_phantom_folder(tmp_path / "img", {"normal": 40, "covid": 24}, size=64, seed=5)
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "patient", "covid", "pneumonia", "opacity"])
+        for p in sorted(root.rglob("*.png")):
+            c = int(p.parent.name == "covid")
+            w.writerow([p, p.stem, c, int(rng.random() < (0.2 if c else 0.1)), int(rng.random() < (0.8 if c else 0.1))])
+    monkeypatch.setattr("cxraug.classify.explain.umap_embedding", _cheap_embedding)
+    cfg = StudyConfig(sources=[Source(str(tmp_path / "labels.csv"))], minority="covid", size=32, regimes=[1.0],
+                      seeds=[0], epochs=1, batch_size=16, bootstrap=20,
+                      protocols=["gan-aug", "synthetic-only", "synthetic-only-full"],
+                      gan=GanSpec(preset="cgan-64", steps=2, width=8, batch_size=8))  # fmt: skip
+    st = Study(cfg, tmp_path / "study", progress=False)
+    st.prepare()
+    assert st.multilabel
+    train_min = st.ds.labels[st._minority_train(1.0, 0)]  # the rows the cGAN was trained on
+    lab = st.synthetic_labels(1.0, 0)
+    assert lab is not None and (lab[:, 0] == 1).all()
+    for k in (1, 2):
+        ref = np.nanmean(train_min[:, k])
+        se = np.sqrt(ref * (1 - ref) / len(lab))
+        assert abs(lab[:, k].mean() - ref) <= 3 * se + 1e-9, (k, lab[:, k].mean(), ref)
+    _x, y, syn = st.train_set("gan-aug", 1.0, 0)
+    assert not np.isnan(y[syn]).any() and 0 < y[syn, 2].mean() < 1  # real vectors, not "covid, rest unknown"
+    tr = st.split["train"]
+    n_pos, n_neg = int(st.pos[tr].sum()), int((st.known[tr] & ~st.pos[tr]).sum())
+    _x, y, syn = st.train_set("synthetic-only", 1.0, 0)
+    assert syn.sum() == n_pos and (y[~syn, 0] == 0).all()
+    _x, y, syn = st.train_set("synthetic-only-full", 1.0, 0)
+    assert syn.sum() == max(n_neg, n_pos) and (y[~syn, 0] == 0).all()

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from cxraug.config import load_config
 
-PROTOCOLS = ("real", "standard-aug", "gan-aug", "synthetic-only")
+# synthetic-only replaces the real minority by as many synthetic images; synthetic-only-full by as many as
+# the largest class (Zunair & Hamza train on synthetic images at full volume)
+PROTOCOLS = ("real", "standard-aug", "gan-aug", "synthetic-only", "synthetic-only-full")
+SYNTHETIC_PROTOCOLS = ("gan-aug", "synthetic-only", "synthetic-only-full")
 
 
 @dataclass
@@ -53,7 +56,7 @@ class StudyConfig:
     generator: str | None = None  # a checkpoint trained on the minority class, used for every run ...
     gan: GanSpec | None = None  # ... or let the study train its own generators (leak-free by construction)
     model: str = "lightweight"
-    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS[:4]))
     regimes: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.5, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     epochs: int = 10

@@ -66,7 +66,8 @@ class StudyGenerators:
         return np.asarray(self.ds.images[np.sort(train[self.y[train] == int(counts.argmax())])])
 
     def synthetic_for(self, regime: float, seed: int) -> np.ndarray:
-        """Enough synthetic minority images for any protocol of this (regime, seed), uint8 [N,S,S]."""
+        """Enough synthetic minority images for any protocol of this (regime, seed), uint8 [N,S,S]: as many
+        as the largest class has (synthetic-only at full volume), at least the real minority count."""
         from cxraug.data.preprocess import resize
         from cxraug.plotting import save_grid
         from cxraug.synth.generate import generate
@@ -74,20 +75,33 @@ class StudyGenerators:
         ckpt = self.generator_for(regime, seed)
         if ckpt in self._syn_cache:
             return self._syn_cache[ckpt]
-        need = max(self._n_to_add(self.split["train"]), int(self.pos[self.split["train"]].sum()), 1)
-        name = f"synthetic-{self.generator_hash(regime, seed)[:16]}.npy"  # keyed by the checkpoint's bytes
-        path = Path(ckpt).parent.parent / name if self.cfg.gan else self.dir / name
+        train = self.split["train"]
+        need = max(self._n_to_add(train) + int(self.pos[train].sum()), 1)
+        name = f"synthetic-{self.generator_hash(regime, seed)[:16]}"  # keyed by the checkpoint's bytes
+        path = (Path(ckpt).parent.parent if self.cfg.gan else self.dir) / f"{name}.npy"
+        lab_path = path.with_name(f"{name}.labels.npy")
         if path.is_file() and len(np.load(path, mmap_mode="r")) >= need:
             imgs = np.load(path)
         else:
-            imgs, _, _ = generate(ckpt, need, seed=1234, source=self._majority_train_images())
+            # a conditional generator: label vectors drawn from its real minority-positive training rows
+            imgs, labs, info = generate(ckpt, need, seed=1234, label=self.cfg.minority,
+                                        source=self._majority_train_images())  # fmt: skip
             if imgs.shape[-1] != self.cfg.size:
                 imgs = np.stack([resize(i, self.cfg.size, "direct") for i in imgs])
             np.save(path, imgs)
+            if info["conditional"] and list(info["class_names"]) == list(self.names):
+                np.save(lab_path, labs)
             if self.cfg.generator or not (self.dir / "synthetic_samples.png").is_file():
                 save_grid(imgs[:64], self.dir / "synthetic_samples.png")
         self._syn_cache[ckpt] = imgs
+        self._syn_labels[ckpt] = np.load(lab_path) if lab_path.is_file() else None
         return imgs
+
+    def synthetic_labels(self, regime: float, seed: int) -> np.ndarray | None:
+        """Label vectors [N,K] of :meth:`synthetic_for`'s images when a conditional generator over the study's
+        classes made them (sampled from the training distribution of minority-positive images), else None."""
+        self.synthetic_for(regime, seed)
+        return self._syn_labels[self.generator_for(regime, seed)]
 
     def generator_hash(self, regime: float, seed: int) -> str:
         """SHA-256 of the checkpoint that augments the (regime, seed) run (trained first if needed)."""

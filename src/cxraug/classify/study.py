@@ -30,6 +30,7 @@ from cxraug.classify.assemble import (
 )
 from cxraug.classify.config import (
     PROTOCOLS,
+    SYNTHETIC_PROTOCOLS,
     GanSpec,
     Source,
     StudyConfig,
@@ -62,9 +63,9 @@ __all__ = ["METRIC_KEYS", "PROTOCOLS", "GanSpec", "Source", "Study", "StudyConfi
 class Study(StudyGenerators):
     def __init__(self, cfg: StudyConfig, out: str | os.PathLike, progress: bool = True):
         self.cfg, self.dir, self.progress = cfg, Path(out), progress
-        if cfg.generator is None and cfg.gan is None and {"gan-aug", "synthetic-only"} & set(cfg.protocols):
+        if cfg.generator is None and cfg.gan is None and set(SYNTHETIC_PROTOCOLS) & set(cfg.protocols):
             raise CXRAugError(
-                "protocols gan-aug/synthetic-only need `generator: CHECKPOINT` or a `gan:` block in the study config"
+                "protocols gan-aug/synthetic-only(-full) need `generator: CHECKPOINT` or a `gan:` block in the study config"
             )
         if cfg.generator and cfg.gan:
             raise CXRAugError("give either `generator:` or `gan:` in the study config, not both")
@@ -119,6 +120,7 @@ class Study(StudyGenerators):
         self.data_hash = h.hexdigest()
         gen_seen = check_generator_unseen(cfg.generator, self.fp[sp["test"]]) if cfg.generator else None
         self._syn_cache: dict[str, np.ndarray] = {}
+        self._syn_labels: dict[str, np.ndarray | None] = {}
         self._ckpt_hash: dict[tuple, str] = {}
         self.syn = self.synthetic_for(max(cfg.regimes), cfg.seeds[0]) if (cfg.generator or cfg.gan) else None
         write_json(self.dir / "data.json", {
@@ -174,18 +176,21 @@ class Study(StudyGenerators):
         idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
         x, y = self.images[idx], self.targets(idx)
         syn_flag = np.zeros(len(y), bool)
-        if protocol in ("gan-aug", "synthetic-only"):
+        if protocol in SYNTHETIC_PROTOCOLS:
             if protocol == "gan-aug":
                 n_add = self._n_to_add(idx)
-            else:  # replace the real minority by the same number of synthetic images
+            else:  # replace the real minority: by as many synthetic images, or (full) as many as the largest class
+                n_add = int(self.pos[idx].sum()) + (self._n_to_add(idx) if protocol == "synthetic-only-full" else 0)
                 keep = ~self.pos[idx]
                 x, y, syn_flag = x[keep], y[keep], syn_flag[keep]
-                n_add = int(self.pos[idx].sum())
             syn = self.synthetic_for(regime, seed)
+            syn_lab = self.synthetic_labels(regime, seed)
             rng = np.random.default_rng(seed)
             pick = rng.choice(len(syn), min(n_add, len(syn)), replace=False)
             x = np.concatenate([x, syn[pick]])
-            if self.multilabel:  # positive for the minority label; the other labels of a synthetic image are unknown
+            if self.multilabel and syn_lab is not None:  # a conditional generator's own label vectors
+                y_syn = syn_lab[pick].astype(np.float32)
+            elif self.multilabel:  # positive for the minority label; the other labels of a synthetic image are unknown
                 y_syn = np.full((len(pick), len(self.names)), np.nan, np.float32)
                 y_syn[:, self.k_min] = 1
             else:
@@ -205,7 +210,7 @@ class Study(StudyGenerators):
         c = to_dict(self.cfg)
         for k in ("protocols", "regimes", "seeds", "device", "features", "bootstrap", "margin"):
             c.pop(k, None)
-        gen = self.generator_hash(regime, seed) if protocol in ("gan-aug", "synthetic-only") else None
+        gen = self.generator_hash(regime, seed) if protocol in SYNTHETIC_PROTOCOLS else None
         blob = json.dumps({"config": c, "run": [protocol, regime, seed], "data": self.data_hash, "generator": gen},
                           sort_keys=True, default=str)  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
