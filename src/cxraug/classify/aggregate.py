@@ -139,7 +139,7 @@ def aggregate(results: list[dict], cfg: StudyConfig, groups: dict[str, list[str]
                                 for p, runs in by_p.items()}  # fmt: skip
         ext_names = [n for n in first.get("external", {})]
         out["external"][regime] = {
-            n: {p: {k: mean_ci([r["external"][n].get(k, float("nan")) for r in runs]) for k in METRIC_KEYS}
+            n: {p: {k: mean_ci([r["external"][n].get(k, float("nan")) for r in runs]) for k in keys}
                 for p, runs in by_p.items()}
             for n in ext_names
         }  # fmt: skip

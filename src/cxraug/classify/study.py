@@ -261,16 +261,16 @@ class Study(StudyGenerators):
         metrics = self._evaluate(prob, self.y[te], self.pos[te], thr)
         if ml:  # the minority label as a binary task + per-label AUC
             metrics.update(multilabel_auc(self.ds.labels[te], prob, self.names))
-        ext, ext_prob, ext_true = {}, {}, {}
+        ext, ext_prob, ext_true, parts = {}, {}, {}, []
         for name, e in self.external.items():
             p = predict_proba(model, e["images"], multilabel=ml) if e["n"] else np.zeros((0, len(self.names)))
-            ext[name] = self._evaluate(p, np.asarray(e["y"], int), np.asarray(e["pos"], bool), thr) if e["n"] else {}
-            ext_prob[name], ext_true[name] = self._scores(p).tolist(), [int(b) for b in e["pos"]]
-        if self.external:
-            p_all = np.concatenate([np.asarray(ext_prob[n]) for n in self.external])
-            t_all = np.concatenate([np.asarray(ext_true[n], int) for n in self.external])
-            pooled = binary_metrics(t_all, p_all, thr if thr is not None else 0.5) if len(t_all) else {}
-            ext["pooled"] = pooled
+            y_e, pos_e = np.asarray(e["y"], int), np.asarray(e["pos"], bool)
+            ext[name] = self._evaluate(p, y_e, pos_e, thr) if e["n"] else {}
+            ext_prob[name], ext_true[name] = self._scores(p).tolist(), pos_e.astype(int).tolist()
+            parts.append((p, y_e, pos_e))
+        if self.external:  # every external source together, at the same operating point
+            p_all, y_all, pos_all = (np.concatenate(a) for a in zip(*parts))
+            ext["pooled"] = self._evaluate(p_all, y_all, pos_all, thr) if len(y_all) else {}
         probe = {}
         for name, e in self.probe.items():
             p = predict_proba(model, e["images"], multilabel=ml) if e["n"] else np.zeros((0, len(self.names)))
