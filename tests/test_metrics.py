@@ -257,3 +257,74 @@ def test_fid_bootstrap_ci_width_matches_monte_carlo_spread():
     lo, hi = fid_bootstrap(r, f, reps=60, seed=0)
     assert lo <= fid_from_features(r, f) <= hi
     assert 0.5 < (hi - lo) / mc_width < 2.0
+
+
+# --- held-out encoder, copy-aware audit, diversity (issue 13) ---
+
+
+def test_encoder_refuses_a_reference_it_was_trained_on(tmp_path):
+    from cxraug.errors import CXRAugError
+    from cxraug.metrics.encoder import image_fingerprints, load_encoder, save_encoder, train_encoder
+
+    seen, unseen, fake = rand_u8(12, 32, seed=1), rand_u8(12, 32, seed=2), rand_u8(12, 32, seed=3)
+    enc = train_encoder(seen, steps=2, batch_size=4, width=8, progress=False)
+    path = save_encoder(enc, tmp_path / "enc.safetensors")
+    assert load_encoder(path).trained_on == image_fingerprints(seen)  # recorded in the file
+    spec = f"encoder:{path}"
+    mixed = np.concatenate([unseen, seen[:3]])
+    with pytest.raises(CXRAugError, match="3 of the 15 reference images were used to train"):
+        evaluate_images(mixed, fake, spec, k=2, progress=False, audit=False, fid_reps=2)
+    ok = evaluate_images(mixed, fake, spec, k=2, progress=False, audit=False, fid_reps=2, allow_encoder_overlap=True)
+    assert ok["encoder_reference_overlap"] == 3
+    assert evaluate_images(unseen, fake, spec, k=2, progress=False, audit=False, fid_reps=2)["n_real"] == 12
+
+
+def test_auto_encoder_is_trained_on_patients_disjoint_from_the_reference(monkeypatch):
+    import cxraug.metrics.encoder as encoder_mod
+    from cxraug.metrics import encoder_split
+    from cxraug.metrics.features import inception_weights_present
+
+    if inception_weights_present():
+        pytest.skip("auto means Inception here")
+    real = rand_u8(20, 32, seed=4)
+    pids = [f"p{i // 2}" for i in range(20)]  # two images per patient
+    trained = {}
+    orig = encoder_mod.train_encoder
+
+    def small(images, **kw):
+        trained["fp"] = encoder_mod.image_fingerprints(images)
+        return orig(images, steps=2, batch_size=4, width=8, progress=False)
+
+    monkeypatch.setattr(encoder_mod, "train_encoder", small)
+    res = evaluate_images(real, rand_u8(10, 32, seed=5), "auto", k=2, progress=False, audit=False,
+                          patient_ids=pids, fid_reps=2)  # fmt: skip
+    enc_idx, ref_idx = encoder_split(20, pids, 0)
+    assert res["n_real"] == len(ref_idx) == 10 and res["encoder_reference_overlap"] == 0
+    assert set(trained["fp"]) == set(encoder_mod.image_fingerprints(real[enc_idx]))
+    assert not {pids[i] for i in enc_idx} & {pids[i] for i in ref_idx}  # patient-level
+
+
+def test_memorization_audit_flags_a_shifted_flipped_copy_the_old_rules_missed():
+    real = rand_u8(30, 32, seed=6)
+    fake = rand_u8(10, 32, seed=7)
+    fake[4] = np.roll(real[11][:, ::-1], (2, -3), (0, 1))  # flipped and shifted: pixel RMSE is large
+    flat = lambda a: a.reshape(len(a), -1).astype(float)  # noqa: E731
+    audit = memorization_audit(real, fake, flat(real), flat(fake))
+    assert [(x["fake"], x["real_ncc_nn"]) for x in audit["flagged"]] == [(4, 11)]
+    assert audit["flagged"][0]["pixel_rmse"] > 0.04  # the old pixel rule alone would have passed it
+
+
+def test_ms_ssim_diversity_separates_a_collapsed_set():
+    from cxraug.data.phantom import phantom
+    from cxraug.data.preprocess import Preprocess
+    from cxraug.metrics.diversity import ms_ssim_config, ms_ssim_diversity
+
+    assert ms_ssim_config(64) == (7, pytest.approx((0.0448 / 0.6305, 0.2856 / 0.6305, 0.3001 / 0.6305)))
+    assert ms_ssim_config(256)[1] == pytest.approx((0.0448, 0.2856, 0.3001, 0.2363, 0.1333), rel=1e-3)  # standard 5
+    pp = Preprocess(64)
+    varied = np.stack([pp(phantom("covid", 64, s)) for s in range(12)])
+    collapsed = np.repeat(varied[:1], 12, 0)
+    assert ms_ssim_diversity(collapsed)["ms_ssim"] == pytest.approx(1.0, abs=1e-6)  # identical images: exactly 1
+    d = ms_ssim_diversity(varied)
+    assert d["ms_ssim"] < 0.9 and d["scales"] == 3
+    assert ms_ssim_diversity(rand_u8(12, 64))["ms_ssim"] < 0.1  # independent noise: ~0

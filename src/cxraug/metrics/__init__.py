@@ -1,10 +1,12 @@
-"""Quality metrics: FID / KID / precision-recall / density-coverage, memorization audit."""
+"""Quality metrics: FID / KID / precision-recall / density-coverage, MS-SSIM diversity, memorization
+audit and Meehan et al.'s data-copying test."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from cxraug.metrics.features import cached_features, extract, get_extractor
+from cxraug.errors import CXRAugError
+from cxraug.metrics.features import Extractor, cached_features, extract, get_extractor
 from cxraug.metrics.fid import all_metrics, fid_from_features, frechet_distance, kid, prdc
 from cxraug.metrics.memorization import memorization_audit
 
@@ -19,6 +21,34 @@ __all__ = [
 ]
 
 
+def encoder_split(n: int, patient_ids: list[str] | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Patient-level halves of n images: (encoder-training indices, reference indices)."""
+    pids = patient_ids if patient_ids is not None else [str(i) for i in range(n)]
+    uniq = sorted(set(pids))
+    rng = np.random.default_rng(seed)
+    enc_p = set(np.asarray(uniq, dtype=object)[rng.permutation(len(uniq))[: len(uniq) // 2]].tolist())
+    mask = np.array([p in enc_p for p in pids])
+    return np.nonzero(mask)[0], np.nonzero(~mask)[0]
+
+
+def check_encoder_reference(ext: Extractor, reference_u8: np.ndarray, allow: bool = False) -> int:
+    """Refuse a reference set the feature encoder was trained on (its file records fingerprints);
+    returns how many reference images it has seen (0 unless ``allow``)."""
+    from cxraug.metrics.encoder import image_fingerprints
+
+    seen = set(getattr(ext.net, "trained_on", None) or [])
+    if not seen:
+        return 0
+    n = sum(f in seen for f in image_fingerprints(reference_u8))
+    if n and not allow:
+        raise CXRAugError(
+            f"{n} of the {len(reference_u8)} reference images were used to train the feature encoder "
+            f"{ext.name}, which rewards copying them; evaluate against real images it has not seen "
+            "(or pass --allow-encoder-overlap)"
+        )
+    return n
+
+
 def evaluate_images(
     real_u8: np.ndarray,
     fake_u8: np.ndarray,
@@ -29,17 +59,68 @@ def evaluate_images(
     progress: bool = True,
     audit: bool = True,
     device: str = "cpu",
+    heldout_u8: np.ndarray | None = None,
+    patient_ids: list[str] | None = None,
+    encoder_images: np.ndarray | None = None,
+    allow_encoder_overlap: bool = False,
+    fid_reps: int = 50,
 ) -> dict:
-    """All metrics for uint8 image sets [N,S,S]; the extractor and counts are always reported."""
+    """All metrics for uint8 image sets [N,S,S]; the extractor and every n are reported.
+
+    ``real_u8``: the generator's real training images (the memorization audit's reference).
+    ``features="auto"`` without Inception weights trains the offline encoder on images disjoint
+    from the FID reference: ``encoder_images`` if given, else a patient-level half of ``real_u8``
+    (the other half is then the reference). An ``encoder:PATH`` trained on reference images is
+    refused unless ``allow_encoder_overlap``. ``heldout_u8``: real images the generator never saw
+    (e.g. the test split), for Meehan et al.'s three-sample data-copying test."""
+    from cxraug.metrics.copying import three_sample_test
+    from cxraug.metrics.diversity import ms_ssim_diversity
+    from cxraug.metrics.features import auto_encoder_path, encoder_extractor, inception_weights_present
+
+    real_u8 = np.asarray(real_u8)
     rng = np.random.default_rng(seed)
     if len(real_u8) > n:
-        real_u8 = np.asarray(real_u8)[np.sort(rng.choice(len(real_u8), n, replace=False))]
+        keep = np.sort(rng.choice(len(real_u8), n, replace=False))
+        real_u8 = real_u8[keep]
+        patient_ids = [patient_ids[i] for i in keep] if patient_ids is not None else None
     fake_u8 = np.asarray(fake_u8[:n])
-    ext = get_extractor(features, real_images=np.asarray(real_u8), progress=progress, device=device)
-    fr = cached_features(ext, np.asarray(real_u8), progress)
+    reference = real_u8
+    encoder_note = None
+    if features == "auto" and not inception_weights_present():
+        if encoder_images is None:
+            enc_idx, ref_idx = encoder_split(len(real_u8), patient_ids, seed)
+            if len(enc_idx) < 2 or len(ref_idx) < 2:
+                raise CXRAugError(f"features=auto needs at least 4 real images (2 patients), got {len(real_u8)}")
+            encoder_images, reference = real_u8[enc_idx], real_u8[ref_idx]
+            encoder_note = f"trained on a patient-level half of the real images ({len(enc_idx)}); reference: the rest"
+        else:
+            encoder_note = f"trained on {len(encoder_images)} separate real images"
+        ext = encoder_extractor(auto_encoder_path(np.asarray(encoder_images), progress)).to(device)
+    else:
+        ext = get_extractor(features, real_images=real_u8, progress=progress, device=device)
+    overlap = check_encoder_reference(ext, reference, allow_encoder_overlap)
+    fr = cached_features(ext, reference, progress)
     ff = extract(ext, fake_u8, progress=progress)
-    res = {"features": ext.name, "n_real": len(fr), "n_fake": len(ff), "feature_dim": int(fr.shape[1])}
-    res.update(all_metrics(fr, ff, k=k, seed=seed))
+    res = {
+        "features": ext.name,
+        "n_real": len(fr),
+        "n_fake": len(ff),
+        "feature_dim": int(fr.shape[1]),
+        "encoder": encoder_note,
+        "encoder_reference_overlap": overlap,
+    }
+    res.update(all_metrics(fr, ff, k=k, seed=seed, fid_reps=fid_reps))
+    res["diversity"] = {
+        "synthetic": ms_ssim_diversity(fake_u8, seed=seed),
+        "real": ms_ssim_diversity(reference, seed=seed),
+    }
     if audit:
-        res["memorization"] = memorization_audit(np.asarray(real_u8), fake_u8, fr, ff)
+        f_train = fr if reference is real_u8 else cached_features(ext, real_u8, progress)
+        mem = memorization_audit(real_u8, fake_u8, f_train, ff)
+        if heldout_u8 is not None and len(heldout_u8) >= 2:
+            fh = extract(ext, np.asarray(heldout_u8), progress=progress)
+            mem["three_sample"] = three_sample_test(f_train, fh, ff, seed=seed)
+        else:
+            mem["three_sample"] = None
+        res["memorization"] = mem
     return res

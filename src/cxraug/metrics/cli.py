@@ -17,6 +17,14 @@ def _real_images(path: str, size: int, cls: str | None, progress: bool) -> np.nd
     return np.asarray((ds.only_class(cls) if cls else ds).images)
 
 
+def _real_with_patients(path: str, size: int, cls: str | None, progress: bool) -> tuple[np.ndarray, list[str]]:
+    from cxraug.data.source import DataConfig, load_dataset
+
+    ds = load_dataset(DataConfig(path=path, size=size), progress=progress)
+    ds = ds.only_class(cls) if cls else ds
+    return np.asarray(ds.images), list(ds.patient_ids)
+
+
 def _fake_images(
     fake: str, n: int, size: int, seed: int, progress: bool, source: str | None = None
 ) -> tuple[np.ndarray, str]:
@@ -45,12 +53,15 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     require(16 <= a.size <= 1024, f"--size must be within 16..1024, got {a.size}")
     require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
     check_device(a.device)
-    check_outputs([a.real, a.fake] + ([a.source] if a.source else []), a.out)  # before any work: no output in an input
+    inputs = [a.real, a.fake] + [x for x in (a.source, a.heldout) if x]
+    check_outputs(inputs, a.out)  # before any work: no output in an input
 
-    real = _real_images(a.real, a.size, a.cls, not a.quiet)
+    real, pids = _real_with_patients(a.real, a.size, a.cls, not a.quiet)
+    heldout = _real_images(a.heldout, a.size, a.cls, not a.quiet) if a.heldout else None
     fake, fake_desc = _fake_images(a.fake, a.n, a.size, a.seed, not a.quiet, a.source)
-    res = evaluate_images(real, fake, a.features, a.n, a.k, a.seed, progress=not a.quiet, device=a.device)
-    res.update({"real": a.real, "real_class": a.cls, "fake": fake_desc, "size": a.size})
+    res = evaluate_images(real, fake, a.features, a.n, a.k, a.seed, progress=not a.quiet, device=a.device,
+                          heldout_u8=heldout, patient_ids=pids, allow_encoder_overlap=a.allow_encoder_overlap)  # fmt: skip
+    res.update({"real": a.real, "real_class": a.cls, "fake": fake_desc, "size": a.size, "heldout": a.heldout})
     run = new_run_dir(a.out, "evaluate")
     save_config(vars(a) | {"func": None}, run / "config.yaml")
     write_json(run / "metrics.json", res)
@@ -61,21 +72,51 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def format_table(res: dict) -> str:
+    """Every number with its backbone and n."""
     m = res.get("memorization", {})
+    tag = f"[{res['features']}, n_real={res['n_real']}, n_fake={res['n_fake']}]"
+    ci = res.get("fid_ci95") or [float("nan")] * 2
+    inf = res.get("fid_inf")
     lines = [
         f"features: {res['features']} ({res['feature_dim']}-d)   n_real={res['n_real']}  n_fake={res['n_fake']}",
-        f"  FID        {res['fid']:.3f}",
-        f"  KID        {res['kid_mean']:.5f} ± {res['kid_std']:.5f}",
-        f"  precision  {res['precision']:.3f}    recall   {res['recall']:.3f}",
-        f"  density    {res['density']:.3f}    coverage {res['coverage']:.3f}",
+        f"  FID        {res['fid']:.3f}  95% CI [{ci[0]:.3f}, {ci[1]:.3f}]  {tag}",
+        f"  FID-inf    {inf:.3f}  (Chong & Forsyth: FID at n = "
+        f"{', '.join(str(x) for x in res['fid_inf_fit']['ns'])}, extrapolated to n -> inf)  {tag}"
+        if inf is not None
+        else "  FID-inf    n/a (too few images)",
+        f"  KID        {res['kid_mean']:.5f} ± {res['kid_std']:.5f}  ({res.get('kid_subsets')} subsets of "
+        f"{res.get('kid_subset_size')})  {tag}",
+        f"  precision  {res['precision']:.3f}    recall   {res['recall']:.3f}    (k={res.get('k')})  {tag}",
+        f"  density    {res['density']:.3f}    coverage {res['coverage']:.3f}    (k={res.get('k')})  {tag}",
     ]
-    if m:
+    if res.get("encoder"):
+        lines.append(f"  encoder: {res['encoder']}")
+    div = res.get("diversity")
+    if div and div["synthetic"]["ms_ssim"] is not None and div["real"]["ms_ssim"] is not None:
+        sy, re_ = div["synthetic"], div["real"]
         lines.append(
-            f"memorization: {m['n_flagged']} of {m['n_fake']} flagged as near-copies "
-            f"(pixel RMSE < {m['thresholds']['pixel_rmse']}, or feature distance < "
-            f"{m['thresholds']['feature_ratio']}x the real-to-real median); median pixel RMSE to nearest real "
+            f"  diversity  MS-SSIM synthetic {sy['ms_ssim']:.3f} ± {sy['se']:.3f}, real {re_['ms_ssim']:.3f} ± "
+            f"{re_['se']:.3f}  ({sy['pairs']} random pairs, {sy['scales']} scales; higher = less diverse)"
+        )
+    if m:
+        th = m["thresholds"]
+        lines.append(
+            f"memorization: {m['n_flagged']} of {m['n_fake']} flagged as near-copies of the {m['n_real']} real images "
+            f"(pixel RMSE < {th['pixel_rmse']}, feature distance < {th['feature_ratio']}x the real-to-real median, "
+            f"or NCC >= {th.get('ncc')} over ±8 px shifts and flips); median pixel RMSE to nearest real "
             f"{m['pixel_rmse'].get('p50', float('nan')):.3f}"
         )
+        t3 = m.get("three_sample")
+        if t3:
+            ct = (f"C_T {t3['c_t']:.2f} (p={t3['c_t_p_copying']:.3g}, {t3['cells_used']} of {t3['cells']} cells)"
+                  if t3["c_t"] is not None else "C_T n/a (no cell with enough samples)")  # fmt: skip
+            lines.append(
+                f"data-copying test (Meehan et al. 2020) [{res['features']}, n_train={t3['n_train']}, "
+                f"n_heldout={t3['n_heldout']}, n_generated={t3['n_generated']}]: Z_U {t3['z_u']:.2f} "
+                f"(p={t3['p_copying']:.3g}), {ct}; Z << 0: copying, Z >> 0: under-fitting"
+            )
+        elif "three_sample" in m:
+            lines.append("data-copying test: not run (give --heldout: real images the generator never saw)")
     lines.append("(numbers are comparable only within one feature extractor)")
     return "\n".join(lines)
 
@@ -114,7 +155,16 @@ def _register(sub: argparse._SubParsersAction) -> None:
         "--features",
         default="auto",
         help="inception | inception-768 | xrv | encoder:PATH | auto (inception if its weights are on disk, "
-        "else an encoder trained on the real set); default %(default)s",
+        "else an encoder trained on a patient-level half of the real set, the other half being the reference); "
+        "default %(default)s",
+    )
+    p.add_argument(
+        "--heldout", help="real images the generator never saw (e.g. its test split): runs the data-copying test"
+    )
+    p.add_argument(
+        "--allow-encoder-overlap",
+        action="store_true",
+        help="evaluate against reference images the encoder:PATH was trained on (refused otherwise)",
     )
     p.add_argument("--n", type=int, default=5000, help="max images per set; default %(default)s")
     p.add_argument("--k", type=int, default=5, help="k for precision/recall/density/coverage; default %(default)s")

@@ -1,13 +1,23 @@
 """A feature extractor cxraug trains itself on real CXRs, so every metric works fully offline.
 
-A small convolutional autoencoder (denoising, with random shifts) trained on the user's real
-images; its encoder's pooled activations are the features (``encoder:PATH``). Scores from it are
-comparable only with other scores from the same encoder file — the report always names it.
+A small convolutional encoder trained on real images; its pooled activations are the features
+(``encoder:PATH``). Two objectives:
+
+- ``texture`` (default): a denoising autoencoder (content) plus a "degraded vs real" head that must
+  tell a real image from its own Gaussian-blurred or down-and-up-sampled copy, so the features see
+  texture and sharpness, not just layout (an autoencoder alone scores a 16-pixel thumbnail as a
+  near-perfect CXR);
+- ``autoencoder``: the denoising autoencoder alone (the encoder before issue 13; kept to reproduce
+  the before/after table in BENCHMARKS.md).
+
+The file records fingerprints of the images it was trained on, so that an evaluation can refuse a
+reference set the encoder has seen. Scores are comparable only within one encoder file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -19,7 +29,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from cxraug.data.preprocess import u8_to_tensor
-from cxraug.errors import CheckpointError, show_path
+from cxraug.errors import CheckpointError, CXRAugError, show_path
 
 
 class ConvEncoder(nn.Module):
@@ -34,6 +44,8 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(a, b, 3, 2, 1), nn.GroupNorm(8, b), nn.SiLU()]
         self.net = nn.Sequential(*layers)  # S -> S/16
         self.dim = 8 * width
+        self.trained_on: list[str] = []  # fingerprints of the training images (image_fingerprints)
+        self.objective = "texture"
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.size:
@@ -59,14 +71,56 @@ class _Decoder(nn.Module):
         return self.net(h)
 
 
+def image_fingerprints(images_u8: np.ndarray) -> list[str]:
+    """One 16-hex SHA-256 digest per uint8 image [N,S,S] (its bytes): what an encoder was trained on."""
+    return [hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest()[:16] for im in np.asarray(images_u8)]
+
+
+def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-image Gaussian blur of x [B,1,S,S] with sigma [B] (pixels), reflect padding."""
+    r = int(np.ceil(3 * float(sigma.max())))
+    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    g = torch.exp(-0.5 * (t[None] / sigma[:, None]) ** 2)
+    g = g / g.sum(1, keepdim=True)  # [B, 2r+1]
+    b, _, s, _ = x.shape
+    y = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect").view(1, b, s, s + 2 * r), g.view(b, 1, 1, -1), groups=b)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), g.view(b, 1, -1, 1), groups=b)
+    return y.view(b, 1, s, s)
+
+
+def degrade(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each image of x [B,1,S,S] blurred (sigma 0.5-2 px) or shrunk by 2-6x and scaled back up."""
+    b, s = x.shape[0], x.shape[-1]
+    sigma = 0.5 + 1.5 * torch.rand(b, generator=gen)
+    out = _blur(x, sigma)
+    down = torch.rand(b, generator=gen) < 0.5
+    if down.any():
+        f = int(torch.randint(2, 7, (1,), generator=gen))
+        small = F.interpolate(x[down], size=(s // f, s // f), mode="area")
+        out[down] = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
+    return out
+
+
 def train_encoder(
-    images: np.ndarray, steps: int = 400, batch_size: int = 64, width: int = 32, seed: int = 0, progress: bool = True
+    images: np.ndarray,
+    steps: int = 400,
+    batch_size: int = 64,
+    width: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+    objective: str = "texture",
+    texture_weight: float = 0.05,
 ) -> ConvEncoder:
-    """Train on uint8 images [N,S,S] (the real training split). ~1 min on 2 CPU cores at 64 px."""
-    torch.manual_seed(seed)
+    """Train on uint8 images [N,S,S] (real images disjoint from any evaluation reference).
+    ~1 min on 2 CPU cores at 64 px with the defaults. ``enc.trained_on`` holds their fingerprints."""
+    if objective not in ("texture", "autoencoder"):
+        raise CXRAugError(f"unknown encoder objective {objective!r}: texture | autoencoder")
     size = images.shape[-1]
-    enc, dec = ConvEncoder(size, width), _Decoder(width)
-    opt = torch.optim.AdamW([*enc.parameters(), *dec.parameters()], lr=2e-3, weight_decay=1e-4)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
+        torch.manual_seed(seed)
+        enc, dec = ConvEncoder(size, width), _Decoder(width)
+        head = nn.Linear(enc.dim, 1)  # degraded (0) vs real (1), on the pooled features
+    opt = torch.optim.AdamW([*enc.parameters(), *dec.parameters(), *head.parameters()], lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     gen = torch.Generator().manual_seed(seed)
     data = torch.from_numpy(np.array(images, dtype=np.uint8))  # a writable copy (the cache is a read-only memmap)
@@ -76,19 +130,32 @@ def train_encoder(
         shift = torch.randint(-4, 5, (2,), generator=gen).tolist()
         x = torch.roll(x, shifts=shift, dims=(2, 3))
         noisy = x + 0.1 * torch.randn(x.shape, generator=gen)
-        loss = F.mse_loss(dec(enc.feature_map(noisy)), x)
+        h = enc.feature_map(noisy)
+        loss = F.mse_loss(dec(h), x)
+        if objective == "texture":
+            both = torch.cat([x, degrade(x, gen)])  # [2B,1,S,S]: real, then degraded
+            target = torch.cat([torch.ones(len(x)), torch.zeros(len(x))])
+            loss = loss + texture_weight * F.binary_cross_entropy_with_logits(head(enc(both))[:, 0], target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+    enc.trained_on = image_fingerprints(images)
+    enc.objective = objective
     return enc.eval()
 
 
 def save_encoder(enc: ConvEncoder, dest: str | os.PathLike) -> Path:
     from cxraug.io import atomic_path
 
+    meta = {
+        "size": str(enc.size),
+        "width": str(enc.width),
+        "objective": getattr(enc, "objective", "autoencoder"),
+        "trained_on": json.dumps(getattr(enc, "trained_on", [])),
+    }
     with atomic_path(dest) as tmp:
-        save_file(enc.state_dict(), str(tmp), metadata={"size": str(enc.size), "width": str(enc.width)})
+        save_file(enc.state_dict(), str(tmp), metadata=meta)
     return Path(dest)
 
 
@@ -103,6 +170,8 @@ def load_encoder(path: str | os.PathLike) -> ConvEncoder:
             meta = f.metadata() or {}
         enc = ConvEncoder(int(meta["size"]), int(meta["width"]))
         enc.load_state_dict(load_file(str(p)))
+        enc.trained_on = json.loads(meta.get("trained_on", "[]"))
+        enc.objective = meta.get("objective", "autoencoder")
     except Exception as e:
         raise CheckpointError(f"{show_path(p)} is not a cxraug encoder ({e})") from e
     return enc.eval()

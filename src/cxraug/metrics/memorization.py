@@ -2,7 +2,9 @@
 
 For every generated image: its nearest real training image in feature space and in pixel space.
 The feature distance is judged against how close real images are to *each other* (median
-real-to-real nearest-neighbour distance), the pixel distance as RMSE in [0, 1] intensity units.
+real-to-real nearest-neighbour distance), the pixel distance as RMSE in [0, 1] intensity units, and
+(since a copy shifted by a few pixels, flipped or with its contrast changed passes both) the
+maximum normalized cross-correlation over shifts and flips (``copying.copy_flags``).
 Synthetic data is only "anonymous" (Zunair & Hamza's claim) if nothing is flagged here.
 """
 
@@ -33,6 +35,7 @@ def memorization_audit(
     fake_feat: np.ndarray,
     pixel_threshold: float = 0.04,
     feature_ratio: float = 0.25,
+    ncc_threshold: float = 0.95,
 ) -> dict:
     """Returns the distance distributions, the flagged near-copies and the closest pairs."""
     r = np.asarray(real_u8, np.float32).reshape(len(real_u8), -1) / 255.0
@@ -43,7 +46,10 @@ def memorization_audit(
     rr_d, _ = _nn(real_feat, real_feat, exclude_self=True)
     ref = float(np.median(rr_d)) if len(rr_d) else 1.0
     ratio = feat_d / max(ref, 1e-12)
-    flagged = np.nonzero((pix_rmse < pixel_threshold) | (ratio < feature_ratio))[0]
+    from cxraug.metrics.copying import max_ncc
+
+    ncc, ncc_i = max_ncc(fake_u8, real_u8)
+    flagged = np.nonzero((pix_rmse < pixel_threshold) | (ratio < feature_ratio) | (ncc >= ncc_threshold))[0]
     order = np.argsort(pix_rmse)
 
     def pct(a: np.ndarray) -> dict:
@@ -56,7 +62,8 @@ def memorization_audit(
         "feature_distance": pct(feat_d),
         "feature_ratio_to_real_nn": pct(ratio),
         "real_to_real_nn_median": ref,
-        "thresholds": {"pixel_rmse": pixel_threshold, "feature_ratio": feature_ratio},
+        "max_ncc": pct(ncc),
+        "thresholds": {"pixel_rmse": pixel_threshold, "feature_ratio": feature_ratio, "ncc": ncc_threshold},
         "n_flagged": len(flagged),
         "flagged": [
             {
@@ -65,6 +72,8 @@ def memorization_audit(
                 "pixel_rmse": float(pix_rmse[k]),
                 "real_feature_nn": int(feat_i[k]),
                 "feature_ratio": float(ratio[k]),
+                "real_ncc_nn": int(ncc_i[k]),
+                "ncc": float(ncc[k]),
             }
             for k in flagged
         ],
