@@ -78,7 +78,8 @@ def save_explanations(
         from cxraug.metrics import evaluate_images
         from cxraug.metrics.memorization import closest_pairs_grid
 
-        quality = evaluate_images(train_minority, synthetic, features, progress=progress)
+        # held-out real minority images (the test split) drive the three-sample data-copying test
+        quality = evaluate_images(train_minority, synthetic, features, progress=progress, heldout_u8=test_minority)
         (dest / "figures").mkdir(exist_ok=True)
         closest_pairs_grid(train_minority, synthetic, quality["memorization"], dest / "figures" / "closest_pairs.png")
         write_json(dest / "quality.json", quality)

@@ -64,6 +64,11 @@ positive are evidence that the classifier learnt the source.</p>{% endif %}
 <p>{{ mem.n_flagged }} of {{ mem.n_fake }} synthetic images flagged as near-copies of a training image (pixel RMSE &lt;
 {{ mem.thresholds.pixel_rmse }} or feature distance &lt; {{ mem.thresholds.feature_ratio }}× the real-to-real median).
 Median pixel RMSE to the nearest real image: {{ "%.3f"|format(mem.pixel_rmse.p50) }}.</p>
+{% if mem.get("three_sample") %}{% set t3 = mem.three_sample %}<p>Data-copying test (Meehan et al. 2020; synthetic vs held-out
+real distances to the training set, {{ t3.n_generated }} / {{ t3.n_heldout }} / {{ t3.n_train }} images):
+Z<sub>U</sub> = {{ "%.2f"|format(t3.z_u) }} (p = {{ "%.3g"|format(t3.p_copying) }}){% if t3.c_t is not none %},
+C<sub>T</sub> = {{ "%.2f"|format(t3.c_t) }} over {{ t3.cells_used }} of {{ t3.cells }} cells (p = {{ "%.3g"|format(t3.c_t_p_copying) }}){% endif %}.
+Strongly negative: copying; strongly positive: under-fitting.</p>{% endif %}
 {{ img("figures/closest_pairs.png", "closest pairs: synthetic (top) and nearest real training image (bottom)") }}{% endif %}
 <h2>Benchmark</h2>
 {% for r in regimes %}<h3>{{ r.title }}</h3>
