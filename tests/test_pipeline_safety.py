@@ -145,7 +145,8 @@ def test_data_split_reports_and_removes_cross_split_duplicates(phantom_root, tmp
 @pytest.mark.slow
 def test_demo_runs_end_to_end_offline(tmp_path, capsys):
     """`make demo` runs `cxraug demo`; here with fewer steps/epochs (the full one: BENCHMARKS.md)."""
-    assert main(["demo", "--steps", "20", "--epochs", "1", "--out", str(tmp_path), "-q"]) == 0
+    args = ["--steps", "20", "--width", "16", "--epochs", "1", "--encoder-steps", "20"]
+    assert main(["demo", *args, "--out", str(tmp_path), "-q"]) == 0
     out = capsys.readouterr().out
     (run,) = list(tmp_path.iterdir())
     assert (run / "study" / "report.html").is_file() and (run / "study" / "synthetic_samples.png").is_file()
