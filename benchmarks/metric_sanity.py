@@ -9,7 +9,7 @@ reference) and H (held-out real). FID against R, at 64 px, with a 95 % bootstrap
 for two encoders: "before" (the autoencoder objective, trained on R itself, as `--features auto`
 did) and "after" (the texture objective, trained on E, disjoint from R).
 
-    .venv/bin/python benchmarks/metric_sanity.py [--steps 400] [--width 32]
+    .venv/bin/python benchmarks/metric_sanity.py [--steps 400] [--width 32] [--batch 64]
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--shared", default=str(SHARED))
     a = ap.parse_args()
     s = sets(Path(a.shared))
@@ -84,7 +85,9 @@ def main() -> None:
     for label, objective, train_on in (("before: autoencoder, trained on R", "autoencoder", "R"),
                                         ("after: texture, trained on E", "texture", "E")):  # fmt: skip
         t0 = time.perf_counter()
-        enc = train_encoder(s[train_on], steps=a.steps, width=a.width, objective=objective, progress=False)
+        enc = train_encoder(
+            s[train_on], steps=a.steps, width=a.width, batch_size=a.batch, objective=objective, progress=False
+        )
         rows[label] = table(enc, s)
         print(f"{label}: trained in {time.perf_counter() - t0:.0f} s")
     print("\n| encoder | " + " | ".join(next(iter(rows.values()))) + " |")

@@ -4,7 +4,8 @@
 ``inception-768``  the same network's 768-d mixed_6e features (Ng & Hargreaves, for small samples)
 ``xrv``            torchxrayvision DenseNet-121 trained on CXRs, 1024-d penultimate features
 ``encoder:PATH``   an encoder cxraug trained on your real images (offline; ``cxraug encoder train``)
-``auto``           inception when its weights are on disk, otherwise an encoder trained on the real set
+``auto``           inception when its weights are on disk, otherwise an encoder trained on real images
+                   (``evaluate_images`` trains it on a patient-level half disjoint from the FID reference)
 
 Pretrained weights are fetched by their libraries when online; offline these fail with one
 sentence saying where to put the file.
@@ -166,7 +167,7 @@ def auto_encoder_path(real_images: np.ndarray, progress: bool = True) -> Path:
     from cxraug.metrics.encoder import save_encoder, train_encoder
 
     key = hashlib.sha256(np.ascontiguousarray(real_images).tobytes()).hexdigest()[:16]
-    path = default_cache_root() / "encoders" / f"auto-{key}.safetensors"
+    path = default_cache_root() / "encoders" / f"auto-texture-{key}.safetensors"  # texture objective (issue 13)
     if not path.is_file():
         save_encoder(train_encoder(np.asarray(real_images), progress=progress), path)
     return path
