@@ -133,3 +133,26 @@ def test_study_translates_its_majority_training_images():
     y[6] = 2  # now normal (3, 4, 6, 7) outnumbers pneumonia (1, 2)
     got = StudyGenerators._majority_train_images(study)
     assert np.array_equal(got[:, 0, 0], [3, 4, 6, 7])
+
+
+def test_fid_hook_translates_source_images_for_cyclegan(tiny_ds, tmp_path):
+    """Regression: the FID hook fed noise to every generator (a CycleGAN crashed) and compared with domain A.
+    Reference: FID of the EMA G_AB's translations of the domain-A images against the domain-B images."""
+    from cxraug.metrics.encoder import save_encoder, train_encoder
+    from cxraug.metrics.features import extract, get_extractor
+    from cxraug.metrics.fid import fid_from_features
+    from cxraug.metrics.hooks import EncoderFIDHook
+
+    enc = save_encoder(train_encoder(tiny_ds.images[:], steps=2, batch_size=4, width=8, progress=False),
+                       tmp_path / "e.safetensors")  # fmt: skip
+    hook = EncoderFIDHook(f"encoder:{enc}")
+    cfg = gan_cfg("cyclegan-64", **TINY, domain_a="normal", domain_b="covid", fid_every=2, fid_n=4)
+    tr = Trainer(cfg, tiny_ds, tmp_path / "run", progress=False, eval_hook=hook)
+    tr.fit()
+    ((_, fid),) = tr.history["fid"]
+    a, b = np.asarray(tiny_ds.only_class("normal").images), np.asarray(tiny_ds.only_class("covid").images)
+    with torch.no_grad():
+        fake = tensor_to_u8(tr.ema.module.eval()(u8_to_tensor(a[:4])))
+    ext = get_extractor(f"encoder:{enc}")
+    assert fid == pytest.approx(fid_from_features(extract(ext, b, progress=False), extract(ext, fake, progress=False)),
+                                rel=1e-4)  # fmt: skip
