@@ -236,9 +236,9 @@ def test_multilabel_study_from_a_chexpert_style_manifest(tmp_path):
             w.writerow([p, p.stem, int(c == "covid"), int(c == "pneumonia"), int(c != "normal")])
     from cxraug.metrics.encoder import ConvEncoder, save_encoder
 
-    enc = save_encoder(ConvEncoder(64), tmp_path / "enc.safetensors")  # untrained: the report's plumbing only
+    enc = save_encoder(ConvEncoder(32, width=8), tmp_path / "enc.safetensors")  # untrained: the report's plumbing only
     cfg = StudyConfig(sources=[Source(str(tmp_path / "labels.csv"))], minority="covid", regimes=[1.0], seeds=[0],
-                      epochs=2, batch_size=16, gan=GanSpec(steps=4, width=8, batch_size=8),
+                      size=32, epochs=1, batch_size=16, gan=GanSpec(steps=3, width=8, batch_size=8), bootstrap=20,
                       features=f"encoder:{enc}")  # fmt: skip
     st = Study(cfg, tmp_path / "study", progress=False)
     with pytest.MonkeyPatch.context() as mp:  # numba's first UMAP compile: slow, not what is tested here

@@ -5,6 +5,7 @@ duplicates an external set must lose, confounding on hand-made class x source ta
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -77,6 +78,11 @@ def test_results_hold_threshold_internal_and_external_metrics_and_verdict(study)
         assert x["word"] in ("better", "worse", "no detectable difference", "underpowered")
     assert "DeLong" in res["summary"]["method"]
     assert not res["summary"]["confounding"]["confounded"]  # one source holds both classes
+    # the synthetic-image cache is keyed by the generator checkpoint's bytes
+    (ckpt,) = st.dir.glob("gans/*/checkpoints/last.pt")
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
+    assert [p.name for p in st.dir.glob("gans/*/synthetic-*.npy")] == [f"synthetic-{digest}.npy"]
+    assert all(r["fingerprint"] for r in res["runs"])
 
 
 def test_threshold_is_chosen_on_validation_and_applied_unchanged(study):
