@@ -307,7 +307,8 @@ class Study(StudyGenerators):
         write_json(self.dir / "results.json", {"config": load_config_dict(self.dir), "summary": summary,
                                                "runs": [{k: v for k, v in r.items() if k not in RAW_KEYS}
                                                         for r in results]})  # fmt: skip
-        self.save_report_inputs()
+        if n_new or not (self.dir / "report_inputs.npz").is_file():  # nothing rerun: the explanations stand
+            self.save_report_inputs()
         return summary
 
     def save_report_inputs(self, cap: int = 2000) -> dict:
