@@ -9,8 +9,18 @@ Every case runs in a fresh subprocess (its peak RSS is its own), does warm-up st
 reports the median of ``--repeats`` timed blocks. Results: a Markdown table on stdout and a JSON
 file under ``benchmarks/results/``. Copy the table into BENCHMARKS.md with the machine line.
 
+Per training preset three cases, printed side by side:
+
+- ``engine``: ``Trainer.train_step`` as ``cxraug train`` runs it (batches drawn from the cache, EMA);
+- ``compute``: the limit for those networks on this machine: the engine's own networks, optimisers,
+  precision and memory format, the same critic/generator updates (the networks not being updated are
+  frozen, as in the engine), on batches already in memory: no data pipeline, no EMA, no logging;
+- ``naive``: the textbook loop (ImageFolder decoding PNGs, float32, ``nn.InstanceNorm2d``).
+
 "images/s" for training counts real images consumed by the critic per second
-(batch x n_critic x generator steps / s), the same definition for engine and baseline.
+(batch x n_critic x generator steps / s), the same definition for all three. The CPU's model and
+its vector/matrix flags (``lscpu``) are printed with the results: bf16 autocast is the default only
+where the CPU has AVX-512-BF16 or AMX (``CXRAUG_AMP=no`` forces float32).
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "covid-cxnet"
 TRAIN_PRESETS = ("dcgan-64", "wgan-gp-64", "wgan-gp-128")
 CASES = (
-    [f"train:{p}:{impl}" for p in TRAIN_PRESETS for impl in ("engine", "naive")]
+    [f"train:{p}:{impl}" for p in TRAIN_PRESETS for impl in ("engine", "compute", "naive")]
     + ["load:png", "load:cache"]
     + ["fid:encoder", "fid:xrv-densenet121", "fid:inception-v3"]
 )
@@ -75,17 +85,21 @@ def train_config(preset_name: str, batch: int):
 
 
 # ----------------------------------------------------------------------------- timing
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter  # the child's clock (--clock)
+
+
 def timed(step, warmup: int, repeats: int, per_block: int, sync) -> list[float]:
     for _ in range(warmup):
         step()
     sync()
     out = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = _clock()
         for _ in range(per_block):
             step()
         sync()
-        out.append((time.perf_counter() - t0) / per_block)
+        out.append((_clock() - t0) / per_block)
     return out
 
 
@@ -115,7 +129,7 @@ def run_case(case: str, a: argparse.Namespace) -> dict:
             from cxraug.train.engine import Trainer
 
             Trainer._resident = lambda self, ds: None
-        fn = engine_step if impl == "engine" else naive_step
+        fn = {"engine": engine_step, "compute": compute_step, "naive": naive_step}[impl]
         step = fn(cfg, root, work, dev)
         per_block = a.steps
         secs = timed(step, a.warmup, a.repeats, per_block, sync)
@@ -135,6 +149,40 @@ def engine_step(cfg, root: Path, work: Path, dev: torch.device):
 
     tr = Trainer(cfg, cached(root, cfg.data.size), work / "engine-run", progress=False)
     return tr.train_step
+
+
+def compute_step(cfg, root: Path, work: Path, dev: torch.device):
+    """The engine's networks, optimisers and precision doing only the arithmetic of a step: ``n_critic``
+    critic updates and one generator update on batches held in memory (the networks not being updated
+    frozen, as the engine does), without drawing batches, EMA, RNG bookkeeping or logging."""
+    from cxraug.train.engine import Trainer
+
+    tr = Trainer(cfg, cached(root, cfg.data.size), work / "compute-run", progress=False)
+    fam = tr.family
+    batches = [tr._batch() for _ in range(cfg.n_critic + 1)]  # drawn once, before timing
+    for m in (*fam.generators.values(), *fam.critics.values()):
+        m.train()
+
+    def update(opt, loss_fn, frozen: dict, batch) -> None:
+        params = [p for m in frozen.values() for p in m.parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        opt.zero_grad(set_to_none=True)
+        with tr.autocast():
+            loss, _ = loss_fn(batch)
+        tr.scaler.scale(loss).backward()
+        tr.scaler.step(opt)
+        tr.scaler.update()
+        for p in params:
+            p.requires_grad_(True)
+
+    def step() -> None:
+        for i in range(cfg.n_critic):
+            update(tr.opt_d, fam.critic_loss, fam.generators, batches[i])
+            fam.after_critic_step()
+        update(tr.opt_g, fam.generator_loss, fam.critics, batches[-1])
+
+    return step
 
 
 def naive_step(cfg, root: Path, work: Path, dev: torch.device):
@@ -280,6 +328,30 @@ def fid_case(what: str, root: Path, a: argparse.Namespace, dev: torch.device, sy
 
 
 # ----------------------------------------------------------------------------- driver
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_tile",
+                "amx_int8", "avx_vnni")  # fmt: skip
+
+
+def cpu_flags() -> str:
+    """The CPU's vector/matrix flags that decide fp32 vs bf16 speed, from ``lscpu`` (``/proc/cpuinfo`` without it)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        line = next(x for x in out.splitlines() if x.startswith("Flags:"))
+    except (OSError, StopIteration, subprocess.SubprocessError):
+        try:
+            line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+        except (OSError, StopIteration):
+            return "unknown"
+    have = set(line.split(":", 1)[1].split())
+    return " ".join(f for f in VECTOR_FLAGS if f in have) or "none of " + " ".join(VECTOR_FLAGS)
+
+
+def default_amp_here() -> str:
+    from cxraug.train.engine import default_amp
+
+    return default_amp(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def machine() -> dict:
     cpu = platform.processor()
     try:
@@ -287,12 +359,17 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "cpu_flags": cpu_flags(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "default_amp": default_amp_here(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version()}  # fmt: skip
 
 
 def child(a: argparse.Namespace) -> None:
+    global _clock
+    _clock = CLOCK[a.clock]
+    if a.threads:
+        torch.set_num_threads(a.threads)
     res = run_case(a.case, a)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available() and a.device.startswith("cuda"):
@@ -311,6 +388,10 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=2, help="training steps per timed block")
     p.add_argument("--load-batches", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads in every case (0: torch's default)")
+    p.add_argument("--clock", choices=sorted(CLOCK), default="wall",
+                   help="wall time (default), or the process's CPU time: robust on a machine shared with other "
+                   "work, with --threads 1 (several threads' CPU time also counts their waiting)")  # fmt: skip
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temp folder)")
     p.add_argument("--case", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -327,7 +408,8 @@ def main() -> int:
     for c in cases:
         args = [sys.executable, __file__, "--case", c, "--workdir", str(work), "--data", a.data, "--batch",
                 str(a.batch), "--warmup", str(a.warmup), "--repeats", str(a.repeats), "--steps", str(a.steps),
-                "--load-batches", str(a.load_batches), "--device", a.device]  # fmt: skip
+                "--load-batches", str(a.load_batches), "--device", a.device, "--threads", str(a.threads),
+                "--clock", a.clock]  # fmt: skip
         t0 = time.perf_counter()
         r = subprocess.run(args, capture_output=True, text=True, env=env)
         line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -337,6 +419,7 @@ def main() -> int:
         else:
             results[c] = json.loads(line[7:])
         print(f"{c:<28} {time.perf_counter() - t0:6.1f} s  {results[c]}", file=sys.stderr)
+    info.update(clock=a.clock, case_threads=a.threads or info["threads"])
     print(table(results, info))
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
@@ -346,9 +429,36 @@ def main() -> int:
     return 0
 
 
+def side_by_side(results: dict) -> list[str]:
+    """One row per training preset: engine / compute-only / naive images/s and the two ratios."""
+    presets = dict.fromkeys(c.split(":")[1] for c in results if c.startswith("train:"))  # in run order
+    rows = []
+    for p in presets:
+        ips = {
+            impl: results.get(f"train:{p}:{impl}", {}).get("images_per_s") for impl in ("engine", "compute", "naive")
+        }
+        if ips["engine"] is None:
+            continue
+        amp = results[f"train:{p}:engine"].get("amp", "?")
+        cell = {k: f"{v:.1f}" if v else "–" for k, v in ips.items()}
+        of_compute = f"{100 * ips['engine'] / ips['compute']:.0f} %" if ips["compute"] else "–"
+        vs_naive = f"{ips['engine'] / ips['naive']:.2f}x" if ips["naive"] else "–"
+        rows.append(
+            f"| {p} | {amp} | {cell['engine']} | {cell['compute']} | {cell['naive']} | {of_compute} | {vs_naive} |"
+        )
+    if not rows:
+        return []
+    return ["", "| preset | engine precision | engine img/s | compute-only img/s | naive img/s | engine / compute-only "
+            "| engine / naive |", "|---|---|---:|---:|---:|---:|---:|", *rows]  # fmt: skip
+
+
 def table(results: dict, info: dict) -> str:
     lines = [f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['threads']} threads)"
-             + (f", GPU {info['gpu']}" if info["gpu"] else ""), "",
+             + (f", GPU {info['gpu']}" if info["gpu"] else ""),
+             f"CPU flags: {info.get('cpu_flags', '?')}; default precision here: {info.get('default_amp', '?')}"
+             + (f" (CXRAUG_AMP={os.environ['CXRAUG_AMP']})" if os.environ.get("CXRAUG_AMP") else ""),
+             f"timing: {info.get('clock', 'wall')} clock, {info.get('case_threads', info['threads'])} torch thread(s) "
+             "per case; images/s = 1 / (seconds of that clock per image)", "",
              "| case | images/s | s per step/batch | peak RSS MB | peak GPU MB | vs naive |",
              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for c, r in results.items():
@@ -366,7 +476,7 @@ def table(results: dict, info: dict) -> str:
         note = f" ({r['note']})" if r.get("note") else ""
         gpu = f"{r['peak_gpu_mb']:.0f}" if "peak_gpu_mb" in r else ""
         lines.append(f"| {c}{note} | {r['images_per_s']:.0f} | {per:.4f} | {r['peak_rss_mb']:.0f} | {gpu} | {ratio} |")
-    return "\n".join(lines)
+    return "\n".join(lines + side_by_side(results))
 
 
 if __name__ == "__main__":
