@@ -62,9 +62,12 @@ def cmd_demo(a: argparse.Namespace) -> int:
     res = json.loads((study / "results.json").read_text())
     q = res["quality"]
     print(f"      FID ({q['features']}) {q['fid']:.2f}; memorization: {q['memorization']['n_flagged']} flagged")
-    print("[3/3] results at 100 % of the training data:")
+    print(f"[3/3] results at 100 % of the training data (threshold chosen on validation: {cfg.operating_point}):")
     for p, m in res["summary"]["table"]["1.0"].items():
-        print(f"      {p:<16} AUC {m['auc']['mean']:.3f}  sensitivity {m['recall']['mean']:.3f}")
+        print(f"      {p:<16} AUC {m['auc']['mean']:.3f}  at threshold {m['threshold']['mean']:.3f}: sensitivity "
+              f"{m['sensitivity']['mean']:.3f}  specificity {m['specificity']['mean']:.3f}")  # fmt: skip
+    for label, sets in res["summary"]["verdict"]["1.0"].items():
+        print(f"      {label}: {sets['internal']['text']}")
     print(f"done in {time.perf_counter() - t0:.0f} s\nrun folder: {run}\nsample grid: {study / 'synthetic_samples.png'}\n"
           f"report: {report}")  # fmt: skip
     return 0
