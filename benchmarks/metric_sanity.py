@@ -24,7 +24,7 @@ import numpy as np
 from cxraug.data.preprocess import resize
 from cxraug.data.source import DataConfig, load_dataset
 from cxraug.data.splits import patient_split
-from cxraug.metrics.encoder import train_encoder
+from cxraug.metrics.encoder import image_fingerprints, train_encoder
 from cxraug.metrics.features import Extractor, extract
 from cxraug.metrics.fid import fid_bootstrap, fid_from_features
 
@@ -52,9 +52,11 @@ def sets(shared: Path, seed: int = 0) -> dict[str, np.ndarray]:
     sp = patient_split(np.zeros(len(imgs), int), ds.patient_ids, (1 / 3, 1 / 3, 1 / 3), seed=seed)
     e, r, h = (np.sort(sp[k]) for k in ("train", "val", "test"))
     nih = load_dataset(DataConfig(path=str(shared / "nih-64" / "normal"), size=64), progress=False)
+    e64, r64 = to64(imgs[e]), to64(imgs[r])
+    ref_fp = set(image_fingerprints(r64))
     return {
-        "E": to64(imgs[e]),
-        "R": to64(imgs[r]),
+        "E": e64[[f not in ref_fp for f in image_fingerprints(e64)]],  # some images repeat across patients
+        "R": r64,
         "real": to64(imgs[h]),
         "blurred": to64(blurred(imgs[h])),
         "down x8": to64(down_up(imgs[h])),

@@ -95,7 +95,15 @@ def evaluate_images(
             encoder_note = f"trained on a patient-level half of the real images ({len(enc_idx)}); reference: the rest"
         else:
             encoder_note = f"trained on {len(encoder_images)} separate real images"
-        ext = encoder_extractor(auto_encoder_path(np.asarray(encoder_images), progress)).to(device)
+        # byte-identical images across patients (the same study published twice) leave the encoder's set
+        from cxraug.metrics.encoder import image_fingerprints
+
+        ref_fp = set(image_fingerprints(reference))
+        encoder_images = np.asarray(encoder_images)
+        encoder_images = encoder_images[[f not in ref_fp for f in image_fingerprints(encoder_images)]]
+        if len(encoder_images) < 2:
+            raise CXRAugError("features=auto: fewer than 2 real images left to train the encoder on")
+        ext = encoder_extractor(auto_encoder_path(encoder_images, progress)).to(device)
     else:
         ext = get_extractor(features, real_images=real_u8, progress=progress, device=device)
     overlap = check_encoder_reference(ext, reference, allow_encoder_overlap)
