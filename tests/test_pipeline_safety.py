@@ -151,4 +151,4 @@ def test_demo_runs_end_to_end_offline(tmp_path, capsys):
     (run,) = list(tmp_path.iterdir())
     assert (run / "study" / "report.html").is_file() and (run / "study" / "synthetic_samples.png").is_file()
     assert len(list((run / "study" / "gans").iterdir())) == 2  # one generator per training split
-    assert "report:" in out and "AUC" in out
+    assert "report:" in out and "AUC" in out and "threshold chosen on validation: youden" in out
