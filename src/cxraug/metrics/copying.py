@@ -227,7 +227,7 @@ def _best_over_flips(w: _Windows, gen: torch.Tensor, idx: torch.Tensor | None = 
 
 
 def max_ncc(
-    gen_u8: np.ndarray, train_u8: np.ndarray, max_shift: int = 8, coarse: int = 32, candidates: int = 10
+    gen_u8: np.ndarray, train_u8: np.ndarray, max_shift: int = 8, coarse: int | None = None, candidates: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
     """For every generated image: the highest NCC with any training image over integer shifts of up to
     ``max_shift`` pixels and a horizontal flip, and which training image it is.
@@ -235,14 +235,17 @@ def max_ncc(
     Template matching on band-pass images: the generated image's centre crop (border of width
     max_shift dropped) slides over each training image; the NCC of the crop with the window under it
     is the Pearson correlation of the two pixel sets. Coarse to fine: a full search at ``coarse`` px
+    (default 32, or 16 beyond a million pairs, where the all-pairs search would take minutes on a CPU)
     picks each generated image's ``candidates`` best training images (either flip), which are then
     searched at the images' own resolution (at most 64 px). Returns (ncc [G], index [G])."""
     size_in = np.asarray(train_u8).shape[-1]
     fine = min(size_in, 64)
     k = min(candidates, len(train_u8))
-    s_f = max(1, round(max_shift * fine / size_in))
+    s_f = max(1, min(round(max_shift * fine / size_in), fine // 4))  # the crop keeps at least half the image
+    if coarse is None:
+        coarse = 32 if len(gen_u8) * len(train_u8) <= 1_000_000 else 16
     if fine > coarse and len(train_u8) > k:
-        s_c = max(1, round(max_shift * coarse / size_in))
+        s_c = max(1, min(round(max_shift * coarse / size_in), coarse // 4))
         tr_c = _detail(train_u8, coarse)
         cand = _ncc_search(_Windows(tr_c, s_c), tr_c, _detail(gen_u8, coarse)).topk(k, dim=1).indices  # [G,K]
     else:
