@@ -5,7 +5,7 @@ classifier benchmark (4 protocols x 2 regimes) -> FID/KID/PR + memorization with
 (trained on other phantoms) -> report.html.
 
 The defaults are sized for a 2-core x86 CPU running float32 (no bf16): under 5 minutes there
-(BENCHMARKS.md, "Demo and test suite on an fp32 2-core CPU"). Every stage is the real one, only smaller
+(BENCHMARKS.md §8). Every stage is the real one, only smaller
 than a study would use: a width-24 DCGAN for 300 steps, 6 classifier epochs, a width-16 encoder.
 """
 
