@@ -244,7 +244,9 @@ class Study(StudyGenerators):
             tqdm.write(f"{key}: its config, data or generator changed since it ran; running it again")
         cfg = self.cfg
         x, y, syn = self.train_set(protocol, regime, seed)
-        model, weights = build_classifier(cfg.model, len(self.names))
+        with torch.random.fork_rng(devices=[]):  # the head's initialisation from the run's seed, not from run order
+            torch.manual_seed(seed)
+            model, weights = build_classifier(cfg.model, len(self.names))
         v = self.split["val"]
         aug = standard_augmentation(cfg.standard_aug) if protocol == "standard-aug" else False
         model, curves = fit_classifier(model, x, y, self.images[v], self.targets(v), cfg.epochs, cfg.batch_size,

@@ -78,7 +78,15 @@ def fit_classifier(
     Targets: class indices [N] (binary / multi-class head, cross-entropy) or multi-hot float vectors
     [N,K] (multi-label head, one sigmoid per label; NaN = unknown label, masked out of the loss).
     ``augment``: True for the default standard augmentation (flips), or a transform of one [1,S,S] image."""
-    torch.manual_seed(seed)
+    dev = torch.device(device)
+    # dropout and torchvision's random transforms draw from torch's global RNG: seed them inside a fork, so
+    # the run is reproducible and the caller's RNG state (a notebook's, the next study run's) is left alone
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _fit(model, x_train, y_train, x_val, y_val, epochs, batch_size, lr, augment, seed, device)
+
+
+def _fit(model, x_train, y_train, x_val, y_val, epochs, batch_size, lr, augment, seed, device):
     gen = torch.Generator().manual_seed(seed)
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
