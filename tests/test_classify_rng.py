@@ -37,3 +37,32 @@ def test_fit_classifier_leaves_the_global_rng_alone_and_is_seeded():
     # another seed draws other dropout masks and flips
     _, c3 = fit_classifier(_model(), x, y, x, y, epochs=2, batch_size=8, augment=True, seed=4)
     assert c3 != c1
+
+
+def test_study_quality_encoder_split_is_patient_level(monkeypatch, tmp_path):
+    """The report's image quality trains the auto encoder on one half of the minority training images and uses
+    the other as the FID reference: the halves must be split by patient (images of one patient are near
+    copies), so the study hands its patient ids down. Regression: they were not passed (image-level split)."""
+    import cxraug.classify.explain as explain
+    import cxraug.metrics as metrics
+    from cxraug.metrics import encoder_split
+
+    seen = {}
+
+    def fake_evaluate(real, fake, features, **kw):
+        seen.update(kw)
+        return {"memorization": {"flagged": []}}
+
+    monkeypatch.setattr(metrics, "evaluate_images", fake_evaluate)
+    monkeypatch.setattr(explain, "gradcam", lambda *a: np.zeros((1, 8, 8)))
+    monkeypatch.setattr(explain, "umap_embedding", lambda *a: np.zeros((1, 2)))
+    monkeypatch.setattr("cxraug.metrics.memorization.closest_pairs_grid", lambda *a, **k: None)
+    rng = np.random.default_rng(0)
+    train_min = rng.integers(0, 256, (8, 16, 16), dtype=np.uint8)
+    patients = ["p0", "p0", "p1", "p1", "p2", "p2", "p3", "p3"]
+    explain.save_explanations(tmp_path, nn.Identity(), 1, train_min[:2], train_min[:4], train_min, train_min[:2],
+                              np.zeros(2, np.int64), np.zeros(2, bool), "auto", progress=False,
+                              train_patients=patients)  # fmt: skip
+    assert seen["patient_ids"] == patients
+    enc, ref = encoder_split(len(patients), seen["patient_ids"], 0)
+    assert not {patients[i] for i in enc} & {patients[i] for i in ref}  # no patient on both sides

@@ -51,6 +51,7 @@ def save_explanations(
     umap_synthetic: np.ndarray,
     features: str,
     progress: bool = True,
+    train_patients: list[str] | None = None,
 ) -> dict:
     """Write ``dest/report_inputs.npz`` (+ ``quality.json`` and ``figures/closest_pairs.png`` when there
     are synthetic images). A failing explanation is logged and left out, never fatal."""
@@ -79,7 +80,9 @@ def save_explanations(
         from cxraug.metrics.memorization import closest_pairs_grid
 
         # held-out real minority images (the test split) drive the three-sample data-copying test
-        quality = evaluate_images(train_minority, synthetic, features, progress=progress, heldout_u8=test_minority)
+        # the auto encoder trains on a patient-level half of train_minority and the other half is the FID reference
+        quality = evaluate_images(train_minority, synthetic, features, progress=progress, heldout_u8=test_minority,
+                                  patient_ids=train_patients)  # fmt: skip
         (dest / "figures").mkdir(exist_ok=True)
         closest_pairs_grid(train_minority, synthetic, quality["memorization"], dest / "figures" / "closest_pairs.png")
         write_json(dest / "quality.json", quality)

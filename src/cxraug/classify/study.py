@@ -326,9 +326,11 @@ class Study(StudyGenerators):
         if self.multilabel:  # colour by the minority label
             y = (np.nan_to_num(y[:, self.k_min]) == 1).astype(int)
         pick = np.sort(np.random.default_rng(0).permutation(len(x))[:cap])
+        tr_min = tr[self.pos[tr]]
         return save_explanations(self.dir, self.model(self.key(protocol, top, s0)), self.k_min,
-                                 self.images[te][self.pos[te]], self.syn, self.images[tr][self.pos[tr]], x[pick],
-                                 y[pick].astype(np.int64), syn[pick], self.cfg.features, self.progress)  # fmt: skip
+                                 self.images[te][self.pos[te]], self.syn, self.images[tr_min], x[pick],
+                                 y[pick].astype(np.int64), syn[pick], self.cfg.features, self.progress,
+                                 train_patients=[self.ds.patient_ids[i] for i in tr_min])  # fmt: skip
 
     def model(self, key: str) -> torch.nn.Module:
         m, _ = build_classifier(self.cfg.model, len(self.names), pretrained=False)
