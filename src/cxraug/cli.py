@@ -4,7 +4,8 @@ Every command that produces files writes them into a new run folder under ``--ou
 ``runs/``) together with its resolved ``config.yaml``; input folders are only ever read.
 
 This module is only the top-level dispatcher: each stage registers its own sub-commands with
-:func:`register` (``cxraug.data.cli``, ``cxraug.train.cli``, ``cxraug.metrics.cli``, ...).
+:func:`cxraug.commands.register` (``cxraug.data.cli``, ``cxraug.train.cli``, ``cxraug.metrics.cli``, ...); no
+module imports this one but ``cxraug.__main__``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 
-from cxraug.errors import ConfigError, CXRAugError
+from cxraug.commands import add_registered, one_line
+from cxraug.errors import CXRAugError
 
 log = logging.getLogger("cxraug")
 
@@ -38,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="where new run folders are created; default %(default)s")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    for register in _REGISTRY:
-        register(sub)
+    add_registered(sub)
     _add_common_everywhere(p)
     return p
 
@@ -58,26 +58,6 @@ def _add_common_everywhere(parser: argparse.ArgumentParser) -> None:
                         "--out", default=argparse.SUPPRESS, help="where new run folders are created (runs/)"
                     )
                 _add_common_everywhere(sp)
-
-
-def one_line(message: str) -> str:
-    """An error message as one printable line: newlines folded, a non-UTF-8 file name escaped (``\\udce9``)
-    instead of raising UnicodeEncodeError while printing the error."""
-    return " ".join(message.split("\n")).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def require(ok: bool, message: str) -> None:
-    """Up-front argument check for sub-commands: one clear line (exit 2) instead of a failure deep inside."""
-    if not ok:
-        raise ConfigError(message)
-
-
-_REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = []
-
-
-def register(fn: Callable[[argparse._SubParsersAction], None]) -> Callable:
-    _REGISTRY.append(fn)
-    return fn
 
 
 def _load_commands() -> None:

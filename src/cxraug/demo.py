@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from cxraug.cli import register
+from cxraug.commands import register
 
 DEMO_DATA = "phantom:normal=240,covid=48"  # phantom seed 0
 ENCODER_SEED = 1  # the encoder's phantoms

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxraug.cli import register, require
+from cxraug.commands import register, require
 
 
 def _check_study(cfg) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from cxraug.cli import register
+from cxraug.commands import register
 from cxraug.errors import ConfigError, show_path
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxraug.cli import register, require
+from cxraug.commands import register, require
 
 
 def _real_images(path: str, size: int, cls: str | None, progress: bool) -> np.ndarray:

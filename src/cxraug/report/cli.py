@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxraug.cli import register
+from cxraug.commands import register
 
 
 def cmd_report(a: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxraug.cli import register, require
+from cxraug.commands import register, require
 
 
 def cmd_synthesize(a: argparse.Namespace) -> int:

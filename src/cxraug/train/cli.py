@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from cxraug.cli import register
+from cxraug.commands import register
 from cxraug.errors import CXRAugError
 
 
