@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cxraug.errors import ConfigError
+
 KERAS_BN_MOMENTUM = 0.8  # Keras momentum m keeps m of the old average; PyTorch's momentum is 1 - m
 
 
@@ -49,7 +51,7 @@ class HussainGenerator(nn.Module):
         super().__init__()
         factors = {96: (2, 2, 2, 3), 64: (2, 2, 2, 2), 128: (2, 2, 2, 4)}.get(size)
         if factors is None:
-            raise ValueError(f"Hussain WGAN generator supports 64, 96 and 128 px, got {size}")
+            raise ConfigError(f"the Hussain WGAN is built for 64, 96 or 128 px images, got {size} (--size)")
         self.z_dim, self.size, self.start = z_dim, size, 4
         self.fc = nn.Linear(z_dim, self.start * self.start * filters[0])  # Dense + Reshape -> [B, 256, 4, 4]
         blocks, cin = [], filters[0]

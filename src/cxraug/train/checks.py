@@ -74,14 +74,16 @@ def check_train_config(cfg: Any) -> None:
 
 
 def _check_size(cfg: Any) -> None:
-    """The image size the family's networks are built for, before any decoding or run folder."""
-    from cxraug.models.common import n_doublings
+    """The image size the family's networks are built for, before any decoding or run folder: the family
+    builds its generator and critic on the meta device (no memory, no initialisation) and refuses a size
+    it cannot be built for with one line."""
+    import torch
 
-    size, family = cfg.data.size, getattr(cfg, "family", "")
-    if family in ("dcgan", "wgangp", "cgan"):
-        n_doublings(size)  # 4·2^k: ConfigError otherwise
-    elif family == "wgan" and size not in (64, 96, 128):
-        raise ConfigError(f"the Hussain WGAN is built for 64, 96 or 128 px images, got {size} (--size)")
+    from cxraug.train.families import build_critic, build_generator
+
+    with torch.device("meta"):
+        build_generator(cfg, 1)
+        build_critic(cfg, 1)
 
 
 def fit_to_data(cfg: Any, ds: CachedDataset) -> None:

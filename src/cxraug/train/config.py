@@ -162,7 +162,9 @@ def steps_for_epochs(epochs: int, n_images: int, batch_size: int, processes: int
 def training_images(cfg: TrainConfig, counts: dict[str, int], total: int) -> int:
     """How many images one epoch passes over: the chosen class, the smaller CycleGAN domain (the larger is
     undersampled to it), or the whole collection. ``counts``: images per class."""
-    if cfg.family == "cyclegan" and cfg.domain_a and cfg.domain_b:
+    from cxraug.models.artifact import family_of
+
+    if family_of(cfg.family).takes_source and cfg.domain_a and cfg.domain_b:
         return min(counts.get(cfg.domain_a, 0), counts.get(cfg.domain_b, 0))
     if cfg.cls:
         return counts.get(cfg.cls, 0)
