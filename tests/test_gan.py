@@ -413,7 +413,8 @@ def test_two_process_ddp_training_keeps_replicas_in_sync(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), "wgan-gp-64",
            str(tmp_path / "run"), "translation,cutout"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr[-2000:]
+    # on failure show what each rank printed (a rank's own error sits above torchrun's summary)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-8000:]}"
     assert "WORLD 2 SYNCED True OWN_Z_AUG_EPS_BATCHES [True, True, True, True]" in r.stdout, r.stdout + r.stderr[-2000:]
 
 
