@@ -156,3 +156,24 @@ def test_fid_hook_translates_source_images_for_cyclegan(tiny_ds, tmp_path):
     ext = get_extractor(f"encoder:{enc}")
     assert fid == pytest.approx(fid_from_features(extract(ext, b, progress=False), extract(ext, fake, progress=False)),
                                 rel=1e-4)  # fmt: skip
+
+
+def test_balance_reports_the_images_a_translating_generator_wrote(cyclegan_ckpt, tmp_path):
+    """Regression: with fewer --source images than the plan asks for, balance.json said the planned number
+    was added although each source image is translated once; "added"/"after" now count what was written."""
+    import csv
+    import json
+
+    from cxraug.cli import main
+
+    out = tmp_path / "runs"
+    # covid 2 vs normal 8: equalize plans 6 covid images; the source holds only 3 normal images
+    rc = main(["balance", "--data", "phantom:normal=8,covid=2", "--generator", str(cyclegan_ckpt), "--source",
+               "phantom:normal=3", "--strategy", "equalize", "--out", str(out), "-q"])  # fmt: skip
+    assert rc == 0
+    (run,) = out.glob("balance-*")
+    bal = json.loads((run / "balance.json").read_text())
+    with open(run / "manifest.csv", newline="") as f:
+        written = sum(r["synthetic"] == "true" and r["label"] == "covid" for r in csv.DictReader(f))
+    assert bal["planned"] == {"covid": 6} and written == 3
+    assert bal["added"] == {"covid": written} and bal["after"] == {"covid": 2 + written, "normal": 8}

@@ -65,19 +65,25 @@ def cmd_balance(a: argparse.Namespace) -> int:
     save_config(vars(a) | {"func": None}, run / "config.yaml")
     rows = [{"path": p, "label": ds.class_names[k], "labels": ds.class_names[k], "patient_id": pid,
              "synthetic": "false"} for p, k, pid in zip(ds.paths, ds.label_index, ds.patient_ids)]  # fmt: skip
+    added: dict[str, int] = {}
     for c, n in plan.items():
         imgs, _labs, info = generate(a.generator, n, seed=a.seed, label=c if info["conditional"] else None,
                                      source=a.source)  # fmt: skip
-        n = len(imgs)  # a translating generator gives at most one image per source image
-        lab = np.zeros((n, len(ds.class_names)), np.float32)
+        added[c] = len(imgs)  # a translating generator gives at most one image per source image
+        lab = np.zeros((len(imgs), len(ds.class_names)), np.float32)
         lab[:, ds.class_names.index(c)] = 1
         rows += write_synthetic(run / "synthetic", imgs, lab, ds.class_names, a.generator, a.seed, prefix=c)
     write_manifest(run, rows)
-    after = {c: counts[c] + plan.get(c, 0) for c in counts}
-    write_json(run / "balance.json", {"strategy": a.strategy, "before": counts, "added": plan, "after": after})
+    after = {c: counts[c] + added.get(c, 0) for c in counts}
+    write_json(run / "balance.json", {"strategy": a.strategy, "before": counts, "planned": plan, "added": added,
+                                      "after": after})  # fmt: skip
     print(f"{'class':<20}{'before':>8}{'added':>8}{'after':>8}")
     for c in counts:
-        print(f"{c:<20}{counts[c]:>8}{plan.get(c, 0):>8}{after[c]:>8}")
+        print(f"{c:<20}{counts[c]:>8}{added.get(c, 0):>8}{after[c]:>8}")
+    for c, n in added.items():
+        if n < plan[c]:
+            print(f"note: {c}: {n} of the planned {plan[c]} images (the generator translates each --source image "
+                  "once)", file=sys.stderr)  # fmt: skip
     print(f"run folder: {run} (manifest.csv lists real + synthetic; synthetic rows marked)")
     return 0
 
