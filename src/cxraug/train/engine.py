@@ -146,7 +146,8 @@ class Trainer:
         self._on_device_a, self._on_device_b = self._resident(self.data_a), self._resident(self.data_b)
         fused = self.device.type == "cuda"
         self.opt_g = self._optimizer(self.family.generators, cfg.lr_g, fused)
-        self.opt_d = self._optimizer(self.family.critics, cfg.lr_d, fused)
+        # a family without critics (diffusion) has no critic optimiser and makes no critic update
+        self.opt_d = self._optimizer(self.family.critics, cfg.lr_d, fused) if self.family.critics else None
         for m in (*self.family.generators.values(), *self.family.critics.values()):
             m.to(self.device)
             if self.channels_last:
@@ -158,7 +159,10 @@ class Trainer:
         # Under `accelerate launch`/torchrun the losses must run through the DDP-wrapped networks (gradients are
         # all-reduced there); the family's dicts keep the plain modules for state dicts and EMA.
         nets = {**self.family.generators, **self.family.critics}
-        *wrapped, self.opt_g, self.opt_d = self.acc.prepare(*nets.values(), self.opt_g, self.opt_d)
+        opts = [o for o in (self.opt_g, self.opt_d) if o is not None]
+        prepared = self.acc.prepare(*nets.values(), *opts)  # >= 2 objects: a tuple
+        wrapped, opts = prepared[: len(nets)], prepared[len(nets) :]
+        self.opt_g, self.opt_d = opts[0], (opts[1] if len(opts) > 1 else None)
         for name, m in zip(nets, wrapped):
             setattr(self.family, name, m)
         if cfg.compile:
@@ -193,6 +197,11 @@ class Trainer:
         if self.cfg.optimizer == "adam":
             return torch.optim.Adam(params, lr=lr, betas=(self.cfg.beta1, self.cfg.beta2), fused=fused or None)
         raise CXRAugError(f"unknown optimizer {self.cfg.optimizer!r} (adam or rmsprop)")
+
+    @property
+    def n_critic(self) -> int:
+        """Critic updates per step: the config's ``n_critic``, 0 for a family without critics."""
+        return self.cfg.n_critic if self.family.critics else 0
 
     @property
     def main_generator(self) -> nn.Module:
@@ -288,14 +297,14 @@ class Trainer:
         for m in (*fam.generators.values(), *fam.critics.values()):
             m.train()
         with self._ambient_rng():
-            for _ in range(self.cfg.n_critic):
+            for _ in range(self.n_critic):
                 logs.update(self._update(self.opt_d, fam.critic_loss, frozen=fam.generators))
                 fam.after_critic_step()
             logs.update(self._update(self.opt_g, fam.generator_loss, frozen=fam.critics))
         if self.ema is not None:
             self.ema.update_parameters(self.acc.unwrap_model(self.main_generator))
         self.step += 1
-        self.images_seen += self.cfg.batch_size * (self.cfg.n_critic + 1)
+        self.images_seen += self.cfg.batch_size * (self.n_critic + 1)
         return logs
 
     def fit(self, steps: int | None = None) -> Path:
@@ -444,7 +453,7 @@ class Trainer:
             **self.artifact().to_dict(),
             "critics": {k: unwrap(m).state_dict() for k, m in self.family.critics.items()},
             "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
             "scaler": self.scaler.state_dict(),
             "ema_n_averaged": self.ema.n_averaged.clone() if self.ema is not None else None,
             "per_rank": per_rank if per_rank is not None else [self.rng_state()],
@@ -472,7 +481,8 @@ class Trainer:
         for k, m in fam.critics.items():
             unwrap(m).load_state_dict(critics[k])
         self.opt_g.load_state_dict(st["opt_g"])
-        self.opt_d.load_state_dict(st["opt_d"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(st["opt_d"])
         if st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
         if self.ema is not None and legacy and st.get("ema") is not None:

@@ -74,6 +74,8 @@ def build_critic(cfg: TrainConfig, n_labels: int = 0) -> nn.Module:
 class AdversarialFamily:
     """DCGAN, WGAN (clip), WGAN-GP and the conditional GAN: one G, one D, noise (+ labels) in."""
 
+    graphable = True  # every draw on the device generator, no host sync: a CUDA graph can hold a whole step
+
     def __init__(self, cfg: TrainConfig, n_labels: int, rng: torch.Generator, pool_seed: int = 0):
         self.cfg, self.n_labels, self.rng = cfg, n_labels, rng
         self.spec: type[GeneratorFamily] = family_of(cfg.family)
@@ -135,6 +137,8 @@ class AdversarialFamily:
 
 class CycleFamily:
     """CycleGAN: G_AB, G_BA, D_A, D_B; LSGAN + cycle + identity losses, image pools."""
+
+    graphable = False  # the image pools draw on the host and branch in Python
 
     def __init__(self, cfg: TrainConfig, n_labels: int, rng: torch.Generator, pool_seed: int = 0):
         self.cfg, self.rng = cfg, rng
@@ -203,10 +207,24 @@ class CycleFamily:
             self._fakes = tuple(f.to(dev) for f in st["fakes"])
 
 
+# The training side of each family, by name (the sampling side is cxraug.models.artifact.GENERATORS). A training
+# family has: ``generators`` and ``critics`` (dicts of modules; ``critics`` may be empty: then the engine makes no
+# critic update), ``select_data``, ``critic_loss``, ``after_critic_step``, ``generator_loss``, ``state``/``load_state``,
+# and ``graphable`` (True when its losses can be captured in a CUDA graph: static shapes, no host-side draws or syncs).
+TRAINING: dict[str, type] = {
+    "dcgan": AdversarialFamily,
+    "wgan": AdversarialFamily,
+    "wgangp": AdversarialFamily,
+    "cgan": AdversarialFamily,
+    "cyclegan": CycleFamily,
+}
+
+
 def make_family(cfg: TrainConfig, n_labels: int, rng: torch.Generator | None = None, pool_seed: int | None = None):
     """The training family for ``cfg.family``; ``rng`` draws on its device (default: CPU, seeded ``cfg.seed``)."""
-    spec = family_of(cfg.family)
+    family_of(cfg.family)  # a clear error for an unknown name
+    if cfg.family not in TRAINING:
+        raise CXRAugError(f"GAN family {cfg.family!r} can be sampled but not trained here; trainable: {sorted(TRAINING)}")
     rng = rng if rng is not None else torch.Generator().manual_seed(cfg.seed)
     pool_seed = cfg.seed if pool_seed is None else pool_seed
-    cls = CycleFamily if spec.takes_source else AdversarialFamily
-    return cls(cfg, n_labels, rng, pool_seed)
+    return TRAINING[cfg.family](cfg, n_labels, rng, pool_seed)
