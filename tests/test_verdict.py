@@ -85,6 +85,26 @@ def test_results_hold_threshold_internal_and_external_metrics_and_verdict(study)
     assert all(r["fingerprint"] for r in res["runs"])
 
 
+def test_paired_delong_uses_the_patient_clustered_variance_and_says_so(study):
+    """With patient ids (the study always has them) DeLong's test in results.json is the patient-clustered one,
+    recomputed here from the stored per-image scores of both protocols and data.json's test patients."""
+    from cxraug.classify.stats import clustered_auc_cov
+
+    st, _, _ = study
+    res = json.loads((st.dir / "results.json").read_text())
+    assert res["summary"]["delong_variance"].startswith("patient-clustered")
+    cmp = res["summary"]["comparisons"]["1.0"]["gan-aug vs standard-aug"]["internal"]
+    assert cmp["delong_variance"].startswith("patient-clustered")
+    patients = json.loads((st.dir / "data.json").read_text())["test_patients"]
+    runs = {p: [json.loads((st.dir / "runs" / f"{p}-r1-s{s}" / "result.json").read_text()) for s in (0, 1)]
+            for p in ("gan-aug", "standard-aug")}  # fmt: skip
+    y = np.asarray(runs["gan-aug"][0]["test_true"])
+    ma, mb = (np.mean([r["test_prob"] for r in runs[p]], 0) for p in ("gan-aug", "standard-aug"))
+    _, cov, n_cl = clustered_auc_cov(y, np.stack([ma, mb]), patients)
+    assert cmp["delong_pooled"]["se"] ** 2 == pytest.approx(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], abs=1e-12)
+    assert cmp["delong_pooled"]["clusters"] == n_cl == len(set(patients))
+
+
 def test_threshold_is_chosen_on_validation_and_applied_unchanged(study):
     """The recorded threshold is Youden's point of the saved model's validation scores; the external
     sensitivity/specificity are the stored external scores cut at that same threshold."""

@@ -31,7 +31,10 @@ def method_text(cfg: StudyConfig) -> str:
         f"decisions pooled (sensitivity, specificity), with a 95 % percentile CI from {cfg.bootstrap} bootstrap "
         "resamples of whole patients. A comparison of two protocols gives the per-seed AUC difference (paired "
         "t-test), DeLong's test (DeLong, DeLong & Clarke-Pearson 1988; Sun & Xu 2014) per seed and on the "
-        "seed-averaged scores (it treats images as independent), and the patient-bootstrap CI of the "
+        "seed-averaged scores, its variance patient-clustered when patient ids are known (Obuchowski 1997: each "
+        "image's structural component summed per patient, so a patient's several images count as one unit of "
+        "evidence; with one image per patient it is DeLong's; results.json says which under `delong_variance`), "
+        "and the patient-bootstrap CI of the "
         "seed-averaged AUC difference. The verdict reads the union of the seed CI and the bootstrap CI (the more "
         "cautious of the two sources of variation): 'better' or 'worse' when it excludes 0; 'no detectable "
         f"difference' when it lies within ±{cfg.margin:g} (the margin X, config `margin`); 'underpowered' when it "
@@ -85,17 +88,20 @@ def _pooled(runs: list[dict], name: str, groups: list[str], cfg: StudyConfig) ->
 
 
 def compare(a_runs: list[dict], b_runs: list[dict], name: str, groups: list[str], cfg: StudyConfig,
-            confounded: str = "") -> dict:  # fmt: skip
-    """Protocol a against protocol b on one evaluation set, paired by seed and by image."""
+            confounded: str = "", patients_known: bool = True) -> dict:  # fmt: skip
+    """Protocol a against protocol b on one evaluation set, paired by seed and by image. ``patients_known``:
+    ``groups`` are patient ids, so DeLong's variance is the patient-clustered one (Obuchowski 1997); else
+    each image is its own patient and the variance is DeLong's image-level one."""
     sa, sb = [_sets(r)[name] for r in a_runs], [_sets(r)[name] for r in b_runs]
     y = sa[0][1]
     if len(y) == 0 or y.all() or not y.any():
         return {"verdict": {"word": "underpowered", "text": "not comparable: this set lacks one of the classes"}}
     auc_a, auc_b = [auc_of(y, s) for s, _ in sa], [auc_of(y, s) for s, _ in sb]
     seeds = paired_comparison(auc_a, auc_b)
-    delong = [delong_test(y, x[0], z[0]) for x, z in zip(sa, sb)]
+    dg = groups if patients_known else None
+    delong = [delong_test(y, x[0], z[0], groups=dg) for x, z in zip(sa, sb)]
     ma, mb = np.mean([s for s, _ in sa], 0), np.mean([s for s, _ in sb], 0)
-    pooled_delong = delong_test(y, ma, mb)
+    pooled_delong = delong_test(y, ma, mb, groups=dg)
     boot = cluster_bootstrap(lambda i: auc_of(y[i], ma[i]) - auc_of(y[i], mb[i]), groups, cfg.bootstrap)
     lo, hi = boot["ci"]
     if np.isfinite(seeds["ci"]):
@@ -114,7 +120,8 @@ def compare(a_runs: list[dict], b_runs: list[dict], name: str, groups: list[str]
         v["text"] += "; one seed only: training randomness is not in the CI (default 5 seeds)"
     return {"auc_difference_per_seed": [a - b for a, b in zip(auc_a, auc_b)], "paired_seeds": seeds,
             "delong_per_seed": [{"difference": d["difference"], "p_value": d["p_value"]} for d in delong],
-            "delong_pooled": pooled_delong, "bootstrap_difference": boot, "ci": [lo, hi], "verdict": v}  # fmt: skip
+            "delong_pooled": pooled_delong, "delong_variance": pooled_delong["variance"],
+            "bootstrap_difference": boot, "ci": [lo, hi], "verdict": v}  # fmt: skip
 
 
 def aggregate(results: list[dict], cfg: StudyConfig, groups: dict[str, list[str]] | None = None,
@@ -127,7 +134,9 @@ def aggregate(results: list[dict], cfg: StudyConfig, groups: dict[str, list[str]
     conf_text = (confounding or {}).get("text", "")
     out: dict = {"table": {}, "external": {}, "pooled": {}, "paired_gan_vs_standard": {}, "comparisons": {},
                  "verdict": {}, "confounding": confounding or {"confounded": False, "text": ""},
-                 "method": method_text(cfg)}  # fmt: skip
+                 "method": method_text(cfg),
+                 "delong_variance": "patient-clustered (Obuchowski 1997)" if groups else
+                                    "image-level (DeLong 1988; no patient ids)"}  # fmt: skip
     for regime, by_p in by.items():
         for p in by_p:
             by_p[p] = sorted(by_p[p], key=lambda r: r["seed"])
@@ -157,8 +166,8 @@ def aggregate(results: list[dict], cfg: StudyConfig, groups: dict[str, list[str]
         for a, b in COMPARISONS:
             if a in by_p and b in by_p:
                 label = f"{a} vs {b}"
-                cmp = {s: compare(by_p[a], by_p[b], s, grp[s], cfg, conf_text) for s in sets
-                       if s in ("internal", "external:pooled")}  # fmt: skip
+                cmp = {s: compare(by_p[a], by_p[b], s, grp[s], cfg, conf_text, patients_known=bool(groups))
+                       for s in sets if s in ("internal", "external:pooled")}  # fmt: skip
                 out["comparisons"][regime][label] = cmp
                 out["verdict"][regime][label] = {s.replace("external:pooled", "external"): c["verdict"]
                                                  for s, c in cmp.items()}  # fmt: skip

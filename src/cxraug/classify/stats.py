@@ -5,7 +5,8 @@ References: DeLong, DeLong & Clarke-Pearson, "Comparing the areas under two or m
 operating characteristic curves: a nonparametric approach", Biometrics 44 (1988); Sun & Xu, "Fast
 implementation of DeLong's algorithm for comparing the areas under correlated receiver operating
 characteristic curves", IEEE Signal Processing Letters 21 (2014) (mid-ranks instead of the O(mn)
-kernel); Youden, "Index for rating diagnostic tests", Cancer 3 (1950); Field & Welsh, "Bootstrapping
+kernel); Obuchowski, "Nonparametric analysis of clustered ROC curve data", Biometrics 53 (1997) (the
+structural components summed per patient, for patients with several images); Youden, "Index for rating diagnostic tests", Cancer 3 (1950); Field & Welsh, "Bootstrapping
 clustered data", JRSS-B 69 (2007) (resample whole clusters, here patients).
 """
 
@@ -84,21 +85,82 @@ def delong_components(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarra
     return aucs, v10, v01
 
 
-def delong_test(y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict:
-    """Two-sided DeLong test of AUC(a) = AUC(b) for two classifiers scored on the same images."""
-    aucs, v10, v01 = delong_components(y_true, np.stack([score_a, score_b]))
+def clustered_auc_cov(
+    y_true: np.ndarray, scores: np.ndarray, groups: list[str] | np.ndarray | None = None, correction: str = "delong"
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """AUCs [K] and their covariance [K,K] when images are clustered in patients (Obuchowski 1997).
+
+    Each image's structural component (V10 of a positive, V01 of a negative, as in DeLong) is summed per
+    patient: X_i = sum of V10 over patient i's positives (m_i of them), Y_i = sum of V01 over its
+    negatives (n_i). With M, N the totals and A the AUC, patient i contributes P_i = (X_i - m_i A) / M and
+    Q_i = (Y_i - n_i A) / N to the linearized A - AUC, and patients are independent, so
+
+        cov(A_a, A_b) = c1 sum_i P_i^a P_i^b + c0 sum_i Q_i^a Q_i^b + cx sum_i (P_i^a Q_i^b + Q_i^a P_i^b).
+
+    ``correction`` picks the small-sample factors: ``obuchowski`` uses I/(I-1) for all three (I patients),
+    Obuchowski's S10/M + S01/N + 2 S11/(MN); ``delong`` (default) uses I1/(I1-1) and I0/(I0-1), the
+    number of patients holding positive / negative images, and I/(I-1) for the cross term, so that with one
+    image per patient the result is exactly DeLong's variance (the cross term is then 0). The two differ by
+    O(1/I). ``groups`` None: every image its own patient. Returns (aucs, cov, number of patients)."""
+    aucs, v10, v01 = delong_components(y_true, scores)  # [K], [K,m], [K,n]
+    y = np.asarray(y_true).astype(bool)
+    g = np.arange(len(y)) if groups is None else np.asarray(groups)
+    if len(g) != len(y):
+        raise CXRAugError(f"clustered DeLong: {len(g)} patient ids for {len(y)} images")
+    _, inv = np.unique(g, return_inverse=True)
+    n_clusters = int(inv.max()) + 1
     m, n = v10.shape[1], v01.shape[1]
-    cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n  # [2, 2]
+    mi = np.bincount(inv[y], minlength=n_clusters)  # positives per patient [I]
+    ni = np.bincount(inv[~y], minlength=n_clusters)  # negatives per patient [I]
+    x = np.stack([np.bincount(inv[y], weights=v, minlength=n_clusters) for v in v10])  # X_i [K,I]
+    yy = np.stack([np.bincount(inv[~y], weights=v, minlength=n_clusters) for v in v01])  # Y_i [K,I]
+    p = (x - mi[None] * aucs[:, None]) / m  # [K,I]
+    q = (yy - ni[None] * aucs[:, None]) / n  # [K,I]
+
+    def factor(k: int) -> float:
+        return k / (k - 1) if k > 1 else float("nan")
+
+    i1, i0 = int((mi > 0).sum()), int((ni > 0).sum())
+    if correction == "delong":
+        c1, c0, cx = factor(i1), factor(i0), factor(n_clusters)
+    elif correction == "obuchowski":
+        c1 = c0 = cx = factor(n_clusters)
+    else:
+        raise CXRAugError(f"clustered DeLong: correction {correction!r} is not 'delong' or 'obuchowski'")
+    cross = p @ q.T
+    cov = c1 * (p @ p.T) + c0 * (q @ q.T) + cx * (cross + cross.T)  # [K,K]
+    return aucs, cov, n_clusters
+
+
+def delong_test(
+    y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, groups: list[str] | np.ndarray | None = None
+) -> dict:
+    """Two-sided DeLong test of AUC(a) = AUC(b) for two classifiers scored on the same images.
+
+    ``groups`` (patient id per image): the variance is the patient-clustered one of
+    :func:`clustered_auc_cov` (a patient's images are not independent evidence); without it, every image
+    is independent (DeLong 1988). The result says which under ``variance``."""
+    if groups is None:
+        aucs, v10, v01 = delong_components(y_true, np.stack([score_a, score_b]))
+        m, n = v10.shape[1], v01.shape[1]
+        cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n  # [2, 2]
+        kind, n_clusters = "image-level (DeLong 1988: every image independent)", len(np.asarray(y_true))
+    else:
+        aucs, cov, n_clusters = clustered_auc_cov(y_true, np.stack([score_a, score_b]), groups)
+        kind = "patient-clustered (Obuchowski 1997: structural components summed per patient)"
     diff = float(aucs[0] - aucs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
-    if var <= 0:
+    if not np.isfinite(var):
+        z, p = float("nan"), float("nan")
+    elif var <= 0:
         z, p = (0.0, 1.0) if diff == 0 else (float("inf") * np.sign(diff), 0.0)
     else:
         z = diff / np.sqrt(var)
         p = float(2 * stats.norm.sf(abs(z)))
-    se = float(np.sqrt(max(var, 0.0)))
+    se = float(np.sqrt(max(var, 0.0))) if np.isfinite(var) else float("nan")
     return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": diff, "se": se, "z": float(z),
-            "p_value": p, "ci": [diff - 1.959964 * se, diff + 1.959964 * se]}  # fmt: skip
+            "p_value": p, "ci": [diff - 1.959964 * se, diff + 1.959964 * se], "variance": kind,
+            "clusters": int(n_clusters)}  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------- bootstrap
