@@ -70,7 +70,24 @@ def check_train_config(cfg: Any) -> None:
             raise ConfigError(f"{key} must be {what}, got {getattr(cfg, key)!r} ({flag})")
     check_device(cfg.device)
     cfg.data.validate()
+    _check_domains(cfg)
     _check_size(cfg)
+
+
+def _check_domains(cfg: Any) -> None:
+    """A translating family (CycleGAN) needs two different classes of the data, named before any decoding
+    (they are looked up in the data by :func:`fit_to_data`, before any run folder)."""
+    from cxraug.models.artifact import family_of
+
+    if not family_of(cfg.family).takes_source:
+        return
+    data = show_path(cfg.data.path)
+    if not (cfg.domain_a and cfg.domain_b):
+        raise ConfigError(f"{cfg.preset} translates between two classes of {data}: give both --domain-a and "
+                          "--domain-b (e.g. --domain-a normal --domain-b covid)")  # fmt: skip
+    if cfg.domain_a == cfg.domain_b:
+        raise ConfigError(f"--domain-a and --domain-b are both {cfg.domain_a!r}: a CycleGAN translates between "
+                          f"two different classes of {data}")  # fmt: skip
 
 
 def _check_size(cfg: Any) -> None:
@@ -79,11 +96,45 @@ def _check_size(cfg: Any) -> None:
     it cannot be built for with one line."""
     import torch
 
+    from cxraug.models.artifact import family_of
     from cxraug.train.families import build_critic, build_generator
 
     with torch.device("meta"):
-        build_generator(cfg, 1)
-        build_critic(cfg, 1)
+        g, d = build_generator(cfg, 1), build_critic(cfg, 1)
+    if family_of(cfg.family).takes_source:
+        _check_translation_size(cfg, g, d)
+
+
+def _translates_at(g: Any, d: Any, size: int) -> str | None:
+    """Why a translating generator ``g`` and its critic ``d`` cannot train on ``size`` px images (None: they
+    can). Shapes only: a forward pass on the meta device computes nothing."""
+    import torch
+
+    x = torch.empty(1, 1, size, size, device="meta")  # [B, 1, S, S]
+    try:
+        y = g(x)
+        d(x)
+    except (RuntimeError, ValueError) as e:
+        return str(e).splitlines()[0]
+    if tuple(y.shape) != tuple(x.shape):
+        return f"the generator turns {size} px images into {y.shape[-1]} px ones"
+    return None
+
+
+def _check_translation_size(cfg: Any, g: Any, d: Any) -> None:
+    """CycleGAN's cycle loss compares an image with its round trip, so the generator must give back the size it
+    was given, and the PatchGAN critic needs room for its strides: checked at the configured size before any
+    decoding (a 42 px CycleGAN used to fail at the first step with a tensor-size traceback, a 16 px one with an
+    instance-norm error)."""
+    s = cfg.data.size
+    why = _translates_at(g, d, s)
+    if why is None:
+        return
+    near = [t for t in sorted(range(max(s - 16, 16), s + 17), key=lambda t: (abs(t - s), t))
+            if t != s and _translates_at(g, d, t) is None][:2]  # fmt: skip
+    hint = f"; sizes that work nearby: {', '.join(map(str, sorted(near)))}" if near else ""
+    raise ConfigError(f"{cfg.preset} cannot train on {s} px images of {show_path(cfg.data.path)} ({why}); choose "
+                      f"another --size{hint}")  # fmt: skip
 
 
 def fit_to_data(cfg: Any, ds: CachedDataset) -> None:
