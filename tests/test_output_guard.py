@@ -129,3 +129,72 @@ def test_a_class_folder_linked_from_elsewhere_is_an_input_too(tmp_path, capsys):
     Image.fromarray(gray(32, 5)).save(tmp_path / "data" / "normal" / "n.png")
     os.symlink(real_covid, tmp_path / "data" / "covid")
     _refused(["data", "split", str(tmp_path / "data"), "--out", str(real_covid / "runs"), "-q"], capsys, real_covid)
+
+
+# ------------------------------------------------------------------ symlinks at any depth (issue 14 item 1)
+def _png(path: Path, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(gray(32, seed)).save(path)
+    return path
+
+
+def test_a_nested_linked_folder_is_an_input_and_a_link_to_it_does_not_fool_the_guard(tmp_path, capsys):
+    """Symlinks were resolved only for class folders: a linked folder one level further down (here
+    data/covid/batch2 -> store/b2) was read, but an output inside store/b2 was accepted; so was one reached
+    through a second link (out-link -> store/b2)."""
+    store = tmp_path / "store" / "b2"
+    for i in range(2):
+        _png(store / f"{i}.png", i)
+    _png(tmp_path / "data" / "covid" / "c.png", 3)
+    _png(tmp_path / "data" / "normal" / "n.png", 4)
+    os.symlink(store, tmp_path / "data" / "covid" / "batch2")
+    os.symlink(store, tmp_path / "out-link")
+    from cxraug.data import read_folder
+
+    assert read_folder(tmp_path / "data").counts() == {"covid": 3, "normal": 1}  # the reader does follow it
+    data = str(tmp_path / "data")
+    for out in (store / "runs", tmp_path / "out-link" / "runs", tmp_path / "out-link"):
+        _refused(["data", "split", data, "--out", str(out), "-q"], capsys, store)
+        _refused(["encoder", "train", "--data", data, "--steps", "1", "--out", str(out), "-q"], capsys, store)
+    assert main(["data", "split", data, "--size", "32", "--out", str(tmp_path / "runs"), "-q"]) == 0  # outside: fine
+
+
+def test_a_linked_image_file_protects_the_folder_it_points_into(tmp_path, capsys):
+    """An image that is a symlink (in a class folder, or listed by a manifest) is read from its target's
+    folder: that folder is an input too. The guard used to look at the link's folder only."""
+    store = tmp_path / "store"
+    for i in range(3):
+        _png(store / f"s{i}.png", i)
+    _png(tmp_path / "data" / "normal" / "n.png", 5)
+    _png(tmp_path / "data" / "covid" / "c.png", 6)
+    os.symlink(store / "s0.png", tmp_path / "data" / "covid" / "linked.png")
+    _refused(["data", "prepare", str(tmp_path / "data"), "--out", str(store / "runs"), "-q"], capsys, store)
+    links = tmp_path / "links"
+    links.mkdir()
+    for i in range(3):
+        os.symlink(store / f"s{i}.png", links / f"{i}.png")
+    (tmp_path / "meta").mkdir()
+    csv_ = write_rows(tmp_path / "meta" / "m.csv", ["path", "label"],
+                      [[f"../links/{i}.png", "covid" if i else "normal"] for i in range(3)])  # fmt: skip
+    _refused(["data", "split", str(csv_), "--out", str(store / "r"), "-q"], capsys, store)
+    _refused(["evaluate", "--real", str(csv_), "--fake", "phantom:normal=4", "--n", "3", "--k", "1",
+              "--out", str(store / "r"), "-q"], capsys, store)  # fmt: skip
+
+
+def test_a_linked_manifest_protects_its_real_folder_and_root(tmp_path, capsys):
+    """A manifest reached through a symlink is read where it lies (its folder, with any label file beside it,
+    is an input), and ``--root`` names another folder the rows start from."""
+    real = tmp_path / "release"
+    for i in range(4):
+        _png(real / "png" / f"id{i}.png", i)
+    csv_ = write_rows(real / "data.csv", ["image_id", "patient_id", "projection"],
+                      [[f"id{i}", f"p{i}", "PA"] for i in range(4)])  # fmt: skip
+    (tmp_path / "work").mkdir()
+    os.symlink(csv_, tmp_path / "work" / "data.csv")
+    linked = str(tmp_path / "work" / "data.csv")
+    _refused(["data", "split", linked, "--out", str(real / "runs"), "-q"], capsys, real)
+    _refused(["data", "split", linked, "--out", str(tmp_path / "work" / "runs"), "-q"], capsys, tmp_path / "work")
+    # --root: the rows start from another folder, which is protected although no image lies directly in it
+    (tmp_path / "m").mkdir()
+    rooted = write_rows(tmp_path / "m" / "list.csv", ["path", "label"], [[f"png/id{i}.png", "covid"] for i in range(4)])
+    _refused(["data", "split", str(rooted), "--root", str(real), "--out", str(real / "x"), "-q"], capsys, real)

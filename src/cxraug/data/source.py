@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxraug.data.cache import CachedDataset, build_cache, default_cache_root
+from cxraug.data.imageio import SUPPORTED_EXTS
 from cxraug.data.manifests import ManifestSpec
 from cxraug.data.phantom import phantom_collection
 from cxraug.data.preprocess import Preprocess
@@ -110,37 +111,80 @@ def load_dataset(cfg: DataConfig, progress: bool = True, collection: Collection 
         for msg in [*collection.problems, *collection.skipped]:  # encoding fallback, label spellings, bad rows
             log.warning(f"warning: {msg}")
     coll = collection
-    _check_cache(cfg, collection_folders(cfg.path, coll))
+    _check_cache(cfg, collection_folders(cfg.path, coll, cfg.manifest))
     return build_cache(coll, cfg.prep, cache_root=cfg.cache_dir, progress=progress)
 
 
-def collection_folders(path: str | os.PathLike, coll: Collection | None) -> list[Path]:
-    """Every folder a source reads from: itself (or a manifest's folder) and each image's folder."""
+def collection_folders(path: str | os.PathLike, coll: Collection | None, spec: ManifestSpec | None = None) -> list[Path]:
+    """Every place a listed source reads from: itself (a manifest: its folder, also the one a linked manifest
+    lies in), a manifest's ``root`` and MIMIC label file, each image's folder, and each linked image file
+    (standing for the folder its target lies in). :func:`cxraug.io.ensure_outside` resolves every symlink."""
     if is_phantom(path):
         return []
     p = Path(path)
-    out = {p if p.is_dir() else p.parent}
+    out: set[Path] = {p, p.parent} if p.is_file() else {p}
+    out |= {Path(x) for x in (spec.root, spec.labels_csv) if x} if spec is not None else set()
+    parents: set[str] = set()
     for s in coll.samples if coll is not None else []:
-        if not s.path.startswith("xrv://"):
-            out.add(Path(s.path).parent)
+        if s.path.startswith("xrv://"):
+            continue
+        parents.add(os.path.dirname(s.path) or ".")
+        if os.path.islink(s.path):
+            out.add(Path(s.path))
+    return sorted(out | {Path(d) for d in parents})
+
+
+def linked_entries(root: Path) -> list[Path]:
+    """The symlinks below folder ``root`` that the folder reader follows (folders at any depth, and files it
+    would read: an image extension, or none, as DICOM files often have), so the guard can protect the places
+    they lead to. Hidden entries and mask folders are skipped as the reader skips them; a folder reached twice
+    (a link loop) is walked once. One ``scandir`` per folder: links are told from the directory entry, with
+    no ``stat`` per file."""
+    from cxraug.data.readers import IGNORED_DIRS
+
+    out: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            entries = list(os.scandir(d))
+        except OSError:
+            continue  # unreadable: the reader reports it
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                is_dir = e.is_dir()  # follows a link
+            except OSError:
+                continue
+            if e.is_symlink() and (is_dir or os.path.splitext(e.name)[1].lower() in (*SUPPORTED_EXTS, "")):
+                out.append(Path(e.path))
+            if is_dir and e.name.lower() not in IGNORED_DIRS:
+                stack.append(Path(e.path))
     return sorted(out)
 
 
 def input_folders(source: str | os.PathLike | DataConfig) -> list[Path]:
-    """The folders :func:`check_outputs` protects for one source (listing a manifest, decoding nothing)."""
+    """The places :func:`check_outputs` protects for one source (listing a manifest, decoding nothing): the
+    folder and every symlink the folder reader follows below it, or everything a manifest reads
+    (:func:`collection_folders`); a cache or checkpoint file stands for its folder (a linked one for both)."""
     cfg = source if isinstance(source, DataConfig) else DataConfig(path=str(source))
     path = str(cfg.path)
     if is_phantom(path):
         return []
     p = Path(path)
-    if not p.exists() or is_cache(p) or (p.is_file() and not is_manifest(p)):
-        return [p] if p.exists() else []  # a checkpoint or cache stands for its folder; missing: the reader says so
-    if p.is_dir():  # every image is below it, or below a class folder that is a symlink to elsewhere
-        try:
-            return [p, *(d for d in p.iterdir() if d.is_symlink() and d.is_dir())]
-        except OSError:
-            return [p]
-    return collection_folders(p, open_config(cfg))
+    if not p.exists():
+        return []  # the reader says so
+    if p.is_dir():
+        return [p, *(linked_entries(p) if not is_cache(p) else [])]
+    if not is_manifest(p):
+        return [p, p.parent]
+    return collection_folders(p, open_config(cfg), cfg.manifest)
 
 
 def _check_cache(cfg: DataConfig, folders: list[Path]) -> None:
@@ -167,7 +211,6 @@ def check_outputs(
         for cfg in cfgs:
             if not cfg.is_phantom and not is_cache(cfg.path):
                 _check_cache(cfg, folders)
-
 
 
 def describe(path: str | os.PathLike) -> str:
