@@ -113,10 +113,11 @@ def run_case(case: str, a: argparse.Namespace) -> dict:
         preset_name, impl = rest
         cfg = train_config(preset_name, a.batch)
         cfg.device = a.device
-        impl, *opts = impl.split("+")  # engine+cl+bf16+fp32+compile+host+torchnorm: one of the engine's choices
+        impl, *opts = impl.split("+")  # engine+cl+bf16+fp32+compile+graphs+host+torchnorm: one of the engine's choices
         cfg.channels_last = "on" if "cl" in opts else cfg.channels_last
         cfg.amp = "bf16" if "bf16" in opts else "no" if "fp32" in opts else cfg.amp
         cfg.compile = "compile" in opts
+        cfg.cuda_graphs = "graphs" in opts  # the whole step in one CUDA graph (train/graphs.py)
         if "torchnorm" in opts:  # torch's nn.InstanceNorm2d instead of cxraug's (A/B of that one choice)
             import cxraug.models.common as common
 

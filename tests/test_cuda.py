@@ -117,3 +117,73 @@ def test_classifier_trains_on_cuda(phantom_ds):
     assert next(model.parameters()).device.type == "cuda" and len(curves["val_loss"]) == 2
     p = predict_proba(model, x[:8])
     assert p.shape == (8, 2) and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+# ---------------------------------------------------------------- CUDA graphs (train/graphs.py)
+GRAPHABLE = {k: v for k, v in FAMILY_CASES.items() if not k.startswith("cyclegan")}
+
+
+def _weights(tr: Trainer) -> dict[str, torch.Tensor]:
+    fam, unwrap = tr.family, tr.acc.unwrap_model
+    nets = {**fam.generators, **fam.critics}
+    out = {f"{n}.{k}": v.float().cpu() for n, m in nets.items() for k, v in unwrap(m).state_dict().items()}
+    if tr.ema is not None:
+        out.update({f"ema.{k}": v.float().cpu() for k, v in tr.ema.module.state_dict().items()})
+    return out
+
+
+def _assert_same_run(a: Trainer, b: Trainer, rtol: float, atol: float) -> None:
+    assert a.history.keys() == b.history.keys()
+    for k in a.history:
+        if k == "images_per_s":
+            continue
+        x, y = np.array(a.history[k]), np.array(b.history[k])
+        assert x.shape == y.shape and np.array_equal(x[:, 0], y[:, 0]), k
+        assert np.allclose(x[:, 1], y[:, 1], rtol=rtol, atol=atol), (k, x[:, 1], y[:, 1])
+    wa, wb = _weights(a), _weights(b)
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], rtol=rtol, atol=atol), (k, (wa[k] - wb[k]).abs().max())
+
+
+@pytest.fixture
+def deterministic_cudnn():
+    torch.backends.cudnn.deterministic = True  # the engine then leaves cudnn.benchmark off: the same kernels twice
+    yield
+    torch.backends.cudnn.deterministic = False
+
+
+@pytest.mark.parametrize("amp", ["no", "bf16"])
+@pytest.mark.parametrize("name", list(GRAPHABLE))
+def test_graphed_steps_give_the_eager_losses_and_weights(name, amp, phantom_ds, tmp_path, deterministic_cudnn):
+    runs = {}
+    for graphs in (False, True):
+        cfg = _cfg(name, amp=amp, cuda_graphs=graphs, log_every=1, **GRAPHABLE[name])
+        tr = Trainer(cfg, phantom_ds, tmp_path / f"graphs-{graphs}", progress=False)
+        assert (tr._graph is not None) == graphs
+        tr.fit()
+        runs[graphs] = tr
+    assert runs[True]._graph.graph is not None  # the later steps were replays
+    assert runs[True].rng.get_state().equal(runs[False].rng.get_state())  # the same draws, the same count
+    assert runs[True].sampler.get_state().equal(runs[False].sampler.get_state())
+    _assert_same_run(runs[False], runs[True], rtol=1e-4 if amp == "no" else 1e-2, atol=1e-5 if amp == "no" else 1e-3)
+
+
+def test_graphed_run_resumed_equals_a_straight_eager_run(phantom_ds, tmp_path, deterministic_cudnn):
+    straight = Trainer(_cfg("wgan-gp-64", amp="no", log_every=1), phantom_ds, tmp_path / "a", progress=False)
+    straight.fit()
+    half = Trainer(_cfg("wgan-gp-64", amp="no", log_every=1, steps=6, cuda_graphs=True), phantom_ds, tmp_path / "b",
+                   progress=False)  # fmt: skip
+    half.fit()
+    resumed = Trainer(_cfg("wgan-gp-64", amp="no", log_every=1, cuda_graphs=True), phantom_ds, tmp_path / "b",
+                      progress=False)  # fmt: skip
+    resumed.resume(tmp_path / "b" / "checkpoints" / "last.pt")
+    resumed.fit()
+    _assert_same_run(straight, resumed, rtol=1e-4, atol=1e-5)
+
+
+def test_cyclegan_asks_for_graphs_and_trains_eagerly(phantom_ds, tmp_path):
+    tr = Trainer(_cfg("cyclegan-64", cuda_graphs=True, **FAMILY_CASES["cyclegan-64"]), phantom_ds, tmp_path,
+                 progress=False)  # fmt: skip
+    assert tr._graph is None
+    tr.fit()
+    assert np.isfinite(tr.history["g_loss"][-1][1])

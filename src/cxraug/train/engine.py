@@ -47,6 +47,7 @@ from cxraug.models.artifact import load_generator as load_family
 from cxraug.plotting import plot_curves, save_grid
 from cxraug.train.config import TrainConfig
 from cxraug.train.families import make_family
+from cxraug.train.graphs import StepGraph, graph_blocker
 
 log = logging.getLogger("cxraug.train")
 __all__ = ["CKPT_FORMAT", "Trainer", "TrainingDiverged", "load_generator", "pick_device", "rank_seed"]
@@ -145,6 +146,13 @@ class Trainer:
         self.data_a, self.data_b = self.family.select_data(data)
         self._on_device_a, self._on_device_b = self._resident(self.data_a), self._resident(self.data_b)
         fused = self.device.type == "cuda"
+        self._static_idx: torch.Tensor | None = None  # under a CUDA graph: the step's batch indices, on the device
+        self._static_draw = 0
+        self._graph: StepGraph | None = None
+        blocker = graph_blocker(self) if cfg.cuda_graphs else None
+        if cfg.cuda_graphs and blocker and self.device.type == "cuda":
+            log.warning("cuda_graphs: %s; training eagerly", blocker)
+        self._capturable = cfg.cuda_graphs and blocker is None  # optimisers keep their step counts on the device
         self.opt_g = self._optimizer(self.family.generators, cfg.lr_g, fused)
         # a family without critics (diffusion) has no critic optimiser and makes no critic update
         self.opt_d = self._optimizer(self.family.critics, cfg.lr_d, fused) if self.family.critics else None
@@ -175,6 +183,8 @@ class Trainer:
         self.fixed_source = self.fixed_a = self.data_a.batch(
             torch.randint(len(self.data_a), (8,), generator=fixed).numpy()
         )
+        if self._capturable:
+            self._graph = StepGraph(self)
         self.step = 0
         self.history: dict[str, list[list[float]]] = {}
         self.best_fid: float | None = None
@@ -192,10 +202,12 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _optimizer(self, nets: dict[str, nn.Module], lr: float, fused: bool) -> torch.optim.Optimizer:
         params = [p for m in nets.values() for p in m.parameters()]
+        cap = self._capturable
         if self.cfg.optimizer == "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr)
+            return torch.optim.RMSprop(params, lr=lr, capturable=cap)
         if self.cfg.optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr, betas=(self.cfg.beta1, self.cfg.beta2), fused=fused or None)
+            betas = (self.cfg.beta1, self.cfg.beta2)
+            return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused or None, capturable=cap)
         raise CXRAugError(f"unknown optimizer {self.cfg.optimizer!r} (adam or rmsprop)")
 
     @property
@@ -250,7 +262,21 @@ class Trainer:
         imgs = torch.from_numpy(np.ascontiguousarray(ds.images)).to(self.device)
         return imgs, torch.from_numpy(np.nan_to_num(ds.labels).astype(np.float32)).to(self.device)
 
+    @contextlib.contextmanager
+    def static_batches(self, idx: torch.Tensor) -> Iterator[None]:
+        """Batches gathered by the rows of ``idx`` [draws, B] (device indices drawn beforehand from the sampler
+        in the eager order): the form a CUDA graph can replay."""
+        self._static_idx, self._static_draw = idx, 0
+        try:
+            yield
+        finally:
+            self._static_idx = None
+
     def _draw(self, ds: CachedDataset, on_device: tuple[torch.Tensor, torch.Tensor] | None):
+        if self._static_idx is not None and on_device is not None:
+            i = self._static_idx[self._static_draw]
+            self._static_draw += 1
+            return u8_to_tensor(on_device[0][i]), on_device[1][i]
         idx = torch.randint(len(ds), (self.cfg.batch_size,), generator=self.sampler)
         if on_device is not None:
             i = idx.to(self.device, non_blocking=True)
@@ -290,17 +316,25 @@ class Trainer:
 
     def autocast(self) -> torch.autocast:
         dtype = AMP_DTYPES[self.amp]
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        # no cast cache under CUDA graphs: every use re-casts the current weights inside the graph
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
+                              cache_enabled=self._graph is None)  # fmt: skip
+
+    def step_updates(self) -> dict[str, torch.Tensor]:
+        """A step's optimiser updates: ``n_critic`` critic updates, then one generator update (what a CUDA graph holds)."""
+        fam, logs = self.family, {}
+        for _ in range(self.n_critic):
+            logs.update(self._update(self.opt_d, fam.critic_loss, frozen=fam.generators))
+            fam.after_critic_step()
+        logs.update(self._update(self.opt_g, fam.generator_loss, frozen=fam.critics))
+        return logs
 
     def train_step(self) -> dict[str, torch.Tensor]:
-        fam, logs = self.family, {}
+        fam = self.family
         for m in (*fam.generators.values(), *fam.critics.values()):
             m.train()
         with self._ambient_rng():
-            for _ in range(self.n_critic):
-                logs.update(self._update(self.opt_d, fam.critic_loss, frozen=fam.generators))
-                fam.after_critic_step()
-            logs.update(self._update(self.opt_g, fam.generator_loss, frozen=fam.critics))
+            logs = self._graph.step() if self._graph is not None else self.step_updates()
         if self.ema is not None:
             self.ema.update_parameters(self.acc.unwrap_model(self.main_generator))
         self.step += 1
@@ -483,6 +517,11 @@ class Trainer:
         self.opt_g.load_state_dict(st["opt_g"])
         if self.opt_d is not None:
             self.opt_d.load_state_dict(st["opt_d"])
+        # this run's choice, not the saving run's: a CUDA-graph run's capturable optimiser is not the CPU's
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups if opt is not None else []:
+                if "capturable" in group:
+                    group["capturable"] = self._capturable
         if st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
         if self.ema is not None and legacy and st.get("ema") is not None:
@@ -504,6 +543,8 @@ class Trainer:
         self.images_seen = int(st.get("images_seen", 0))
         self.history = {k: [list(p) for p in v] for k, v in st["history"].items()}
         self.best_fid = st.get("best_fid")
+        if self._graph is not None:  # the optimisers' state tensors are new: warm up and capture again
+            self._graph = StepGraph(self)
 
     def resume(self, path: str | os.PathLike) -> None:
         self.load_state_dict(load_checkpoint(path), path)
