@@ -18,6 +18,7 @@ from cxraug.classify.assemble import confounding
 from cxraug.classify.config import GanSpec, Source, StudyConfig
 from cxraug.classify.stats import choose_threshold
 from cxraug.data import write_phantom_folder
+from cxraug.errors import CXRAugError
 
 KEYS = {"auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity"}
 
@@ -222,7 +223,6 @@ def test_report_escapes_names(study, tmp_path):
 
 def test_standard_aug_flips_recipe_is_sundaram_and_transforms_parse():
     from cxraug.classify.train import standard_augmentation
-    from cxraug.errors import CXRAugError
 
     img = torch.zeros(1, 4, 4)
     img[0, 0, 0] = 1  # marks the top-left corner
@@ -301,3 +301,115 @@ def test_conditional_generator_labels_keep_training_cooccurrence_and_full_volume
     assert syn.sum() == n_pos and (y[~syn, 0] == 0).all()
     _x, y, syn = st.train_set("synthetic-only-full", 1.0, 0)
     assert syn.sum() == max(n_neg, n_pos) and (y[~syn, 0] == 0).all()
+
+
+def _prefix_minimum(base: np.ndarray, chosen: list[int], f: float, pools: dict[int, np.ndarray], cap: int) -> int:
+    """Brute force: the fewest synthetic images, taking the first n_k candidates of each label's pool, that
+    bring every chosen label to fraction f (every combination of n_k < cap tried at once)."""
+    k1, k2, k3 = chosen
+    pre = {k: np.concatenate([np.zeros((1, base.shape[1])), np.cumsum(pools[k][:cap], 0)]) for k in chosen}  # [cap+1,K]
+    n = np.arange(cap + 1)
+    counts = (base.sum(0)[None, None, None] + pre[k1][:, None, None] + pre[k2][None, :, None]
+              + pre[k3][None, None, :])  # [c,c,c,K]  # fmt: skip
+    total = len(base) + n[:, None, None] + n[None, :, None] + n[None, None, :]
+    ok = (counts[..., chosen] >= f * total[..., None] - 1e-9).all(-1)
+    return int((n[:, None, None] + n[None, :, None] + n[None, None, :])[ok].min())
+
+
+def test_min_fraction_rule_several_labels_at_once():
+    """Sundaram & Hulkund's 15 % rule for several labels: after the plan every chosen label is >= F of the
+    augmented set (counted here from the added vectors); the last image added was needed; with disjoint
+    labels the counts are synth.balance's per-label minimum (a second implementation); with co-occurring
+    findings an image drawn for one label counts for the others too, so far fewer images are needed than
+    label-by-label, and the total is within 3 images of the brute-force minimum over the pools' prefixes."""
+    from cxraug.classify.assemble import min_fraction_pool_size, plan_min_fraction
+    from cxraug.synth.balance import plan_balance
+
+    rng = np.random.default_rng(0)
+    chosen, f = [1, 2, 3], 0.2
+    saved = 0
+    for trial in range(8):
+        base = (rng.random((80, 4)) < [0.5, 0.1, 0.06, 0.04]).astype(float)  # [N,K]
+        base[:, 2] = np.maximum(base[:, 2], base[:, 1] * (rng.random(80) < 0.6))  # 2 often comes with 1
+        if trial % 2:  # disjoint labels: one-hot pools
+            pools = {k: np.eye(4)[[k] * 300] for k in chosen}
+        else:  # each label's candidates are real rows where it is positive: co-occurrences kept
+            pools = {k: base[base[:, k] == 1][rng.integers((base[:, k] == 1).sum(), size=300)] for k in chosen}
+        picks = plan_min_fraction(base, chosen, f, pools)
+        added = np.array([pools[k][j] for k, j in picks])
+        full = np.concatenate([base, added])
+        assert ((full[:, chosen] > 0.5).sum(0) >= f * len(full) - 1e-9).all()
+        last = full[:-1]
+        assert ((last[:, chosen] > 0.5).sum(0) < f * len(last) - 1e-9).any()
+        assert all(j == sum(1 for c, _ in picks[:i] if c == k) for i, (k, j) in enumerate(picks))  # pools in order
+        counts = {str(k): int(base[:, k].sum()) for k in range(4)}
+        independent = plan_balance(counts, "min-fraction:0.2", total=80, only=[str(k) for k in chosen])
+        if trial % 2:
+            assert {str(k): sum(1 for c, _ in picks if c == k) for k in chosen} == {
+                str(k): independent.get(str(k), 0) for k in chosen}  # fmt: skip
+        else:
+            best = _prefix_minimum(base, chosen, f, pools, 45)
+            assert best <= len(picks) <= best + 3
+            saved += sum(independent.values()) - len(picks)
+        bound = min_fraction_pool_size(80, 3, f)
+        assert max(j for _, j in picks) < bound  # the pool size the study generates is always enough
+    assert saved > 20  # co-occurrence counted: fewer images than label by label
+    one = plan_min_fraction(base, [1], 0.15, {1: np.eye(4)[[1] * 300]})
+    assert len(one) == max(int(np.ceil((0.15 * 80 - base[:, 1].sum()) / 0.85 - 1e-9)), 0)  # the closed form
+    with pytest.raises(CXRAugError, match="lower F"):
+        min_fraction_pool_size(80, 4, 0.25)
+
+
+def _multilabel_csv(tmp_path: Path, n_normal: int, n_covid: int) -> Path:
+    """Phantom images with a multi-label manifest: covid from the folder, pneumonia and opacity drawn with
+    covid-dependent rates (so the findings co-occur)."""
+    import csv
+
+    root = write_phantom_folder(tmp_path / "img", {"normal": n_normal, "covid": n_covid}, size=64, seed=5)
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "patient", "covid", "pneumonia", "opacity"])
+        for p in sorted(root.rglob("*.png")):
+            c = int(p.parent.name == "covid")
+            w.writerow([p, p.stem, c, int(rng.random() < (0.4 if c else 0.1)), int(rng.random() < (0.8 if c else 0.1))])
+    return tmp_path / "labels.csv"
+
+
+def test_study_min_fraction_rule_for_several_labels_with_a_conditional_generator(tmp_path):
+    """A multi-label study, augment_labels covid and pneumonia at min-fraction:0.3: gan-aug's training set
+    has each of them positive in >= 30 % of its images (counted here), the last synthetic image was needed,
+    and the pneumonia candidates' label vectors keep the co-occurrence rates of the training rows where
+    pneumonia is positive (within three binomial standard errors). Configurations that cannot work are refused."""
+    from cxraug.classify.study import Study
+
+    csv_path = _multilabel_csv(tmp_path, 56, 16)
+    base = dict(sources=[Source(str(csv_path))], minority="covid", size=32, regimes=[1.0], seeds=[0], epochs=1,
+                batch_size=16, bootstrap=20, protocols=["real", "gan-aug"], augment_labels=["covid", "pneumonia"],
+                augment_rule="min-fraction:0.3")  # fmt: skip
+    st = Study(StudyConfig(**base, gan=GanSpec(preset="cgan-64", steps=2, width=8, batch_size=8)),
+               tmp_path / "study", progress=False)  # fmt: skip
+    st.prepare()
+    kc, kp = st.names.index("covid"), st.names.index("pneumonia")
+    x, y, syn = st.train_set("gan-aug", 1.0, 0)
+    assert syn.sum() > 0 and len(x) == len(y) == len(syn)
+    pos = np.nan_to_num(y[:, [kc, kp]]) > 0.5  # [N,2]
+    assert (pos.sum(0) >= 0.3 * len(y) - 1e-9).all()
+    assert (pos[:-1].sum(0) < 0.3 * (len(y) - 1) - 1e-9).any()  # one image fewer and a label falls short
+    real_rows = st.ds.labels[st.split["train"]]
+    assert (np.nan_to_num(real_rows[:, [kc, kp]]) > 0.5).mean(0).min() < 0.3  # the rule had work to do
+    lab = st.synthetic_labels(1.0, 0, label=kp)
+    assert lab is not None and (lab[:, kp] == 1).all()
+    ref_rows = real_rows[np.nan_to_num(real_rows[:, kp]) == 1]
+    for k in (kc, st.names.index("opacity")):
+        ref = np.nanmean(ref_rows[:, k])
+        se = np.sqrt(ref * (1 - ref) / len(lab))
+        assert abs(lab[:, k].mean() - ref) <= 3 * se + 1e-9, (k, lab[:, k].mean(), ref)
+    assert st.train_set("real", 1.0, 0)[2].sum() == 0
+    for bad, msg in ((dict(augment_rule="equalize"), "min-fraction"),
+                     (dict(protocols=["synthetic-only"]), "synthetic-only"),
+                     (dict(augment_rule="min-fraction:1.5"), "augment_rule")):  # fmt: skip
+        with pytest.raises(CXRAugError, match=msg):
+            Study(StudyConfig(**(base | bad), gan=GanSpec(preset="cgan-64")), tmp_path / "x", progress=False)
+    with pytest.raises(CXRAugError, match="conditional"):
+        Study(StudyConfig(**base, gan=GanSpec(preset="dcgan-64")), tmp_path / "x", progress=False)

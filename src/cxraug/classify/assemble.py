@@ -162,3 +162,71 @@ def check_generator_unseen(checkpoint: str | os.PathLike, test_fp: np.ndarray) -
             "split only, or replace `generator:` by a `gan:` block so the study trains its own"
         )
     return len(seen)
+
+
+# ------------------------------------------------------------------------------ augmentation target
+def parse_augment_rule(rule: str) -> float | None:
+    """``equalize`` -> None (the minority up to the largest class); ``min-fraction:F`` -> F in (0, 1)
+    (Sundaram & Hulkund's rule, F = 0.15: every chosen label at least F of the augmented training set)."""
+    kind, _, val = str(rule).partition(":")
+    if kind == "equalize" and not val:
+        return None
+    if kind == "min-fraction":
+        try:
+            f = float(val)
+        except ValueError:
+            f = float("nan")
+        if 0 < f < 1:
+            return f
+    raise CXRAugError(
+        f"augment_rule {rule!r}: expected equalize or min-fraction:F with F in (0, 1), e.g. min-fraction:0.15"
+    )
+
+
+def min_fraction_pool_size(n_train: int, n_labels: int, fraction: float) -> int:
+    """How many synthetic candidates per chosen label :func:`plan_min_fraction` can ever draw, for any
+    training subset of at most ``n_train`` images, ``n_labels`` chosen labels at ``fraction`` each.
+
+    The last draw for label k happens while k is short: c_k + D_k - 1 < F (N + T), so D_k < F (N + T) + 1 -
+    c_k; summed over the L labels, T < L F (N + T) + L, i.e. T < L (F N + 1) / (1 - L F). With c_k >= 0 and
+    N <= n_train this bounds D_k for every subset. Needs L F < 1 (else the rule may have no solution)."""
+    if n_labels * fraction >= 1:
+        raise CXRAugError(f"augment_rule min-fraction:{fraction:g} for {n_labels} labels asks for {n_labels} x "
+                          f"{fraction:g} >= 1 of the training set; lower F or choose fewer augment_labels")  # fmt: skip
+    t_max = n_labels * (fraction * n_train + 1) / (1 - n_labels * fraction)
+    return int(np.floor(fraction * (n_train + t_max) + 1)) + 1
+
+
+def plan_min_fraction(
+    labels: np.ndarray, chosen: list[int], fraction: float, pools: dict[int, np.ndarray]
+) -> list[tuple[int, int]]:
+    """Sundaram & Hulkund's rule for several labels at once: add synthetic images until every label in
+    ``chosen`` is positive in at least ``fraction`` of the augmented set (real + synthetic).
+
+    ``labels`` [N,K]: the real training label vectors (NaN = unknown, counted as not positive; single-label
+    studies give one-hot rows); ``pools[k]`` [M_k,K]: the label vectors of the synthetic candidates for
+    label k, in the order they are to be used (a conditional generator's vectors sampled from the real rows
+    where k is positive, so each carries k's co-occurring findings). Greedy: while a chosen label is short,
+    the next candidate of the label with the lowest share is added, and *every* positive entry of its
+    vector counts, so a synthetic image drawn for one label also helps any other label it carries; every
+    image added is positive for a label that was short, and with one label (or no co-occurrence) the count
+    is the closed-form minimum ceil((F N - c) / (1 - F)). Returns (label, index into its pool) per added
+    image, in order."""
+    counts = (np.nan_to_num(np.asarray(labels, np.float64)) > 0.5).sum(0).astype(np.int64)  # [K]
+    total = len(labels)
+    used = dict.fromkeys(chosen, 0)
+    picks: list[tuple[int, int]] = []
+    while True:
+        short = [k for k in chosen if counts[k] < fraction * total - 1e-9]
+        if not short:
+            return picks
+        k = min(short, key=lambda c: (counts[c] / max(total, 1), chosen.index(c)))
+        if used[k] >= len(pools[k]):
+            raise CXRAugError(f"min-fraction rule: {len(pools[k])} synthetic candidates for label index {k} are "
+                              "not enough")  # fmt: skip
+        vec = np.nan_to_num(np.asarray(pools[k][used[k]], np.float64)) > 0.5  # [K]
+        vec[k] = True  # drawn for k: positive for k whatever else it carries
+        picks.append((k, used[k]))
+        used[k] += 1
+        counts += vec
+        total += 1

@@ -83,6 +83,13 @@ class StudyConfig:
     # mild (flip + 10 degree rotation + brightness/contrast 0.2), or torchvision v2 transforms such as
     # "RandomRotation(degrees=10)".
     standard_aug: list[str] = field(default_factory=lambda: ["flips"])
+    # Which labels synthetic images are added for (default: the minority) and how many: equalize (the minority
+    # up to the largest class, or its positives up to its negatives in a multi-label study) or min-fraction:F
+    # (Sundaram & Hulkund's 15 % rule, F = 0.15: the fewest images so that every label in augment_labels is
+    # positive in at least F of the augmented training set, several labels at once; needs a conditional
+    # generator when augment_labels holds more than the minority).
+    augment_labels: list[str] = field(default_factory=list)
+    augment_rule: str = "equalize"
 
 
 def load_study_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> StudyConfig:

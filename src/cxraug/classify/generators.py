@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from cxraug.classify.assemble import min_fraction_pool_size
 from cxraug.config import load_config, to_dict
 from cxraug.data.splits import regime_subset
+from cxraug.errors import CXRAugError
 from cxraug.io import load_checkpoint
 from cxraug.models.artifact import GeneratorArtifact
 from cxraug.train.config import TrainConfig, preset
@@ -23,7 +25,11 @@ class StudyGenerators:
     ``pos`` and ``progress`` and its ``_n_to_add``."""
 
     def _minority_train(self, regime: float, seed: int) -> np.ndarray:
+        """The (regime, seed) training images positive for the minority, or for any of several augment labels
+        (a conditional generator then learns each label's rows)."""
         idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
+        if len(self.aug_k) > 1:
+            return idx[(np.nan_to_num(self.ds.labels[idx][:, self.aug_k]) > 0.5).any(1)]
         return idx[self.pos[idx]]
 
     def generator_for(self, regime: float, seed: int) -> str:
@@ -65,43 +71,59 @@ class StudyGenerators:
         counts[self.k_min] = -1
         return np.asarray(self.ds.images[np.sort(train[self.y[train] == int(counts.argmax())])])
 
-    def synthetic_for(self, regime: float, seed: int) -> np.ndarray:
+    def synthetic_for(self, regime: float, seed: int, label: int | None = None) -> np.ndarray:
         """Enough synthetic minority images for any protocol of this (regime, seed), uint8 [N,S,S]: as many
-        as the largest class has (synthetic-only at full volume), at least the real minority count."""
+        as the largest class has (synthetic-only at full volume), at least the real minority count, and
+        under ``min-fraction:F`` as many as the rule can draw (:func:`min_fraction_pool_size`). ``label``: the
+        index of another augment label, drawn from a conditional generator."""
         from cxraug.data.preprocess import resize
         from cxraug.plotting import save_grid
-        from cxraug.synth.generate import generate
+        from cxraug.synth.generate import describe, generate
 
         ckpt = self.generator_for(regime, seed)
-        if ckpt in self._syn_cache:
-            return self._syn_cache[ckpt]
+        other = label is not None and label != self.k_min
+        key = f"{ckpt}#label{label}" if other else ckpt
+        if key in self._syn_cache:
+            return self._syn_cache[key]
         train = self.split["train"]
-        need = max(self._n_to_add(train) + int(self.pos[train].sum()), 1)
+        need = 1 if other else max(self._n_to_add(train) + int(self.pos[train].sum()), 1)
+        if self.fraction is not None:
+            need = max(need, min_fraction_pool_size(len(train), len(self.aug_k), self.fraction))
         name = f"synthetic-{self.generator_hash(regime, seed)[:16]}"  # keyed by the checkpoint's bytes
+        if other:
+            if not describe(ckpt)["conditional"]:
+                raise CXRAugError(f"augment label {self.names[label]!r}: the generator {ckpt} is not conditional "
+                                  f"and makes only {self.cfg.minority!r} images")  # fmt: skip
+            name += f"-label{label}"
         path = (Path(ckpt).parent.parent if self.cfg.gan else self.dir) / f"{name}.npy"
         lab_path = path.with_name(f"{name}.labels.npy")
         if path.is_file() and len(np.load(path, mmap_mode="r")) >= need:
             imgs = np.load(path)
         else:
-            # a conditional generator: label vectors drawn from its real minority-positive training rows
-            imgs, labs, info = generate(ckpt, need, seed=1234, label=self.cfg.minority,
+            # a conditional generator: label vectors drawn from its real training rows positive for the label
+            imgs, labs, info = generate(ckpt, need, seed=1234, label=self.names[label] if other else self.cfg.minority,
                                         source=self._majority_train_images())  # fmt: skip
             if imgs.shape[-1] != self.cfg.size:
                 imgs = np.stack([resize(i, self.cfg.size, "direct") for i in imgs])
             np.save(path, imgs)
             if info["conditional"] and list(info["class_names"]) == list(self.names):
                 np.save(lab_path, labs)
-            if self.cfg.generator or not (self.dir / "synthetic_samples.png").is_file():
+            if not other and (self.cfg.generator or not (self.dir / "synthetic_samples.png").is_file()):
                 save_grid(imgs[:64], self.dir / "synthetic_samples.png")
-        self._syn_cache[ckpt] = imgs
-        self._syn_labels[ckpt] = np.load(lab_path) if lab_path.is_file() else None
+        self._syn_cache[key] = imgs
+        self._syn_labels[key] = np.load(lab_path) if lab_path.is_file() else None
+        if other and self._syn_labels[key] is None:
+            raise CXRAugError(f"augment label {self.names[label]!r}: the generator {ckpt} is not conditional on the "
+                              f"study's labels {self.names}")  # fmt: skip
         return imgs
 
-    def synthetic_labels(self, regime: float, seed: int) -> np.ndarray | None:
+    def synthetic_labels(self, regime: float, seed: int, label: int | None = None) -> np.ndarray | None:
         """Label vectors [N,K] of :meth:`synthetic_for`'s images when a conditional generator over the study's
-        classes made them (sampled from the training distribution of minority-positive images), else None."""
-        self.synthetic_for(regime, seed)
-        return self._syn_labels[self.generator_for(regime, seed)]
+        classes made them (sampled from the training distribution of images positive for the minority, or
+        for ``label``), else None."""
+        self.synthetic_for(regime, seed, label)
+        ckpt = self.generator_for(regime, seed)
+        return self._syn_labels[f"{ckpt}#label{label}" if label is not None and label != self.k_min else ckpt]
 
     def generator_hash(self, regime: float, seed: int) -> str:
         """SHA-256 of the checkpoint that augments the (regime, seed) run (trained first if needed)."""

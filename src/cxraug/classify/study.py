@@ -25,6 +25,8 @@ from cxraug.classify.assemble import (
     confounding,
     load_labelled,
     load_sources,
+    parse_augment_rule,
+    plan_min_fraction,
     reduce_minority,
     screen_against_training,
 )
@@ -53,6 +55,7 @@ from cxraug.data.splits import (
 )
 from cxraug.errors import CXRAugError
 from cxraug.io import crash_hook, load_checkpoint, save_checkpoint, write_json
+from cxraug.train.config import PRESETS
 
 RAW_KEYS = ("test_prob", "test_true", "external_prob", "external_true")  # per-image, kept in runs/*/result.json
 
@@ -72,6 +75,20 @@ class Study(StudyGenerators):
         bad = set(cfg.protocols) - set(PROTOCOLS)
         if bad:
             raise CXRAugError(f"unknown protocols {sorted(bad)}; choose from {PROTOCOLS}")
+        self.fraction = parse_augment_rule(cfg.augment_rule)
+        several = bool(set(cfg.augment_labels) - {cfg.minority})
+        if several and self.fraction is None:
+            raise CXRAugError("several augment_labels need augment_rule: min-fraction:F (e.g. 0.15, Sundaram & "
+                              "Hulkund); equalize balances the minority only")  # fmt: skip
+        if several and {"synthetic-only", "synthetic-only-full"} & set(cfg.protocols):
+            raise CXRAugError("synthetic-only protocols replace one minority; with several augment_labels run "
+                              "real, standard-aug and gan-aug")  # fmt: skip
+        family = PRESETS.get(cfg.gan.preset, {}).get("family", "") if cfg.gan else ""
+        for o in cfg.gan.overrides if cfg.gan else []:
+            family = o.partition("=")[2].strip() if o.partition("=")[0].strip() == "family" else family
+        if several and cfg.gan and family != "cgan":
+            raise CXRAugError(f"several augment_labels need a conditional generator (a cgan preset); "
+                              f"{cfg.gan.preset} makes only the minority")  # fmt: skip
 
     def prepare(self) -> None:
         cfg = self.cfg
@@ -84,6 +101,11 @@ class Study(StudyGenerators):
             raise CXRAugError(f"minority class {cfg.minority!r} not in {ds.class_names}")
         self.ds, self.names = ds, ds.class_names
         self.k_min = ds.class_names.index(cfg.minority)
+        unknown = [c for c in cfg.augment_labels if c not in ds.class_names]
+        if unknown:
+            raise CXRAugError(f"augment_labels {unknown} not among the study's labels {ds.class_names}")
+        # the labels synthetic images are added for, the minority first
+        self.aug_k = [self.k_min] + [ds.class_names.index(c) for c in cfg.augment_labels if c != cfg.minority]
         self.multilabel = ds.multilabel
         self.y = ds.label_index  # class index (single-label); for multi-label the targets are ds.labels
         lab_k = np.nan_to_num(ds.labels[:, self.k_min], nan=-1.0)
@@ -160,8 +182,12 @@ class Study(StudyGenerators):
 
     # ------------------------------------------------------------------ runs
     def _n_to_add(self, idx: np.ndarray) -> int:
-        """Synthetic images that equalize the minority: to the largest class (single-label), or its
-        positives to its negatives (multi-label)."""
+        """Synthetic minority images the rule asks for: ``equalize``: to the largest class (single-label), or
+        its positives to its negatives (multi-label); ``min-fraction:F`` for the minority alone: the closed
+        form ceil((F N - c) / (1 - F)) (synthetic-only-full's volume; gan-aug uses :meth:`_min_fraction_set`)."""
+        if self.fraction is not None:
+            f, c = self.fraction, int(self.pos[idx].sum())
+            return int(max(np.ceil((f * len(idx) - c) / (1 - f) - 1e-9), 0))
         if self.multilabel:
             return int(max((self.known[idx] & ~self.pos[idx]).sum() - self.pos[idx].sum(), 0))
         counts = np.bincount(self.y[idx], minlength=len(self.names))
@@ -176,6 +202,10 @@ class Study(StudyGenerators):
         idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
         x, y = self.images[idx], self.targets(idx)
         syn_flag = np.zeros(len(y), bool)
+        if protocol == "gan-aug" and self.fraction is not None:
+            xs, ys = self._min_fraction_set(idx, regime, seed)
+            return (np.concatenate([x, xs]), np.concatenate([y, ys]),
+                    np.concatenate([syn_flag, np.ones(len(xs), bool)]))  # fmt: skip
         if protocol in SYNTHETIC_PROTOCOLS:
             if protocol == "gan-aug":
                 n_add = self._n_to_add(idx)
@@ -199,6 +229,33 @@ class Study(StudyGenerators):
             syn_flag = np.concatenate([syn_flag, np.ones(len(pick), bool)])
         return x, y, syn_flag
 
+    def _pool(self, k: int, regime: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Synthetic candidates for label k: images [M,S,S] and label vectors [M,K] (a conditional
+        generator's own; else positive for k, the rest unknown (multi-label) or one-hot k (single-label)),
+        in a seeded order."""
+        imgs = self.synthetic_for(regime, seed, label=k)
+        lab = self.synthetic_labels(regime, seed, label=k)
+        if lab is None:
+            lab = np.full((len(imgs), len(self.names)), np.nan if self.multilabel else 0, np.float32)
+            lab[:, k] = 1
+        order = np.random.default_rng([seed, k]).permutation(len(imgs))
+        return imgs[order], np.asarray(lab, np.float32)[order]
+
+    def _min_fraction_set(self, idx: np.ndarray, regime: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """gan-aug's synthetic images under ``min-fraction:F`` (Sundaram & Hulkund): the fewest that bring every
+        augment label to F of the augmented set, each drawn for one short label and counted for every label
+        its vector carries (:func:`~cxraug.classify.assemble.plan_min_fraction`). Returns (images, targets)."""
+        pools = {k: self._pool(k, regime, seed) for k in self.aug_k}
+        picks = plan_min_fraction(self.ds.labels[idx], self.aug_k, float(self.fraction),
+                                  {k: lab for k, (_, lab) in pools.items()})  # fmt: skip
+        size = self.images.shape[1:]
+        xs = np.stack([pools[k][0][j] for k, j in picks]) if picks else np.zeros((0, *size), self.images.dtype)
+        if self.multilabel:
+            ys = np.stack([pools[k][1][j] for k, j in picks]) if picks else np.zeros((0, len(self.names)), np.float32)
+        else:
+            ys = np.array([k for k, _ in picks], dtype=self.y.dtype)
+        return xs, ys.astype(np.float32) if self.multilabel else ys
+
     @staticmethod
     def key(protocol: str, regime: float, seed: int) -> str:
         return f"{protocol}-r{regime:g}-s{seed}"
@@ -210,6 +267,8 @@ class Study(StudyGenerators):
         c = to_dict(self.cfg)
         for k in ("protocols", "regimes", "seeds", "device", "features", "bootstrap", "margin"):
             c.pop(k, None)
+        if not c.get("augment_labels") and c.get("augment_rule") == "equalize":  # defaults: older runs' keys stand
+            c.pop("augment_labels"), c.pop("augment_rule")
         gen = self.generator_hash(regime, seed) if protocol in SYNTHETIC_PROTOCOLS else None
         blob = json.dumps({"config": c, "run": [protocol, regime, seed], "data": self.data_hash, "generator": gen},
                           sort_keys=True, default=str)  # fmt: skip
