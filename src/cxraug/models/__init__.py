@@ -3,6 +3,7 @@
 from cxraug.models.cgan import ConditionalGenerator, ProjectionDiscriminator
 from cxraug.models.cyclegan import PatchDiscriminator, ResnetGenerator
 from cxraug.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from cxraug.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from cxraug.models.wgan import HussainCritic, HussainGenerator
 from cxraug.models.wgangp import WGANGPCritic, WGANGPGenerator
 
@@ -15,6 +16,8 @@ __all__ = [
     "PatchDiscriminator",
     "ProjectionDiscriminator",
     "ResnetGenerator",
+    "StyleGAN2Discriminator",
+    "StyleGAN2Generator",
     "WGANGPCritic",
     "WGANGPGenerator",
 ]

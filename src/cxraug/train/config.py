@@ -45,6 +45,19 @@ class TrainConfig:
     pool_size: int = 50
     ema_decay: float = 0.999  # 0 disables the generator EMA
     diffaug: str = ""  # e.g. "translation,cutout,brightness" for the limited-data regime
+    # --- StyleGAN2-ADA (family stylegan2: models/stylegan2.py, train/ada.py, train/stylegan_family.py; Karras et
+    # al. 2020). Also read by it: z_dim, width (channels min(width * size / res, 8 * width)), class_cond. ---
+    w_dim: int = 512  # the intermediate latent w
+    map_layers: int = 8  # fully connected layers of the mapping network z -> w
+    mbstd_group: int = 4  # minibatch-stddev group size (the discriminator)
+    r1_gamma: float = 1.0  # R1 penalty weight gamma on the real images (0 = off)
+    r1_every: int = 16  # lazy R1: on every k-th discriminator step, the term times k
+    ada: str = "bgc"  # ADA pipeline: "bgc", some of its letters, or operation names (train/ada.py); "" = off
+    ada_target: float = 0.6  # target of r_t = E[sign(D(real))]; 0 = p stays at ada_p
+    ada_interval: int = 4  # discriminator steps between two adjustments of p
+    ada_kimg: float = 500.0  # thousand real images over which p can move from 0 to 1
+    ada_p: float = 0.0  # initial augmentation probability
+    truncation: float = 1.0  # psi when sampling (1 = no truncation)
     seed: int = 0
     log_every: int = 10  # host syncs (loss .item()) only every log_every steps
     sample_every: int = 200
@@ -81,6 +94,22 @@ TUNED_PRESETS: dict[str, dict] = {
     ),
     "cyclegan-64": dict(family="cyclegan", loss="lsgan", batch_size=1, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1),
 }
+
+# StyleGAN2-ADA (Karras et al. 2020), the ADA paper's 256 px limited-data configuration scaled to each size
+# (docs/presets.md): Adam 0.0025 with betas (0, 0.99), batch 64, one D step per G step, 512-d z and w, channels
+# 64..512, minibatch-stddev groups of 4, generator EMA with a 20k-image half-life (0.5 ** (64 / 20000) per
+# step), lazy R1 every 16 D steps with gamma 1 at 256 px scaled by (size / 256) ** 2, D's learning rate times
+# 16/17 for the lazy regulariser, ADA 'bgc' toward r_t = 0.6, p adjusted every 4 steps, 0 -> 1 in 500k images.
+_STYLEGAN2_ADA = dict(
+    family="stylegan2", loss="bce", optimizer="adam", lr_g=0.0025, lr_d=0.0025 * 16 / 17, beta1=0.0, beta2=0.99,
+    n_critic=1, batch_size=64, z_dim=512, w_dim=512, width=64, mbstd_group=4, ema_decay=0.9978, r1_every=16,
+    ada="bgc", ada_target=0.6, ada_interval=4, ada_kimg=500.0, diffaug="",
+)
+TUNED_PRESETS.update({
+    "stylegan2-ada-64": dict(_STYLEGAN2_ADA, map_layers=2, r1_gamma=1.0 * (64 / 256) ** 2),
+    "stylegan2-ada-128": dict(_STYLEGAN2_ADA, map_layers=2, r1_gamma=1.0 * (128 / 256) ** 2),
+    "stylegan2-ada-256": dict(_STYLEGAN2_ADA, map_layers=8, r1_gamma=1.0),
+})
 
 # Optimisers the CXR papers take from their sources (Ng & Hargreaves state them; Nguyen follows Ng).
 _DCGAN_OPT = dict(optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1)  # Radford et al.

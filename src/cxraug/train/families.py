@@ -35,6 +35,7 @@ from cxraug.models.cyclegan import ImagePool
 from cxraug.train.config import TrainConfig
 from cxraug.train.diffaug import DiffAugment
 from cxraug.train.losses import LOSSES, GANLoss, WassersteinGP, WeightClip, cycle_loss
+from cxraug.train.stylegan_family import StyleGANFamily
 
 
 def make_loss(cfg: TrainConfig) -> GANLoss:
@@ -217,6 +218,7 @@ TRAINING: dict[str, type] = {
     "wgangp": AdversarialFamily,
     "cgan": AdversarialFamily,
     "cyclegan": CycleFamily,
+    "stylegan2": StyleGANFamily,
 }
 
 

@@ -1,0 +1,102 @@
+"""Training StyleGAN2-ADA (Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN" and
+"Training Generative Adversarial Networks with Limited Data"): the losses and regularisers of the papers.
+
+- Loss: the non-saturating logistic loss, D: softplus(D(G(z))) + softplus(-D(x)), G: softplus(-D(G(z))).
+- R1 (Mescheder et al. 2018) on the real images, lazily (the StyleGAN2 paper, Sec. 4): on every
+  ``r1_every``-th discriminator step the term (gamma / 2) E ||grad_x D(aug(x))||^2 times ``r1_every`` is added
+  to that step's loss (the gradient taken with respect to the un-augmented reals, through the augmentation).
+- ADA (:mod:`cxraug.train.ada`): every image the discriminator sees, real or fake, in either player's update,
+  is augmented with probability p; p follows r_t = E[sign(D(aug(x_real)))] toward ``ada_target``. ``ada_p`` and
+  ``ada_rt`` are in every step's logs (hence ``losses.csv``), and in the checkpoint.
+- The generator EMA is the engine's (``ema_decay``); the noise inputs draw from the family's ``rng``.
+
+DiffAugment (``diffaug``), when set as well, is applied after ADA to the same images.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from cxraug.config import to_dict
+from cxraug.data.cache import CachedDataset
+from cxraug.models.artifact import GeneratorFamily, family_of
+from cxraug.models.stylegan2 import build_discriminator, build_generator
+from cxraug.train.ada import AdaptiveAugment
+from cxraug.train.config import TrainConfig
+from cxraug.train.diffaug import DiffAugment
+
+
+class StyleGANFamily:
+    """One mapping + synthesis generator G, one residual discriminator D; (z, noise maps[, labels]) in."""
+
+    # The R1 and ADA schedules branch on host-side counters (R1 every r1_every steps, p adjusted every
+    # ada_interval steps): one captured graph cannot replay both kinds of step.
+    graphable = False
+
+    def __init__(self, cfg: TrainConfig, n_labels: int, rng: torch.Generator, pool_seed: int = 0):
+        self.cfg, self.n_labels, self.rng = cfg, n_labels, rng
+        self.spec: type[GeneratorFamily] = family_of(cfg.family)
+        self.conditional = bool(getattr(cfg, "class_cond", False)) and n_labels > 0
+        conf = to_dict(cfg)
+        with torch.random.fork_rng(devices=[]):  # initialisation from the seed, the caller's global RNG kept
+            torch.random.default_generator.manual_seed(cfg.seed)
+            self.G = build_generator(conf, n_labels)
+            self.D = build_discriminator(conf, n_labels)
+        self.generators, self.critics = {"G": self.G}, {"D": self.D}
+        self.ada = AdaptiveAugment(cfg.ada, cfg.ada_p, cfg.ada_target, cfg.ada_interval, cfg.ada_kimg, rng.device)
+        self.diffaug = DiffAugment(cfg.diffaug) if cfg.diffaug else None
+        self.d_steps = 0  # discriminator steps so far (lazy R1 schedule)
+
+    def select_data(self, data: CachedDataset) -> tuple[CachedDataset, None]:
+        return (data.only_class(self.cfg.cls) if self.cfg.cls else data), None
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ada(x, generator=self.rng)
+        return self.diffaug(x, generator=self.rng) if self.diffaug else x
+
+    def _fake(self, n: int, y: torch.Tensor | None, device) -> torch.Tensor:
+        z = torch.randn(n, self.cfg.z_dim, device=device, generator=self.rng)  # [n, z]
+        return self.G(z, y, generator=self.rng)  # noise maps drawn inside, on rng
+
+    def critic_loss(self, batch):
+        """Draw order on ``rng``: z, the noise maps, ADA(real), ADA(fake)."""
+        x, y = batch
+        y = y if self.conditional else None
+        with torch.no_grad():
+            fake = self._fake(x.size(0), y, x.device)
+        r1_now = self.cfg.r1_gamma > 0 and self.d_steps % self.cfg.r1_every == 0
+        real = x.detach().requires_grad_(r1_now)
+        d_real = self.D(self._augment(real), y)  # [B]
+        d_fake = self.D(self._augment(fake), y)
+        loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+        logs = {"d_loss": loss.detach(), "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
+        if r1_now:
+            (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)  # [B, 1, S, S]
+            r1 = grad.float().square().sum(dim=(1, 2, 3)).mean()
+            loss = loss + (self.cfg.r1_gamma / 2) * r1 * self.cfg.r1_every
+            logs["r1"] = r1.detach()
+        self.ada.accumulate(d_real)
+        self.d_steps += 1
+        return loss, {**logs, **self.ada.logs()}
+
+    def after_critic_step(self) -> None:
+        self.ada.adjust(self.cfg.batch_size)
+
+    def generator_loss(self, batch):
+        x, y = batch
+        y = y if self.conditional else None
+        fake = self._fake(x.size(0), y, x.device)
+        out = self.critics["D"](self._augment(fake), y)  # plain module: frozen, not all-reduced
+        loss = F.softplus(-out).mean()
+        return loss, {"g_loss": loss.detach()}
+
+    def state(self) -> dict:
+        return {"rng": self.rng.get_state(), "ada": self.ada.state(), "d_steps": self.d_steps}
+
+    def load_state(self, st: dict) -> None:
+        if "rng" in st:
+            self.rng.set_state(st["rng"])
+        if "ada" in st:
+            self.ada.load_state(st["ada"])
+        self.d_steps = int(st.get("d_steps", 0))
