@@ -413,3 +413,20 @@ def test_study_min_fraction_rule_for_several_labels_with_a_conditional_generator
             Study(StudyConfig(**(base | bad), gan=GanSpec(preset="cgan-64")), tmp_path / "x", progress=False)
     with pytest.raises(CXRAugError, match="conditional"):
         Study(StudyConfig(**base, gan=GanSpec(preset="dcgan-64")), tmp_path / "x", progress=False)
+
+
+def test_single_label_min_fraction_adds_the_closed_form_count(study):
+    """One label, min-fraction:F: gan-aug adds exactly ceil((F N - c) / (1 - F)) synthetic minority images
+    (the minority then holds >= F of the set, one image fewer and it would not)."""
+    st, _, _ = study
+    old = st.fraction
+    try:
+        st.fraction = 0.45
+        _, y, syn = st.train_set("gan-aug", 1.0, 0)
+        real = y[~syn]
+        n, c = len(real), int((real == st.k_min).sum())
+        assert syn.sum() == int(np.ceil((0.45 * n - c) / 0.55)) > 0
+        assert (y[syn] == st.k_min).all()
+        assert (y == st.k_min).sum() >= 0.45 * len(y) and (y[:-1] == st.k_min).sum() < 0.45 * (len(y) - 1)
+    finally:
+        st.fraction = old

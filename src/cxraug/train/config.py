@@ -104,12 +104,12 @@ _STYLEGAN2_ADA = dict(
     family="stylegan2", loss="bce", optimizer="adam", lr_g=0.0025, lr_d=0.0025 * 16 / 17, beta1=0.0, beta2=0.99,
     n_critic=1, batch_size=64, z_dim=512, w_dim=512, width=64, mbstd_group=4, ema_decay=0.9978, r1_every=16,
     ada="bgc", ada_target=0.6, ada_interval=4, ada_kimg=500.0, diffaug="",
-)
+)  # fmt: skip
 TUNED_PRESETS.update({
     "stylegan2-ada-64": dict(_STYLEGAN2_ADA, map_layers=2, r1_gamma=1.0 * (64 / 256) ** 2),
     "stylegan2-ada-128": dict(_STYLEGAN2_ADA, map_layers=2, r1_gamma=1.0 * (128 / 256) ** 2),
     "stylegan2-ada-256": dict(_STYLEGAN2_ADA, map_layers=8, r1_gamma=1.0),
-})
+})  # fmt: skip
 
 # Optimisers the CXR papers take from their sources (Ng & Hargreaves state them; Nguyen follows Ng).
 _DCGAN_OPT = dict(optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1)  # Radford et al.
