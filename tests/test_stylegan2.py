@@ -47,12 +47,14 @@ def tiny_cfg(**kw):
 
 
 # ------------------------------------------------------------------ networks
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("up,demod", [(False, True), (True, True), (False, False)])
-def test_modulated_conv_equals_per_sample_convolution(up, demod):
-    """The grouped convolution equals, for each sample separately, F.conv2d with that sample's weight written out:
-    s = A(w), w' = s_i w_ijk, w'' = w' / sqrt(sum_ik w'^2 + 1e-8) (the paper's Eqs. 1-3)."""
+def test_modulated_conv_equals_per_sample_convolution(up, demod, fused):
+    """Both implementations (one grouped convolution; scaled activations and outputs) equal, for each sample
+    separately, F.conv2d with that sample's weight written out: s = A(w), w' = s_i w_ijk,
+    w'' = w' / sqrt(sum_ik w'^2 + 1e-8) (the paper's Eqs. 1-3)."""
     g = torch.Generator().manual_seed(0)
-    conv = ModulatedConv2d(5, 7, 3, w_dim=6, demodulate=demod, up=up)
+    conv = ModulatedConv2d(5, 7, 3, w_dim=6, demodulate=demod, up=up, fused=fused)
     with torch.no_grad():
         conv.affine.bias.normal_(generator=g)  # styles far from 1, so modulation matters
     x, w = torch.randn(3, 5, 8, 8, generator=g), torch.randn(3, 6, generator=g)

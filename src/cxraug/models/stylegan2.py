@@ -100,25 +100,38 @@ def modulate(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, eps: 
 
 class ModulatedConv2d(nn.Module):
     """A modulated (and demodulated) k x k convolution: the style s = A(w) scales the input channels of the
-    weight per sample; run as one grouped convolution over the batch (groups = B). ``up``: bilinear x2 first."""
+    weight per sample. Two equal ways to run it: ``fused`` = one grouped convolution over the batch with the
+    per-sample weights of :func:`modulate` (groups = B, the paper's implementation), else (default, 3-6x faster
+    on CPUs) the shared weight on s-scaled activations, the outputs times d_bj = 1 / sqrt(sum_i s_bi^2
+    sum_k w_ijk^2 + eps): the same demodulation factor, since scaling input channels commutes with the
+    convolution. ``up``: bilinear x2 first."""
 
-    def __init__(self, cin: int, cout: int, k: int, w_dim: int, demodulate: bool = True, up: bool = False):
+    def __init__(
+        self, cin: int, cout: int, k: int, w_dim: int, demodulate: bool = True, up: bool = False, fused: bool = False
+    ):
         super().__init__()
         self.affine = EqualLinear(w_dim, cin, bias_init=1.0)  # A: w -> s, initialised around 1
         self.weight = nn.Parameter(torch.randn(cout, cin, k, k))  # [O, I, k, k]
         self.w_gain, self.pad, self.demodulate, self.up = 1 / math.sqrt(cin * k * k), k // 2, demodulate, up
-        self.cin, self.cout = cin, cout
+        self.cin, self.cout, self.fused = cin, cout, fused
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # x [B, I, H, W], w [B, w_dim]
         b = x.size(0)
         if self.up:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)  # [B, I, 2H, 2W]
         styles = self.affine(w)  # [B, I]
-        wt = modulate(self.weight * self.w_gain, styles, self.demodulate)  # [B, O, I, k, k]
+        weight = self.weight * self.w_gain  # [O, I, k, k]
         h, wd = x.shape[2:]
-        y = F.conv2d(x.reshape(1, b * self.cin, h, wd), wt.reshape(b * self.cout, self.cin, *wt.shape[3:]),
-                     padding=self.pad, groups=b)  # fmt: skip
-        return y.reshape(b, self.cout, h, wd)  # [B, O, H, W]
+        if self.fused:
+            wt = modulate(weight, styles, self.demodulate)  # [B, O, I, k, k]
+            y = F.conv2d(x.reshape(1, b * self.cin, h, wd), wt.reshape(b * self.cout, self.cin, *wt.shape[3:]),
+                         padding=self.pad, groups=b)  # fmt: skip
+            return y.reshape(b, self.cout, h, wd)  # [B, O, H, W]
+        y = F.conv2d(x * styles.view(b, -1, 1, 1).to(x.dtype), weight.to(x.dtype), padding=self.pad)  # [B, O, H, W]
+        if self.demodulate:
+            d = (styles.square() @ weight.square().sum(dim=(2, 3)).T + 1e-8).rsqrt()  # [B, O]
+            y = y * d.view(b, -1, 1, 1).to(y.dtype)
+        return y
 
 
 class StyleLayer(nn.Module):
