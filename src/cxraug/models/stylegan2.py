@@ -12,7 +12,7 @@ Generator (the paper's "skip" architecture, Fig. 7b):
   demodulated 3x3 convolutions (one at 4x4; the first of each later pair upsamples x2), each followed by
   a per-pixel noise input with a learned per-layer strength, a bias and leaky ReLU; a 1x1 modulated
   "toRGB" convolution (no demodulation) per resolution whose outputs are upsampled and summed (skip).
-  One w drives every layer (no style mixing: StyleGAN2-ADA's small-data configurations switch it off).
+  One w drives every layer: no style-mixing regularisation (the ADA paper's CIFAR-10 configuration has none).
 - truncation: ``w' = w_avg + psi (w - w_avg)``, with ``w_avg`` a running mean of w kept during training.
 
 Discriminator (the paper's "residual" architecture, Fig. 7c): fromRGB (1x1) at S px, then per resolution
@@ -27,7 +27,8 @@ by lr_mul / sqrt(fan_in). Leaky ReLU(0.2) outputs are multiplied by sqrt(2) to k
 Differences from the paper, all for simplicity: up- and down-sampling are bilinear interpolation and 2x2
 average pooling instead of the paper's transposed/strided convolutions with a [1,3,3,1] FIR filter
 (bilinear x2 upsampling is that same separable filter on a zero-stuffed grid, with edge replication instead
-of zero padding); no path-length regularisation (StyleGAN2-ADA's small-data configuration has none).
+of zero padding); no path-length regularisation (nor in the ADA paper's CIFAR-10 configuration; its 256 px
+configuration has both, docs/presets.md says what that changes).
 Channels per resolution r: ``min(width * S / r, 8 * width)`` (the paper's channel_base / r capped at
 channel_max; width 64 at 256 px gives the ADA paper's 256 px network: 64, 128, 256, 512, 512, ...).
 """
