@@ -302,7 +302,8 @@ def test_ms_ssim_diversity_separates_a_collapsed_set():
     from cxraug.data.preprocess import Preprocess
     from cxraug.metrics.diversity import ms_ssim_config, ms_ssim_diversity
 
-    assert ms_ssim_config(64) == (7, pytest.approx((0.0448 / 0.6305, 0.2856 / 0.6305, 0.3001 / 0.6305)))
+    # 11-px window at every size (torchmetrics ignored the 7 px asked for before: its Gaussian window is set by sigma)
+    assert ms_ssim_config(64) == (11, pytest.approx((0.0448 / 0.6305, 0.2856 / 0.6305, 0.3001 / 0.6305)))
     assert ms_ssim_config(256)[1] == pytest.approx((0.0448, 0.2856, 0.3001, 0.2363, 0.1333), rel=1e-3)  # standard 5
     pp = Preprocess(64)
     varied = np.stack([pp(phantom("covid", 64, s)) for s in range(12)])
@@ -311,3 +312,61 @@ def test_ms_ssim_diversity_separates_a_collapsed_set():
     d = ms_ssim_diversity(varied)
     assert d["ms_ssim"] < 0.9 and d["scales"] == 3
     assert ms_ssim_diversity(rand_u8(12, 64))["ms_ssim"] < 0.1  # independent noise: ~0
+
+
+def _ms_ssim_pairs_64():
+    """Pairs with every case MS-SSIM meets: identical, noisy copy, distinct, contrast-inverted (cs < 0)."""
+    from cxraug.data.phantom import phantom
+    from cxraug.data.preprocess import Preprocess
+
+    pp = Preprocess(64)
+    a = np.stack([pp(phantom("covid", 64, s)) for s in range(6)])
+    b = np.stack([pp(phantom("normal", 64, s + 10)) for s in range(6)])
+    b[0] = a[0]
+    b[1] = np.clip(a[1] + np.random.default_rng(0).integers(-20, 21, a[1].shape), 0, 255)
+    b[2] = 255 - a[2]
+    return a, b
+
+
+def test_ms_ssim_matches_torchmetrics_in_its_reflect_padding_convention():
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as tm_ms_ssim
+
+    from cxraug.metrics.diversity import STANDARD_BETAS, ms_ssim, ms_ssim_config
+
+    a, b = _ms_ssim_pairs_64()
+    big = [np.kron(x, np.ones((3, 3), np.uint8)) for x in (a, b)]  # 192 px: all 5 standard scales fit
+    for (x, y), betas in (((a, b), ms_ssim_config(64)[1]), (big, STANDARD_BETAS)):
+        ref = tm_ms_ssim(torch.tensor(x, dtype=torch.float64)[:, None], torch.tensor(y, dtype=torch.float64)[:, None],
+                         data_range=255.0, betas=betas, reduction="none", normalize="relu")  # fmt: skip
+        ours = ms_ssim(x, y, betas=betas, padding="reflect")
+        np.testing.assert_allclose(ours, ref.numpy(), rtol=0, atol=1e-6)
+    assert ours[0] == pytest.approx(1.0) and ours[2] == 0.0  # identical; inverted (negative cs clamped)
+
+
+def test_ms_ssim_valid_convention_is_torchmetrics_cs_times_skimage_ssim_at_the_coarsest_scale():
+    """Wang et al.'s definition, composed from two other libraries: the contrast-structure term of each
+    finer scale from torchmetrics (averaged over the valid region), the coarsest scale's SSIM from
+    scikit-image (Gaussian window, population statistics, valid region), 2x2 average pooling between."""
+    import torch.nn.functional as F
+    from skimage.metrics import structural_similarity
+    from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
+
+    from cxraug.metrics.diversity import ms_ssim, ms_ssim_config, ms_ssim_pairs
+
+    a, b = _ms_ssim_pairs_64()
+    betas = ms_ssim_config(64)[1]
+    x, y = (torch.tensor(v, dtype=torch.float64)[:, None] for v in (a, b))
+    ref = np.ones(len(a))
+    for j, beta in enumerate(betas):
+        if j < len(betas) - 1:
+            _, cs = tm_ssim(x, y, data_range=255.0, reduction="none", return_contrast_sensitivity=True)
+            term = cs.numpy()
+        else:
+            term = np.array([structural_similarity(u[0], v[0], data_range=255, gaussian_weights=True, sigma=1.5,
+                                                   use_sample_covariance=False) for u, v in zip(x.numpy(), y.numpy())])  # fmt: skip
+        ref = ref * np.clip(term, 0, None) ** beta
+        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    np.testing.assert_allclose(ms_ssim(a, b), ref, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(ms_ssim_pairs(a, b), ref, rtol=0, atol=1e-10)  # what the diversity score uses
+    # the two conventions differ only in the coarsest SSIM's border: measurably at 64 px
+    assert np.abs(ms_ssim(a, b) - ms_ssim(a, b, padding="reflect")).max() > 1e-3
