@@ -113,11 +113,12 @@ def run_case(case: str, a: argparse.Namespace) -> dict:
         preset_name, impl = rest
         cfg = train_config(preset_name, a.batch)
         cfg.device = a.device
-        impl, *opts = impl.split("+")  # engine+cl+bf16+fp32+compile+graphs+host+torchnorm: one of the engine's choices
-        cfg.channels_last = "on" if "cl" in opts else cfg.channels_last
+        impl, *opts = impl.split("+")  # engine+cl+nocl+bf16+fp32+compile+graphs+eager+host+torchnorm: one of the engine's choices
+        cfg.channels_last = "on" if "cl" in opts else "off" if "nocl" in opts else cfg.channels_last
         cfg.amp = "bf16" if "bf16" in opts else "no" if "fp32" in opts else cfg.amp
         cfg.compile = "compile" in opts
-        cfg.cuda_graphs = "graphs" in opts  # the whole step in one CUDA graph (train/graphs.py)
+        # the whole step in one CUDA graph (train/graphs.py; the default on CUDA) or the eager step
+        cfg.cuda_graphs = True if "graphs" in opts else False if "eager" in opts else cfg.cuda_graphs
         if "torchnorm" in opts:  # torch's nn.InstanceNorm2d instead of cxraug's (A/B of that one choice)
             import cxraug.models.common as common
 

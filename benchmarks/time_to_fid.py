@@ -1,10 +1,12 @@
-"""Time-to-quality: wall time for WGAN-GP-64 on covid-cxnet to reach an encoder-FID threshold.
+"""Time-to-quality: wall time for a preset (default WGAN-GP-64) on covid-cxnet to reach an encoder-FID threshold.
 
-    python benchmarks/time_to_fid.py [--threshold 10] [--every 50] [--width 32] [--max-steps 1500]
+    python benchmarks/time_to_fid.py [--preset wgan-gp-64] [--threshold 10] [--every 50] [--width 32]
+                                     [--max-steps 1500] [--max-seconds 0]
 
 The FID features come from cxraug's offline encoder (trained first on the same real images, its
 time reported separately), evaluated on 256 EMA samples every ``--every`` steps against all real
-images. Evaluation time is included in the wall time: it is what a user waits for.
+images, at the preset's image size. Evaluation time is included in the wall time: it is what a user
+waits for. ``--max-seconds`` stops a run that has not reached the threshold (its trace is still written).
 """
 
 from __future__ import annotations
@@ -23,13 +25,19 @@ class Reached(Exception):
     pass
 
 
+class OutOfTime(Exception):
+    pass
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT / ".." / "shared" / "data" / "covid-cxnet"))
     p.add_argument("--threshold", type=float, default=10.0)
     p.add_argument("--every", type=int, default=50)
-    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--preset", default="wgan-gp-64")
+    p.add_argument("--width", type=int, default=32, help="0: the preset's own width")
     p.add_argument("--max-steps", type=int, default=1500)
+    p.add_argument("--max-seconds", type=float, default=0, help="stop after this much training wall time (0: no limit)")
     p.add_argument("--encoder", help="encoder.safetensors (default: train one, 400 steps)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override, e.g. amp=bf16"
@@ -44,12 +52,14 @@ def main() -> int:
     from cxraug.train.engine import Trainer
 
     work = Path(tempfile.mkdtemp(prefix="cxraug-ttq-"))
-    ds = load_dataset(DataConfig(a.data, size=64), progress=False)
+    base = preset(a.preset)
+    ds = load_dataset(DataConfig(a.data, size=base["data"]["size"]), progress=False)
     t0 = time.perf_counter()
     enc = a.encoder or str(save_encoder(train_encoder(ds.images, steps=400, progress=False), work / "enc.safetensors"))
     t_enc = time.perf_counter() - t0
-    cfg = load_config(TrainConfig, None, [f"width={a.width}", f"steps={a.max_steps}", f"fid_every={a.every}",
-                                          "sample_every=100000", "ckpt_every=100000", *a.set], base=preset("wgan-gp-64"))  # fmt: skip
+    width = [f"width={a.width}"] if a.width else []
+    cfg = load_config(TrainConfig, None, [*width, f"steps={a.max_steps}", f"fid_every={a.every}",
+                                          "sample_every=100000", "ckpt_every=100000", *a.set], base=base)  # fmt: skip
     hook = EncoderFIDHook(f"encoder:{enc}")
     trace: list[dict] = []
     start = time.perf_counter()
@@ -60,6 +70,8 @@ def main() -> int:
         print(f"step {trainer.step:5d}  {trace[-1]['seconds']:8.1f} s  FID {fid:7.2f}", file=sys.stderr, flush=True)
         if fid <= a.threshold:
             raise Reached
+        if a.max_seconds and trace[-1]["seconds"] >= a.max_seconds:
+            raise OutOfTime
         return fid
 
     tr = Trainer(cfg, ds, work / "run", progress=False, eval_hook=eval_hook)
@@ -68,13 +80,18 @@ def main() -> int:
         tr.fit()
     except Reached:
         reached = True
-    out = {"overrides": a.set, "threshold": a.threshold, "reached": reached, "trace": trace, "encoder_train_s": round(t_enc, 1),
+    except OutOfTime:
+        pass
+    out = {"preset": a.preset, "device": str(tr.device), "amp": tr.amp, "cuda_graphs": tr._graph is not None,
+           "overrides": a.set, "threshold": a.threshold, "reached": reached, "trace": trace, "encoder_train_s": round(t_enc, 1),
            "width": a.width, "images": len(ds)}  # fmt: skip
     if reached:
-        print(f"{' '.join(a.set) or 'defaults'}: FID <= {a.threshold} after {trace[-1]['step']} steps, {trace[-1]['seconds']:.0f} s "
+        print(f"{a.preset} {' '.join(a.set) or 'defaults'}: FID <= {a.threshold} after {trace[-1]['step']} steps, {trace[-1]['seconds']:.0f} s "
               f"(+ {t_enc:.0f} s to train the encoder)")  # fmt: skip
     else:
-        print(f"FID {trace[-1]['fid'] if trace else float('nan'):.2f} > {a.threshold} after {a.max_steps} steps")
+        last = trace[-1] if trace else {"fid": float("nan"), "step": 0, "seconds": 0}
+        print(f"{a.preset} {' '.join(a.set) or 'defaults'}: FID {last['fid']:.2f} > {a.threshold} after {last['step']} steps, "
+              f"{last['seconds']:.0f} s")  # fmt: skip
     dest = ROOT / "benchmarks" / "results" / f"time-to-fid-{time.strftime('%Y%m%d-%H%M%S')}.json"
     dest.parent.mkdir(exist_ok=True)
     dest.write_text(json.dumps(out, indent=2))

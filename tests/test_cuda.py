@@ -37,6 +37,7 @@ def test_every_family_trains_on_cuda_with_the_gpu_defaults(name, phantom_ds, ds1
     ds = ds128 if name.endswith("128") else phantom_ds
     tr = Trainer(_cfg(name, **FAMILIES[name]), ds, tmp_path, progress=False)
     assert tr.device.type == "cuda" and tr.amp == "bf16" and tr.channels_last
+    assert (tr._graph is not None) == (not name.startswith("cyclegan"))  # CUDA graphs by default where exact
     assert tr._on_device_a is not None and tr._on_device_a[0].dtype == torch.uint8  # resident, not float
     assert all(g.get("fused") for g in tr.opt_d.param_groups if "fused" in g) or tr.cfg.optimizer == "rmsprop"
     g0 = {k: v.clone() for k, v in tr.acc.unwrap_model(tr.main_generator).state_dict().items()}

@@ -68,7 +68,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | bf16 | fp16 | no
     channels_last: str = "auto"  # auto (on CUDA, and on CPU under bf16) | on | off
     compile: bool = False  # torch.compile the networks (opt-in)
-    cuda_graphs: bool = False  # capture each step in a CUDA graph (CUDA, one process; train/graphs.py says when it can)
+    cuda_graphs: bool = True  # on CUDA, each step captured in a CUDA graph where that is exact (train/graphs.py); else eager
     threads: int = 0  # CPU threads for torch (0 = torch's default)
 
 

@@ -151,7 +151,7 @@ class Trainer:
         self._graph: StepGraph | None = None
         blocker = graph_blocker(self) if cfg.cuda_graphs else None
         if cfg.cuda_graphs and blocker and self.device.type == "cuda":
-            log.warning("cuda_graphs: %s; training eagerly", blocker)
+            log.info("cuda_graphs: %s; training eagerly", blocker)
         self._capturable = cfg.cuda_graphs and blocker is None  # optimisers keep their step counts on the device
         self.opt_g = self._optimizer(self.family.generators, cfg.lr_g, fused)
         # a family without critics (diffusion) has no critic optimiser and makes no critic update
@@ -259,7 +259,7 @@ class Trainer:
         need = ds.images.nbytes + ds.labels.nbytes
         if self.device.type == "cuda" and need > torch.cuda.mem_get_info(self.device)[0] // 4:
             return None
-        imgs = torch.from_numpy(np.ascontiguousarray(ds.images)).to(self.device)
+        imgs = torch.from_numpy(np.array(ds.images, dtype=np.uint8)).to(self.device)  # a writable copy of the memmap
         return imgs, torch.from_numpy(np.nan_to_num(ds.labels).astype(np.float32)).to(self.device)
 
     @contextlib.contextmanager
@@ -316,9 +316,10 @@ class Trainer:
 
     def autocast(self) -> torch.autocast:
         dtype = AMP_DTYPES[self.amp]
-        # no cast cache under CUDA graphs: every use re-casts the current weights inside the graph
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
-                              cache_enabled=self._graph is None)  # fmt: skip
+        # Under a CUDA graph the autocast region opens and closes inside the capture, so its cast cache (a weight is
+        # cast once per region and the gradients of its uses summed before the cast back) is captured as it runs
+        # eagerly: without it, bf16 steps would round differently from eager ones.
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     def step_updates(self) -> dict[str, torch.Tensor]:
         """A step's optimiser updates: ``n_critic`` critic updates, then one generator update (what a CUDA graph holds)."""

@@ -13,6 +13,7 @@ kernels once and replay them. What that needs, and how the engine gives it:
   device ``torch.Generator``, registered with the graph, so each replay draws fresh numbers and advances
   the generator exactly as the eager step would (same Philox offsets, so the same numbers);
 - optimisers built ``capturable`` (their step counters on the device);
+- autocast entered and left inside the capture, its cast cache on as in eager steps (bf16 rounds the same);
 - the first ``warmup`` steps of a run (or after a resume) run eagerly through the same code path: the
   allocator and cuDNN settle before the capture, and they are real training steps, so nothing is rolled back.
   Capturing runs no kernel; the captured step is then replayed for that step and every later one.
