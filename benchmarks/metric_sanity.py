@@ -7,9 +7,10 @@ reference) and H (held-out real). FID against R, at 64 px, with a 95 % bootstrap
   down x8     H, shrunk 8x at 256 px and scaled back up
   other class NIH "No Finding" normals (another source and class)
 for two encoders: "before" (the autoencoder objective, trained on R itself, as `--features auto`
-did) and "after" (the texture objective, trained on E, disjoint from R).
+did) and "after" (the texture objective, trained on E, disjoint from R). Without --steps, --width or
+--batch, the encoder is trained with `train_encoder`'s defaults: the one `--features auto` trains.
 
-    .venv/bin/python benchmarks/metric_sanity.py [--steps 400] [--width 32] [--batch 64]
+    .venv/bin/python benchmarks/metric_sanity.py [--steps N] [--width W] [--batch B]
 """
 
 from __future__ import annotations
@@ -76,20 +77,20 @@ def table(enc, s: dict[str, np.ndarray], reps: int = 50) -> dict[str, tuple[floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, help="default: train_encoder's")
+    ap.add_argument("--width", type=int, help="default: train_encoder's")
+    ap.add_argument("--batch", type=int, help="default: train_encoder's")
     ap.add_argument("--shared", default=str(SHARED))
     a = ap.parse_args()
     s = sets(Path(a.shared))
     print(f"n: E={len(s['E'])} R={len(s['R'])} H={len(s['real'])} other={len(s['other class'])}; 64 px")
+    size = {k: v for k, v in (("steps", a.steps), ("width", a.width), ("batch_size", a.batch)) if v is not None}
+    print(f"encoder size: {size or 'train_encoder defaults'}")
     rows = {}
     for label, objective, train_on in (("before: autoencoder, trained on R", "autoencoder", "R"),
                                         ("after: texture, trained on E", "texture", "E")):  # fmt: skip
         t0 = time.perf_counter()
-        enc = train_encoder(
-            s[train_on], steps=a.steps, width=a.width, batch_size=a.batch, objective=objective, progress=False
-        )
+        enc = train_encoder(s[train_on], objective=objective, progress=False, **size)
         rows[label] = table(enc, s)
         print(f"{label}: trained in {time.perf_counter() - t0:.0f} s")
     print("\n| encoder | " + " | ".join(next(iter(rows.values()))) + " |")

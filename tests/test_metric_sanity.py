@@ -6,7 +6,8 @@ reference) must rank, at 64 px, with non-overlapping 95 % bootstrap CIs:
   < real-vs-blurred (Gaussian sigma 3 px at 256 px) and real-vs-downsampled (8x down and back at 256 px)
   < real-vs-other-class (NIH "No Finding" normals: another class and source).
 The degradations are written here independently of the library (OpenCV at 256 px, then 64 px).
-Small and few steps so it stays fast; `benchmarks/metric_sanity.py` runs the full-size version.
+The encoder is the one `--features auto` trains (`auto_encoder_path`: `train_encoder`'s defaults);
+`benchmarks/metric_sanity.py` prints the same table with its CIs (BENCHMARKS.md section 7).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def _to64(u8: np.ndarray) -> np.ndarray:
 def sanity_fids():
     from cxraug.data.source import DataConfig, load_dataset
     from cxraug.data.splits import patient_split
-    from cxraug.metrics.encoder import image_fingerprints, train_encoder
-    from cxraug.metrics.features import Extractor, extract
+    from cxraug.metrics.encoder import image_fingerprints
+    from cxraug.metrics.features import auto_encoder_path, encoder_extractor, extract
     from cxraug.metrics.fid import fid_bootstrap, fid_from_features
 
     covid, nih = shared("covid-cxnet"), shared("nih-64")
@@ -44,8 +45,7 @@ def sanity_fids():
     e64, r64 = _to64(e), _to64(r)
     ref_fp = set(image_fingerprints(r64))
     e64 = e64[[f not in ref_fp for f in image_fingerprints(e64)]]  # covid-cxnet repeats some images across patients
-    enc = train_encoder(e64, steps=150, batch_size=32, width=16, progress=False)
-    ext = Extractor("encoder", enc, "encoder", enc)
+    ext = encoder_extractor(auto_encoder_path(e64, progress=False))  # trained exactly as `--features auto` trains it
     fr = extract(ext, r64, progress=False)
     out = {}
     for name, imgs64 in (("real", _to64(h)), ("blurred", _to64(blurred)), ("down x8", _to64(down)),
