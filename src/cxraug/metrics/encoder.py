@@ -31,6 +31,10 @@ from tqdm.auto import tqdm
 from cxraug.data.preprocess import u8_to_tensor
 from cxraug.errors import CheckpointError, CXRAugError, show_path
 
+# names `--features auto`'s cached encoders: change it whenever train_encoder's defaults change, so that
+# an encoder cached with an older recipe is retrained instead of reused
+AUTO_RECIPE = "texture-s150-b32-w16"
+
 
 class ConvEncoder(nn.Module):
     """[B,1,S,S] -> features [B, 4*width] (global average + max pooled last stage)."""

@@ -164,10 +164,10 @@ def _get_extractor(spec: str, real_images: np.ndarray | None, progress: bool) ->
 def auto_encoder_path(real_images: np.ndarray, progress: bool = True) -> Path:
     """An encoder trained on ``real_images``, cached by their content hash."""
     from cxraug.data.cache import default_cache_root
-    from cxraug.metrics.encoder import save_encoder, train_encoder
+    from cxraug.metrics.encoder import AUTO_RECIPE, save_encoder, train_encoder
 
     key = hashlib.sha256(np.ascontiguousarray(real_images).tobytes()).hexdigest()[:16]
-    path = default_cache_root() / "encoders" / f"auto-texture-{key}.safetensors"  # texture objective (issue 13)
+    path = default_cache_root() / "encoders" / f"auto-{AUTO_RECIPE}-{key}.safetensors"  # a new recipe, a new file
     if not path.is_file():
         save_encoder(train_encoder(np.asarray(real_images), progress=progress), path)
     return path
