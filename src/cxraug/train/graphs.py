@@ -29,12 +29,33 @@ training image resident on the device, and no fp16 loss scaling (its inf checks 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+from typing import Any, Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from cxraug.train.engine import Trainer
+
+class Trainer(Protocol):
+    """What a graphed step needs of the engine's ``Trainer`` (named here so this module does not import the engine)."""
+
+    device: torch.device
+    acc: Any  # accelerate.Accelerator
+    cfg: Any  # TrainConfig
+    family: Any  # the training family
+    data_a: Any
+    data_b: Any
+    amp: str
+    sampler: torch.Generator
+    rng: torch.Generator
+    _on_device_a: Any
+    _on_device_b: Any
+
+    @property
+    def n_critic(self) -> int: ...
+
+    def static_batches(self, idx: torch.Tensor) -> contextlib.AbstractContextManager[None]: ...
+
+    def step_updates(self) -> dict[str, torch.Tensor]: ...
 
 
 def graph_blocker(tr: Trainer) -> str | None:
