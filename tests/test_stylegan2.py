@@ -226,6 +226,24 @@ def test_ada_p_rises_while_the_discriminator_overfits_a_tiny_set(tiny_ds, tmp_pa
 
 
 # ------------------------------------------------------------------ training, resume, the rest of the toolkit
+@pytest.mark.parametrize(
+    "field,value,message",
+    [("r1_every", 0, "r1_every must be an integer >= 1, got 0 (--set r1_every)"),
+     ("ada_p", 1.5, "ada_p must be within [0, 1], got 1.5"),
+     ("ada_kimg", float("nan"), "ada_kimg must be a number > 0, got nan"),
+     ("ada", "bgx", "unknown ADA operations ['bgx']")],
+)  # fmt: skip
+def test_bad_settings_are_one_clear_line(field, value, message, capsys, tmp_path):
+    from cxraug.cli import main
+
+    args = ["train", "--preset", "stylegan2-ada-64", "--data", "phantom:normal=4,covid=4", "--steps", "1", "-q",
+            "--out", str(tmp_path / "runs"), "--set", f"{field}={value}"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # refused before any run folder
+
+
 def _all_weights(tr: Trainer) -> dict[str, torch.Tensor]:
     st = tr.state_dict()
     nets = {**st["weights"], **st["critics"], **{f"ema.{k}": v for k, v in (st["ema"] or {}).items()}}

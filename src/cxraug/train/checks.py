@@ -70,8 +70,18 @@ def check_train_config(cfg: Any) -> None:
             raise ConfigError(f"{key} must be {what}, got {getattr(cfg, key)!r} ({flag})")
     check_device(cfg.device)
     cfg.data.validate()
+    _check_family(cfg)
     _check_domains(cfg)
     _check_size(cfg)
+
+
+def _check_family(cfg: Any) -> None:
+    """A training family's own fields (e.g. StyleGAN2-ADA's R1 and ADA settings), when it has a ``check_config``."""
+    from cxraug.train.families import TRAINING
+
+    check = getattr(TRAINING.get(cfg.family), "check_config", None)
+    if check is not None:
+        check(cfg)
 
 
 def _check_domains(cfg: Any) -> None:

@@ -15,16 +15,45 @@ DiffAugment (``diffaug``), when set as well, is applied after ADA to the same im
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn import functional as F
 
 from cxraug.config import to_dict
 from cxraug.data.cache import CachedDataset
+from cxraug.errors import ConfigError
 from cxraug.models.artifact import GeneratorFamily, family_of
 from cxraug.models.stylegan2 import build_discriminator, build_generator
-from cxraug.train.ada import AdaptiveAugment
+from cxraug.train.ada import AdaptiveAugment, parse_policy
 from cxraug.train.config import TrainConfig
 from cxraug.train.diffaug import DiffAugment
+
+# this family's fields, checked before anything is built: (test, what it must be)
+RULES = {
+    "w_dim": (lambda v: v >= 1, "an integer >= 1"),
+    "map_layers": (lambda v: v >= 1, "an integer >= 1"),
+    "mbstd_group": (lambda v: v >= 1, "an integer >= 1"),
+    "r1_gamma": (lambda v: v >= 0, "a number >= 0 (0 = off)"),
+    "r1_every": (lambda v: v >= 1, "an integer >= 1"),
+    "ada_target": (lambda v: 0 <= v < 1, "within [0, 1) (0 = p fixed at ada_p)"),
+    "ada_interval": (lambda v: v >= 1, "an integer >= 1"),
+    "ada_kimg": (lambda v: v > 0, "a number > 0"),
+    "ada_p": (lambda v: 0 <= v <= 1, "within [0, 1]"),
+    "truncation": (lambda v: math.isfinite(v), "a finite number"),
+}
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """One line naming the first StyleGAN2-ADA field out of range (``--set key=...``)."""
+    for key, (ok, what) in RULES.items():
+        v = getattr(cfg, key)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not ok(v):
+            raise ConfigError(f"{key} must be {what}, got {v!r} (--set {key})")
+    try:
+        parse_policy(cfg.ada)
+    except ValueError as e:
+        raise ConfigError(f"{e} (--set ada)") from None
 
 
 class StyleGANFamily:
@@ -33,8 +62,10 @@ class StyleGANFamily:
     # The R1 and ADA schedules branch on host-side counters (R1 every r1_every steps, p adjusted every
     # ada_interval steps): one captured graph cannot replay both kinds of step.
     graphable = False
+    check_config = staticmethod(check_config)  # also run by train.checks before any run folder exists
 
     def __init__(self, cfg: TrainConfig, n_labels: int, rng: torch.Generator, pool_seed: int = 0):
+        check_config(cfg)
         self.cfg, self.n_labels, self.rng = cfg, n_labels, rng
         self.spec: type[GeneratorFamily] = family_of(cfg.family)
         self.conditional = bool(getattr(cfg, "class_cond", False)) and n_labels > 0
