@@ -290,3 +290,129 @@ def test_ignored_labels_survive_a_split_csv(tmp_path):
     first = next(s for s in back.samples if "patient00001" in s.path)
     assert np.isnan(first.labels[i_pe]) and first.labels[CHEXPERT_LABELS.index("Edema")] == 1
     assert first.patient_id == "patient00001"
+
+
+# ------------------------------------------------------------------ the same flags on every command that reads data
+MAP = ["--path-template", "img/{ref}.png", "--label-column", "dx", "--patient-column", "subj", "--view-column", "proj"]
+
+
+def _odd_manifest(root: Path, n: dict[str, int], laterals: int = 2) -> tuple[Path, dict[str, list[Path]]]:
+    """A CSV nothing reads without its mapping: images named by a ``ref`` column, classes in ``dx``, patients in
+    ``subj``, views in ``proj`` (``laterals`` lateral rows per class, left out by the default view filter).
+    Returns the CSV and, per class, the frontal images any reader must keep (written here, independently)."""
+    rows, keep, k = [], {}, 0
+    for cls, m in n.items():
+        keep[cls] = []
+        for i in range(m + laterals):
+            ref = f"{cls}{i}"
+            _img(root / "img" / f"{ref}.png", k)
+            k += 1
+            rows.append([ref, cls, f"{cls}-p{i // 2}", "LATERAL" if i >= m else ("PA" if i % 2 else "AP"), "55"])
+            if i < m:
+                keep[cls].append(root / "img" / f"{ref}.png")
+    return write_rows(root / "list.csv", ["ref", "dx", "subj", "proj", "age"], rows), keep
+
+
+def test_encoder_and_evaluate_take_the_manifest_flags(tmp_path, capsys, monkeypatch):
+    """`encoder train --data` and `evaluate --real/--heldout` read a mapped CSV as exactly the frontal images a
+    folder-per-class copy of them holds (compared by the bytes of the decoded images, an independent route)."""
+    import shutil
+
+    from cxraug.data.source import DataConfig, load_dataset
+    from cxraug.errors import CXRAugError
+    from cxraug.metrics.encoder import image_fingerprints, load_encoder
+
+    csv_, keep = _odd_manifest(tmp_path / "d", {"normal": 6, "covid": 4})
+    folder = tmp_path / "same"  # the frontal images, copied into a folder-per-class tree
+    for cls, files in keep.items():
+        (folder / cls).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, folder / cls / f.name)
+    ref = load_dataset(DataConfig(path=str(folder), size=32), progress=False)
+    want = sorted(image_fingerprints(np.asarray(ref.images)))
+    want_covid = sorted(image_fingerprints(np.asarray(ref.only_class("covid").images)))
+    assert len(want) == 10 and len(want_covid) == 4
+    out = tmp_path / "runs"
+    assert main(["encoder", "train", "--data", str(csv_), "--size", "32", "--steps", "1", "--out", str(out), "-q"]) == 2
+    assert "list.csv: no path column" in capsys.readouterr().err  # without the mapping: one line, nothing written
+    assert main(["encoder", "train", "--data", str(csv_), *MAP, "--size", "32", "--steps", "1", "--out", str(out),
+                 "-q"]) == 0  # fmt: skip
+    (enc,) = out.glob("encoder-*/encoder.safetensors")
+    assert sorted(load_encoder(enc).trained_on) == want
+
+    class Seen(CXRAugError):
+        pass
+
+    seen = {}
+
+    def capture(real, fake, *args, **kw):  # the metrics themselves are tested elsewhere
+        seen.update(real=real, heldout=kw["heldout_u8"], patients=kw["patient_ids"])
+        raise Seen("captured")
+
+    monkeypatch.setattr("cxraug.metrics.evaluate_images", capture)
+    assert main(["evaluate", "--real", str(csv_), "--heldout", str(csv_), *MAP, "--class", "covid", "--fake",
+                 str(folder), "--size", "32", "--n", "20", "--k", "2", "--out", str(out), "-q"]) == 2  # fmt: skip
+    assert "captured" in capsys.readouterr().err
+    assert sorted(image_fingerprints(seen["real"])) == sorted(image_fingerprints(seen["heldout"])) == want_covid
+    assert sorted(seen["patients"]) == ["covid-p0", "covid-p0", "covid-p1", "covid-p1"]
+
+
+def test_balance_takes_the_manifest_flags(tmp_path, capsys):
+    csv_, keep = _odd_manifest(tmp_path / "d", {"normal": 6, "covid": 3})
+    out = tmp_path / "runs"
+    assert main(["train", "--preset", "dcgan-64", "--data", str(csv_), *MAP, "--class", "covid", "--size", "32",
+                 "--steps", "1", "--batch-size", "2", "--set", "width=8", "--out", str(out), "-q"]) == 0  # fmt: skip
+    ckpt = next(out.glob("train-*/checkpoints/last.pt"))
+    capsys.readouterr()
+    assert main(["balance", "--data", str(csv_), "--generator", str(ckpt), "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "list.csv: no path column" in err and err.count("\n") == 1
+    assert main(["balance", "--data", str(csv_), *MAP, "--generator", str(ckpt), "--out", str(out), "-q"]) == 0
+    (run,) = out.glob("balance-*")
+    bal = json.loads((run / "balance.json").read_text())
+    assert bal["before"] == {"covid": 3, "normal": 6} and bal["added"] == {"covid": 3}
+    import csv
+
+    rows = list(csv.DictReader((run / "manifest.csv").open()))
+    real = {Path(r["path"]).resolve() for r in rows if r["synthetic"] == "false"}
+    assert real == {p.resolve() for files in keep.values() for p in files}  # the laterals left out
+    assert {r["patient_id"] for r in rows if r["synthetic"] == "false"} == {
+        "normal-p0", "normal-p1", "normal-p2", "covid-p0", "covid-p1"}  # fmt: skip
+
+
+def test_study_sources_and_external_test_as_manifests(tmp_path, capsys, monkeypatch):
+    """A study reads its sources and external test set through a `manifest:` block (or, on the command line,
+    `benchmark --data CSV` with the flags); the mapping is kept in the study's config.yaml."""
+    import yaml
+
+    from cxraug.classify.study import Study, load_study_config
+
+    csv_, keep = _odd_manifest(tmp_path / "d", {"normal": 12, "covid": 8})
+    ext = tmp_path / "hannover"
+    for i in range(3):
+        _img(ext / "png" / f"x{i}.png", 50 + i)
+    write_rows(ext / "data.csv", ["patient_id", "image_id", "projection"],
+               [["h1", "x0", "pa"], ["h2", "x1", "ap"], ["h2", "x2", "lateral"]])  # fmt: skip
+    mapping = {"path_template": "img/{ref}.png", "label_column": "dx", "patient_column": "subj", "view_column": "proj"}
+    study = {"sources": [{"path": str(csv_), "manifest": mapping}], "minority": "covid", "size": 32,
+             "external_test": [{"path": str(ext / "data.csv"), "name": "ext", "manifest": {"format": "hannover"}}],
+             "protocols": ["real"], "regimes": [1.0], "seeds": [0], "epochs": 1, "batch_size": 16, "bootstrap": 20}  # fmt: skip
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(study))
+    st = Study(load_study_config(tmp_path / "s.yaml"), tmp_path / "study", progress=False)
+    st.prepare()
+    assert st.ds.counts() == {c: len(f) for c, f in keep.items()}
+    assert {Path(p).resolve() for p in st.ds.paths} == {p.resolve() for f in keep.values() for p in f}
+    assert set(st.ds.patient_ids) == {f"{c}-p{i}" for c, m in (("normal", 12), ("covid", 8)) for i in range(m // 2)}
+    assert st.external["ext"]["n_loaded"] == 2 and st.external["ext"]["counts"] == {"covid": 2, "normal": 0}
+    # the command line: --data and the manifest flags, and the output guard over the rows' folder
+    monkeypatch.setattr("cxraug.classify.explain.umap_embedding",
+                        lambda model, images, seed=0: np.stack([images.mean((1, 2)), images.std((1, 2))], 1))
+    sets = ["--set", "size=32", "--set", "protocols=[real]", "--set", "regimes=[1.0]", "--set", "seeds=[0]",
+            "--set", "epochs=1", "--set", "batch_size=16", "--set", "bootstrap=20"]  # fmt: skip
+    assert main(["benchmark", "--data", str(csv_), *MAP, *sets, "--out", str(tmp_path / "d" / "img" / "r"), "-q"]) == 2
+    assert "is inside the input folder" in capsys.readouterr().err
+    assert main(["benchmark", "--data", str(csv_), *MAP, *sets, "--out", str(tmp_path / "out"), "-q"]) == 0
+    (run,) = (tmp_path / "out").glob("study-*")
+    saved = yaml.safe_load((run / "config.yaml").read_text())["sources"]
+    assert saved[0]["path"] == str(csv_) and saved[0]["manifest"]["path_template"] == "img/{ref}.png"
+    assert json.loads((run / "data.json").read_text())["sources"][0]["manifest"]["label_column"] == "dx"

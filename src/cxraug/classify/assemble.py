@@ -27,7 +27,7 @@ def load_labelled(
     samples, names = [], []
     colls: list[tuple[Collection, str | None]] = []
     for s in sources:
-        c = open_source(s.path, size=max(size, 64))
+        c = open_source(s.path, size=max(size, 64), manifest=s.manifest)
         colls.append((c, s.label))
         names += [s.label] if s.label else c.class_names
     src_names = source_names(sources)

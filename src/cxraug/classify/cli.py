@@ -28,6 +28,22 @@ def _check_study(cfg) -> None:
     check_device(cfg.device)
 
 
+def _apply_source_flags(cfg, a: argparse.Namespace) -> None:
+    """``--data`` replaces the config's sources; the manifest flags become the ``manifest:`` of every CSV/TSV
+    source, external-test and probe set that has none of its own. Each manifest is checked up front."""
+    from cxraug.classify.config import Source
+    from cxraug.data.cli import manifest_from_args, manifest_overrides
+    from cxraug.data.readers import is_manifest
+
+    if a.data:
+        cfg.sources = [Source(p) for p in a.data]
+    flagged = manifest_from_args(a) if manifest_overrides(a) else None
+    for s in (*cfg.sources, *cfg.external_test, *cfg.probe):
+        if s.manifest is None and flagged is not None and is_manifest(s.path):
+            s.manifest = flagged
+        s.data_config().validate()
+
+
 def cmd_benchmark(a: argparse.Namespace) -> int:
     from cxraug.classify.study import Study, load_study_config
     from cxraug.data.source import check_outputs
@@ -38,15 +54,14 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
 
         out = Path(a.resume)
         cfg = load_study_config(out / "config.yaml", a.set)
-        _check_study(cfg)
-        check_outputs([s.path for s in (*cfg.sources, *cfg.external_test, *cfg.probe)], out)
     else:
         cfg = load_study_config(a.config, a.set)
-        _check_study(cfg)
-        check_outputs(
-            [s.path for s in (*cfg.sources, *cfg.external_test, *cfg.probe)], a.out
-        )  # before any work: no output inside an input
-        out = new_run_dir(a.out, "study")
+        out = None
+    _apply_source_flags(cfg, a)
+    _check_study(cfg)
+    inputs = [s.data_config() for s in (*cfg.sources, *cfg.external_test, *cfg.probe)]
+    check_outputs(inputs, out or a.out)  # before any work: no output inside an input
+    out = out or new_run_dir(a.out, "study")
     if a.dedupe is not None:
         cfg.dedupe = a.dedupe
     summary = Study(cfg, out, progress=not a.quiet).run()
@@ -71,6 +86,8 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
 
 @register
 def _register(sub: argparse._SubParsersAction) -> None:
+    from cxraug.data.cli import add_source_args
+
     b = sub.add_parser(
         "benchmark",
         help="classifier study: real / standard-aug / GAN-aug / synthetic-only x regimes x seeds",
@@ -82,4 +99,9 @@ def _register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--resume", metavar="STUDY_DIR", help="continue an interrupted study")
     b.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None,
                    help="remove test images that (near-)duplicate a training image (default: on)")  # fmt: skip
+    b.add_argument("--data", action="append", metavar="PATH",
+                   help="a data source (folder, CSV/TSV manifest, cache or phantom spec) in place of the config's "
+                        "sources; repeatable")  # fmt: skip
+    add_source_args(b, "each CSV/TSV source, external_test and probe set of the study without a `manifest:` of "
+                    "its own (in YAML: sources: [{path: data.csv, manifest: {format: hannover}}])", cache=False)  # fmt: skip
     b.set_defaults(func=cmd_benchmark)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxraug.config import load_config
+from cxraug.data.manifests import ManifestSpec
 
 # synthetic-only replaces the real minority by as many synthetic images; synthetic-only-full by as many as
 # the largest class (Zunair & Hamza train on synthetic images at full volume)
@@ -19,6 +20,15 @@ class Source:
     path: str
     label: str | None = None  # class name for a flat folder (e.g. covid-cxnet -> covid)
     name: str | None = None  # how tables and the report name this source (default: from the path)
+    # How a CSV/TSV source is read: the fields of `cxraug train`'s data.manifest (format, path_column,
+    # path_template, patient_column, label_column(s), label, view, uncertain, root, ...); default auto-detected.
+    manifest: ManifestSpec | None = None
+
+    def data_config(self, size: int = 64):
+        """This source as a :class:`~cxraug.data.source.DataConfig` (what the output guard and readers take)."""
+        from cxraug.data.source import DataConfig
+
+        return DataConfig(path=self.path, size=size, manifest=self.manifest or ManifestSpec())
 
 
 def source_names(sources: list[Source]) -> list[str]:

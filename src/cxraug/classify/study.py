@@ -150,7 +150,7 @@ class Study(StudyGenerators):
             "multilabel": self.multilabel,
             "split_counts": {k: {c: int((np.nan_to_num(ds.labels[v, i]) > 0.5).sum()) for i, c in enumerate(self.names)}
                              for k, v in sp.items()},
-            "test_duplicates_removed": n_dupes, "minority_train_unused": n_unused, "sources": [s.__dict__ for s in cfg.sources],
+            "test_duplicates_removed": n_dupes, "minority_train_unused": n_unused, "sources": [to_dict(s) for s in cfg.sources],
             "patients": len(set(ds.patient_ids)), "errors": ds.errors,
             "class_source_table": self.table, "confounding": self.confounding,
             "test_patients": [ds.patient_ids[i] for i in te],

@@ -11,27 +11,62 @@ from cxraug.errors import ConfigError, show_path
 
 
 # ----------------------------------------------------------------------------- arguments
-def add_manifest_args(p: argparse.ArgumentParser) -> None:
-    """How to read a CSV/TSV manifest (ignored for folders); mirrors ``data.manifest.*`` in YAML."""
+def add_manifest_args(p: argparse.ArgumentParser, inputs: str = "", constant_label: bool = True) -> None:
+    """How to read a CSV/TSV manifest (ignored for folders); mirrors ``data.manifest.*`` in YAML. ``inputs``
+    names the command's inputs they apply to, for its ``--help``; ``constant_label=False`` leaves out
+    ``--label`` (for a command whose own ``--label`` means something else)."""
     from cxraug.data.manifests import FORMATS, UNCERTAIN_POLICIES, VIEWS
 
-    g = p.add_argument_group("manifest (CSV/TSV input)")
+    g = p.add_argument_group(
+        "manifest (CSV/TSV input)",
+        f"These apply to {inputs or 'the input'} wherever it is a CSV/TSV manifest (folders, caches and phantoms "
+        "ignore them): the same flags as `cxraug train` and `cxraug data`, data.manifest.* in YAML.",
+    )
     g.add_argument("--format", choices=FORMATS, default=None,
                    help="manifest layout: chexpert, nih (Data_Entry_2017.csv), mimic (metadata CSV), hannover "
                         "(data.csv), csv (generic); default auto-detected from the header")  # fmt: skip
-    g.add_argument("--path-column", help="column holding image paths (relative to the manifest's folder)")
-    g.add_argument("--path-template", help="image path built from columns, e.g. 'png/{image_id}.png'")
-    g.add_argument("--patient-column", help="column holding patient ids (for patient-level splits)")
-    g.add_argument("--label-column", help="column holding one class name per row ('A|B' for several)")
-    g.add_argument("--label-columns", help="comma-separated multi-hot 1/0/-1/blank columns (CheXpert style)")
-    g.add_argument("--label", help="one class for every row (a positives-only manifest)")
-    g.add_argument("--view-column", help="column holding the view (PA/AP/lateral)")
+    g.add_argument("--path-column", metavar="COLUMN",
+                   help="column holding image paths (relative to the manifest's folder or --root)")  # fmt: skip
+    g.add_argument("--path-template", metavar="TEMPLATE", help="image path built from columns, e.g. 'png/{image_id}.png'")
+    g.add_argument("--patient-column", metavar="COLUMN", help="column holding patient ids (for patient-level splits)")
+    g.add_argument("--label-column", metavar="COLUMN", help="column holding one class name per row ('A|B' for several)")
+    g.add_argument("--label-columns", metavar="C1,C2,...",
+                   help="comma-separated multi-hot 1/0/-1/blank columns (CheXpert style)")  # fmt: skip
+    if constant_label:
+        g.add_argument("--label", dest="manifest_label", metavar="NAME",
+                       help="one class for every row (a positives-only manifest)")  # fmt: skip
+    g.add_argument("--view-column", metavar="COLUMN", help="column holding the view (PA/AP/lateral)")
     g.add_argument("--view", choices=VIEWS, default=None,
                    help="keep these views where a view column exists; default frontal (PA + AP)")  # fmt: skip
     g.add_argument("--uncertain", choices=UNCERTAIN_POLICIES, default=None,
                    help="uncertain (-1) labels: ones (U-Ones, default), zeros, or ignore (masked)")  # fmt: skip
-    g.add_argument("--root", dest="manifest_root", help="folder relative paths start from (default: the manifest's)")
-    g.add_argument("--labels-csv", help="MIMIC: label file to join on subject_id/study_id")
+    g.add_argument("--root", dest="manifest_root", metavar="FOLDER",
+                   help="folder relative paths start from (default: the manifest's)")  # fmt: skip
+    g.add_argument("--labels-csv", metavar="FILE", help="MIMIC: label file to join on subject_id/study_id")
+
+
+def add_source_args(p: argparse.ArgumentParser, inputs: str, cache: bool = True, constant_label: bool = True) -> None:
+    """The data-source flags of a command that reads real images (``evaluate``, ``encoder train``,
+    ``balance``, ``synthesize``, ``benchmark``): the manifest flags and, with ``cache``, ``--cache-dir``.
+    Read back with :func:`source_config`, one :class:`~cxraug.data.source.DataConfig` per input."""
+    add_manifest_args(p, inputs, constant_label)
+    if cache:
+        p.add_argument("--cache-dir", default=None,
+                       help="where decoded images are cached (default $CXRAUG_CACHE or ~/.cache/cxraug); refused "
+                            "inside any input")  # fmt: skip
+
+
+def source_config(a: argparse.Namespace, path: str | None, size: int = 64):
+    """The :class:`~cxraug.data.source.DataConfig` for one input ``path`` of a command that took
+    :func:`add_source_args` (``None`` for an input that was not given), validated."""
+    from cxraug.data.source import DataConfig
+
+    if path is None:
+        return None
+    cfg = DataConfig(path=str(path), size=size, cache_dir=getattr(a, "cache_dir", None),
+                     manifest=manifest_from_args(a))  # fmt: skip
+    cfg.validate()
+    return cfg
 
 
 def manifest_from_args(a: argparse.Namespace):
@@ -41,7 +76,7 @@ def manifest_from_args(a: argparse.Namespace):
     return manifest_spec(
         format=a.format, path_column=a.path_column, path_template=a.path_template, patient_column=a.patient_column,
         label_column=a.label_column, label_columns=[c.strip() for c in cols.split(",") if c.strip()] if cols else None,
-        label=a.label, view_column=a.view_column, view=a.view, uncertain=a.uncertain, root=a.manifest_root,
+        label=getattr(a, "manifest_label", None), view_column=a.view_column, view=a.view, uncertain=a.uncertain, root=a.manifest_root,
         labels_csv=a.labels_csv,
     )  # fmt: skip
 

@@ -10,24 +10,30 @@ import numpy as np
 from cxraug.commands import register, require
 
 
-def _real_images(path: str, size: int, cls: str | None, progress: bool) -> np.ndarray:
+def _dataset(src, size: int, progress: bool):
+    """The cached dataset of one input: a path (auto-detected) or a ``DataConfig`` from the source flags."""
+    from dataclasses import replace
+
     from cxraug.data.source import DataConfig, load_dataset
 
-    ds = load_dataset(DataConfig(path=path, size=size), progress=progress)
+    cfg = replace(src, size=size) if isinstance(src, DataConfig) else DataConfig(path=str(src), size=size)
+    return load_dataset(cfg, progress=progress)
+
+
+def _real_images(src, size: int, cls: str | None, progress: bool) -> np.ndarray:
+    ds = _dataset(src, size, progress)
     return np.asarray((ds.only_class(cls) if cls else ds).images)
 
 
-def _real_with_patients(path: str, size: int, cls: str | None, progress: bool) -> tuple[np.ndarray, list[str]]:
-    from cxraug.data.source import DataConfig, load_dataset
-
-    ds = load_dataset(DataConfig(path=path, size=size), progress=progress)
+def _real_with_patients(src, size: int, cls: str | None, progress: bool) -> tuple[np.ndarray, list[str]]:
+    ds = _dataset(src, size, progress)
     ds = ds.only_class(cls) if cls else ds
     return np.asarray(ds.images), list(ds.patient_ids)
 
 
-def _fake_images(
-    fake: str, n: int, size: int, seed: int, progress: bool, source: str | None = None
-) -> tuple[np.ndarray, str]:
+def _fake_images(fake: str, n: int, size: int, seed: int, progress: bool, source=None) -> tuple[np.ndarray, str]:
+    """``n`` generated images: from a checkpoint (a translating one translates each ``source`` image once;
+    ``source`` is a path or a ``DataConfig``), or the first ``n`` of a folder/CSV of generated images."""
     p = Path(fake)
     if p.is_file() and p.suffix in (".pt", ".pth"):
         from cxraug.synth.generate import generate
@@ -43,6 +49,7 @@ def _fake_images(
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from cxraug.config import save_config
+    from cxraug.data.cli import source_config
     from cxraug.data.source import check_outputs
     from cxraug.io import check_device, new_run_dir, write_json
     from cxraug.metrics import evaluate_images
@@ -53,12 +60,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     require(16 <= a.size <= 1024, f"--size must be within 16..1024, got {a.size}")
     require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
     check_device(a.device)
-    inputs = [a.real, a.fake] + [x for x in (a.source, a.heldout) if x]
-    check_outputs(inputs, a.out)  # before any work: no output in an input
+    real_src, source, held = (source_config(a, x, a.size) for x in (a.real, a.source, a.heldout))
+    check_outputs([x for x in (real_src, a.fake, source, held) if x], a.out)  # before any work: none in an input
 
-    real, pids = _real_with_patients(a.real, a.size, a.cls, not a.quiet)
-    heldout = _real_images(a.heldout, a.size, a.cls, not a.quiet) if a.heldout else None
-    fake, fake_desc = _fake_images(a.fake, a.n, a.size, a.seed, not a.quiet, a.source)
+    real, pids = _real_with_patients(real_src, a.size, a.cls, not a.quiet)
+    heldout = _real_images(held, a.size, a.cls, not a.quiet) if held else None
+    fake, fake_desc = _fake_images(a.fake, a.n, a.size, a.seed, not a.quiet, source)
     res = evaluate_images(real, fake, a.features, a.n, a.k, a.seed, progress=not a.quiet, device=a.device,
                           heldout_u8=heldout, patient_ids=pids, allow_encoder_overlap=a.allow_encoder_overlap)  # fmt: skip
     res.update({"real": a.real, "real_class": a.cls, "fake": fake_desc, "size": a.size, "heldout": a.heldout})
@@ -122,6 +129,7 @@ def format_table(res: dict) -> str:
 
 
 def cmd_encoder_train(a: argparse.Namespace) -> int:
+    from cxraug.data.cli import source_config
     from cxraug.data.source import check_outputs
     from cxraug.io import new_run_dir
     from cxraug.metrics.encoder import save_encoder, train_encoder
@@ -129,9 +137,10 @@ def cmd_encoder_train(a: argparse.Namespace) -> int:
     require(a.steps >= 1, f"--steps must be >= 1, got {a.steps}")
     require(16 <= a.size <= 1024, f"--size must be within 16..1024, got {a.size}")
     require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
-    check_outputs([a.data], a.out)
+    data = source_config(a, a.data, a.size)
+    check_outputs([data], a.out)
 
-    real = _real_images(a.data, a.size, a.cls, not a.quiet)
+    real = _real_images(data, a.size, a.cls, not a.quiet)
     enc = train_encoder(real, steps=a.steps, seed=a.seed, progress=not a.quiet)
     run = new_run_dir(a.out, "encoder")
     path = save_encoder(enc, run / "encoder.safetensors")
@@ -141,6 +150,8 @@ def cmd_encoder_train(a: argparse.Namespace) -> int:
 
 @register
 def _register(sub: argparse._SubParsersAction) -> None:
+    from cxraug.data.cli import add_source_args
+
     p = sub.add_parser(
         "evaluate",
         help="FID / KID / precision-recall / density-coverage + memorization audit",
@@ -173,6 +184,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device", default="auto", help="where features are computed: auto (CUDA, MPS, else CPU) | cpu | cuda:N"
     )
+    add_source_args(p, "each real-image input (--real, --heldout, --source; --fake is read as written)")
     p.set_defaults(func=cmd_evaluate)
 
     e = sub.add_parser("encoder", help="train the offline feature encoder for the metrics")
@@ -185,4 +197,5 @@ def _register(sub: argparse._SubParsersAction) -> None:
     et.add_argument("--size", type=int, default=64)
     et.add_argument("--steps", type=int, default=400, help="default %(default)s")
     et.add_argument("--seed", type=int, default=0)
+    add_source_args(et, "--data")
     et.set_defaults(func=cmd_encoder_train)

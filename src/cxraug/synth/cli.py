@@ -11,6 +11,7 @@ from cxraug.commands import register, require
 
 
 def cmd_synthesize(a: argparse.Namespace) -> int:
+    from cxraug.data.cli import source_config
     from cxraug.io import check_device, ensure_outside
     from cxraug.synth.generate import generate
     from cxraug.synth.write import write_manifest, write_synthetic
@@ -24,11 +25,12 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
 
         raise CXRAugError(f"{out} exists and is not empty; choose a new folder (outputs are never overwritten)")
     ensure_outside(out, [a.checkpoint])  # the checkpoint's folder (a missing checkpoint is reported below)
-    if a.source:
+    source = source_config(a, a.source)
+    if source:
         from cxraug.data.source import check_outputs
 
-        check_outputs([a.source], out)  # nothing written inside the source images' folders
-    imgs, labs, info = generate(a.checkpoint, a.n, seed=a.seed, label=a.label, device=a.device, source=a.source)
+        check_outputs([source], out)  # nothing written inside the source images' folders
+    imgs, labs, info = generate(a.checkpoint, a.n, seed=a.seed, label=a.label, device=a.device, source=source)
     rows = write_synthetic(out, imgs, labs, info["class_names"], a.checkpoint, a.seed)
     print(f"wrote {len(rows)} synthetic images + {write_manifest(out, rows)}")
     return 0
@@ -39,16 +41,18 @@ def cmd_balance(a: argparse.Namespace) -> int:
 
     from cxraug.config import save_config
     from cxraug.data.cache import CachedDataset
-    from cxraug.data.source import DataConfig, check_outputs, is_cache, load_dataset
+    from cxraug.data.cli import source_config
+    from cxraug.data.source import check_outputs, is_cache, load_dataset
     from cxraug.io import new_run_dir, write_json
     from cxraug.synth.balance import plan_balance
     from cxraug.synth.generate import describe, generate
     from cxraug.synth.write import write_manifest, write_synthetic
 
     require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
-    check_outputs([a.data], a.out)  # the data folder, a manifest's folder and its image folders
-    size = CachedDataset.load(a.data).size if is_cache(a.data) else 64
-    ds = load_dataset(DataConfig(path=a.data, size=size), progress=not a.quiet)  # unreadable files do not count
+    data = source_config(a, a.data, CachedDataset.load(a.data).size if is_cache(a.data) else 64)
+    source = source_config(a, a.source)
+    check_outputs([x for x in (data, source) if x], a.out)  # data folders, a manifest's folder, its image folders
+    ds = load_dataset(data, progress=not a.quiet)  # unreadable files do not count
     for e in ds.errors:
         print(f"skipped: {e}", file=sys.stderr)
     counts = ds.counts()
@@ -68,7 +72,7 @@ def cmd_balance(a: argparse.Namespace) -> int:
     added: dict[str, int] = {}
     for c, n in plan.items():
         imgs, _labs, info = generate(a.generator, n, seed=a.seed, label=c if info["conditional"] else None,
-                                     source=a.source)  # fmt: skip
+                                     source=source)  # fmt: skip
         added[c] = len(imgs)  # a translating generator gives at most one image per source image
         lab = np.zeros((len(imgs), len(ds.class_names)), np.float32)
         lab[:, ds.class_names.index(c)] = 1
@@ -90,6 +94,8 @@ def cmd_balance(a: argparse.Namespace) -> int:
 
 @register
 def _register(sub: argparse._SubParsersAction) -> None:
+    from cxraug.data.cli import add_source_args
+
     p = sub.add_parser("synthesize", help="generate N images from a checkpoint (marked PNGs + manifest)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument(
@@ -105,16 +111,19 @@ def _register(sub: argparse._SubParsersAction) -> None:
         "--device", default="cpu", help="cpu | cuda | auto; the same seed gives the same images up to float rounding"
     )
     p.add_argument("--out", dest="out_dir", required=True, help="new folder for the PNGs and manifest")
+    add_source_args(p, "--source", constant_label=False)  # --label above picks the pathology to draw
     p.set_defaults(func=cmd_synthesize)
     b = sub.add_parser(
         "balance",
         help="generate the synthetic images a collection needs for a target balance",
-        description="Strategies: equalize (all classes to the largest), min-fraction:0.15 (every label >= 15%%), "
+        description="Strategies: equalize (all classes to the largest), min-fraction:0.15 (every label >= 15 %), "
         "skew:1.0 (minority to negatives/positives = 1.0).",
     )
-    b.add_argument("--data", required=True)
+    b.add_argument("--data", required=True, help="the real collection to balance: folder, CSV/TSV manifest, cache "
+                   "or phantom spec (its images are listed in the new manifest.csv, never copied)")  # fmt: skip
     b.add_argument("--generator", required=True, help="checkpoint trained on the class(es) to add")
-    b.add_argument("--strategy", default="equalize")
+    b.add_argument("--strategy", default="equalize", help="equalize | min-fraction:F | skew:R; default %(default)s")
     b.add_argument("--source", help="images to translate, for a translating (CycleGAN) generator")
     b.add_argument("--seed", type=int, default=0)
+    add_source_args(b, "--data and --source")
     b.set_defaults(func=cmd_balance)

@@ -8,11 +8,12 @@ import numpy as np
 import torch
 
 from cxraug.data.preprocess import resize, tensor_to_u8
+from cxraug.data.source import DataConfig
 from cxraug.errors import CXRAugError
 from cxraug.models.artifact import GeneratorFamily, load_generator, pick_device
 from cxraug.models.cgan import sample_label_vectors
 
-Source = np.ndarray | str | os.PathLike
+Source = np.ndarray | str | os.PathLike | DataConfig
 
 
 def generator_info(g: GeneratorFamily) -> dict:
@@ -27,13 +28,17 @@ def describe(checkpoint: str | os.PathLike) -> dict:
 
 
 def load_source(source: Source, size: int) -> np.ndarray:
-    """Source images as uint8 [N,size,size]: an array (resized if needed) or any data path (folder, CSV, ...)."""
-    if isinstance(source, str | os.PathLike):
-        from cxraug.data.source import DataConfig, load_dataset
+    """Source images as uint8 [N,size,size]: an array (resized if needed), any data path (folder, CSV, ...), or
+    a ``DataConfig`` (a manifest read with its flags), decoded at the generator's ``size``."""
+    from dataclasses import replace
 
-        imgs = np.asarray(load_dataset(DataConfig(path=str(source), size=size), progress=False).images)
+    from cxraug.data.source import load_dataset
+
+    if isinstance(source, str | os.PathLike | DataConfig):
+        cfg = replace(source, size=size) if isinstance(source, DataConfig) else DataConfig(path=str(source), size=size)
+        imgs = np.asarray(load_dataset(cfg, progress=False).images)
         if len(imgs) == 0:
-            raise CXRAugError(f"{source}: no source images found")
+            raise CXRAugError(f"{cfg.path}: no source images found")
         return imgs
     imgs = np.asarray(source)
     if imgs.shape[-1] != size:
