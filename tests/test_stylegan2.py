@@ -108,6 +108,25 @@ def test_truncation_to_the_mean_latent_and_shapes():
     assert (free - free[:1]).abs().amax() > 1e-3
 
 
+def test_256px_preset_is_the_ada_papers_256px_network():
+    """The ADA paper's 256 px configuration: feature maps min(16384 / r, 512) at resolution r, 8 mapping layers of
+    512; the generator's convolutions and the discriminator's blocks built from the preset have exactly those."""
+    from cxraug.config import from_dict, to_dict
+    from cxraug.models.stylegan2 import build_discriminator, build_generator
+    from cxraug.train.config import TrainConfig, preset
+
+    conf = to_dict(from_dict(TrainConfig, preset("stylegan2-ada-256")))
+    with torch.device("meta"):
+        G, D = build_generator(conf, 0), build_discriminator(conf, 0)
+    paper = {r: min(16384 // r, 512) for r in (4, 8, 16, 32, 64, 128, 256)}
+    assert [(layer.conv.cout, r) for layer, r in zip(G.layers, G.res)] == [(paper[r], r) for r in G.res]
+    assert G.res == [4] + [r for r in (8, 16, 32, 64, 128, 256) for _ in range(2)]
+    assert [b.conv1.weight.shape[0] for b in D.blocks] == [paper[r] for r in (128, 64, 32, 16, 8, 4)]
+    assert len(G.mapping.fc) == 8 and G.w_dim == G.z_dim == 512
+    assert conf["r1_gamma"] == 1.0 and conf["batch_size"] == 64 and conf["lr_g"] == 0.0025 and conf["beta2"] == 0.99
+    assert conf["ema_decay"] == pytest.approx(0.5 ** (64 / 20000), abs=1e-4)  # a 20k-image EMA half-life
+
+
 # ------------------------------------------------------------------ ADA
 def _symmetric_shift(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     """out[i, j] = x[i - dy, j - dx], mirrored at the borders (numpy's 'symmetric' padding)."""
