@@ -168,3 +168,25 @@ def test_cyclegan_size_the_check_suggests_really_trains(tmp_path, capsys):
     g = load_generator(next(out.glob("train-*/checkpoints/last.pt")))
     imgs, _ = g.sample(2, source=np.zeros((2, 40, 40), np.uint8))
     assert tuple(imgs.shape) == (2, 1, 40, 40)
+
+
+def test_encoder_train_cli_trains_as_long_as_the_library_default(monkeypatch, tmp_path, capsys):
+    """`encoder train` without --steps said 400 steps after the offline encoder's default became the length at
+    which its texture objective ranks degradations correctly (the library default): one default now."""
+    import inspect
+
+    from cxraug.metrics import encoder as enc_mod
+
+    default = inspect.signature(enc_mod.train_encoder).parameters["steps"].default
+    seen = {}
+
+    def spy(images, **kw):
+        seen.update(kw)
+        raise CXRAugError("spied")
+
+    monkeypatch.setattr(enc_mod, "train_encoder", spy)
+    assert main(["encoder", "train", "--data", "phantom:normal=4", "--size", "32", "--out", str(tmp_path), "-q"]) == 2
+    assert "spied" in capsys.readouterr().err and seen.get("steps", default) == default
+    assert main(["encoder", "train", "--data", "phantom:normal=4", "--size", "32", "--steps", "7", "--out",
+                 str(tmp_path), "-q"]) == 2  # fmt: skip
+    assert seen["steps"] == 7

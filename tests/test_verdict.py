@@ -73,6 +73,7 @@ def test_results_hold_threshold_internal_and_external_metrics_and_verdict(study)
         assert set(r["external"]) == {"ext", "pooled"}
         assert set(r["external"]["ext"]) >= KEYS
         assert r["probe"]["probe-normals"]["n"] == 6
+        assert r["augment"]["rule"] == "equalize" and r["augment"]["synthetic_positives"] == {"covid": r["n_synthetic"]}
     v = res["summary"]["verdict"]["1.0"]["gan-aug vs standard-aug"]
     assert set(v) == {"internal", "external"}
     for x in v.values():
@@ -203,6 +204,7 @@ def test_report_is_a_pure_function_of_the_study_folder(study, tmp_path):
     for fig in ("roc", "gradcam", "umap", "closest_pairs"):
         assert (copy / "figures" / f"{fig}.png").is_file()
     assert "gan-aug vs standard-aug (internal test)" in html and "patient bootstrap" in html
+    assert "patient-clustered (Obuchowski 1997) variance" in html
     res = json.loads((copy / "results.json").read_text())
     assert "quality" in res
 
@@ -406,6 +408,10 @@ def test_study_min_fraction_rule_for_several_labels_with_a_conditional_generator
         se = np.sqrt(ref * (1 - ref) / len(lab))
         assert abs(lab[:, k].mean() - ref) <= 3 * se + 1e-9, (k, lab[:, k].mean(), ref)
     assert st.train_set("real", 1.0, 0)[2].sum() == 0
+    aug = st._augment_summary(y, syn)  # what each run records
+    assert aug["labels"] == ["covid", "pneumonia"] and aug["rule"] == "min-fraction:0.3"
+    assert aug["train_share"]["pneumonia"] == pytest.approx(pos[:, 1].mean())
+    assert sum(aug["synthetic_positives"].values()) >= syn.sum()
     for bad, msg in ((dict(augment_rule="equalize"), "min-fraction"),
                      (dict(protocols=["synthetic-only"]), "synthetic-only"),
                      (dict(augment_rule="min-fraction:1.5"), "augment_rule")):  # fmt: skip

@@ -144,10 +144,10 @@ def delong_test(
         aucs, v10, v01 = delong_components(y_true, np.stack([score_a, score_b]))
         m, n = v10.shape[1], v01.shape[1]
         cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n  # [2, 2]
-        kind, n_clusters = "image-level (DeLong 1988: every image independent)", len(np.asarray(y_true))
+        kind, n_clusters = "image-level (DeLong 1988)", len(np.asarray(y_true))
     else:
         aucs, cov, n_clusters = clustered_auc_cov(y_true, np.stack([score_a, score_b]), groups)
-        kind = "patient-clustered (Obuchowski 1997: structural components summed per patient)"
+        kind = "patient-clustered (Obuchowski 1997)"
     diff = float(aucs[0] - aucs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     if not np.isfinite(var):

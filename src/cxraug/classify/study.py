@@ -256,6 +256,13 @@ class Study(StudyGenerators):
             ys = np.array([k for k, _ in picks], dtype=self.y.dtype)
         return xs, ys.astype(np.float32) if self.multilabel else ys
 
+    def _augment_summary(self, y: np.ndarray, syn: np.ndarray) -> dict:
+        """The rule, and per augment label: synthetic positives added and its share of the training set."""
+        pos = np.nan_to_num(y) > 0.5 if self.multilabel else np.eye(len(self.names), dtype=bool)[y]  # [N,K]
+        return {"rule": self.cfg.augment_rule, "labels": [self.names[k] for k in self.aug_k],
+                "synthetic_positives": {self.names[k]: int(pos[syn, k].sum()) for k in self.aug_k},
+                "train_share": {self.names[k]: float(pos[:, k].mean()) if len(pos) else 0.0 for k in self.aug_k}}  # fmt: skip
+
     @staticmethod
     def key(protocol: str, regime: float, seed: int) -> str:
         return f"{protocol}-r{regime:g}-s{seed}"
@@ -303,6 +310,7 @@ class Study(StudyGenerators):
             tqdm.write(f"{key}: its config, data or generator changed since it ran; running it again")
         cfg = self.cfg
         x, y, syn = self.train_set(protocol, regime, seed)
+        augment = self._augment_summary(y, syn)
         with torch.random.fork_rng(devices=[]):  # the head's initialisation from the run's seed, not from run order
             torch.manual_seed(seed)
             model, weights = build_classifier(cfg.model, len(self.names))
@@ -341,7 +349,7 @@ class Study(StudyGenerators):
         res = {"key": key, "protocol": protocol, "regime": regime, "seed": seed, "model": cfg.model,
                "weights": weights, "n_train": len(y), "n_synthetic": int(syn.sum()), "curves": curves,
                "operating_point": cfg.operating_point if binary else "argmax", "threshold": thr,
-               "metrics": metrics, "external": ext, "probe": probe, "fingerprint": fp,
+               "metrics": metrics, "external": ext, "probe": probe, "fingerprint": fp, "augment": augment,
                "test_prob": self._scores(prob).tolist(), "test_true": self.pos[te].astype(int).tolist(),
                "external_prob": ext_prob, "external_true": ext_true}  # fmt: skip
         rdir.mkdir(parents=True, exist_ok=True)

@@ -134,14 +134,15 @@ def cmd_encoder_train(a: argparse.Namespace) -> int:
     from cxraug.io import new_run_dir
     from cxraug.metrics.encoder import save_encoder, train_encoder
 
-    require(a.steps >= 1, f"--steps must be >= 1, got {a.steps}")
+    require(a.steps is None or a.steps >= 1, f"--steps must be >= 1, got {a.steps}")
     require(16 <= a.size <= 1024, f"--size must be within 16..1024, got {a.size}")
     require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
     data = source_config(a, a.data, a.size)
     check_outputs([data], a.out)
 
     real = _real_images(data, a.size, a.cls, not a.quiet)
-    enc = train_encoder(real, steps=a.steps, seed=a.seed, progress=not a.quiet)
+    length = {"steps": a.steps} if a.steps is not None else {}  # else train_encoder's default
+    enc = train_encoder(real, seed=a.seed, progress=not a.quiet, **length)
     run = new_run_dir(a.out, "encoder")
     path = save_encoder(enc, run / "encoder.safetensors")
     print(f"encoder: {path}  (use --features encoder:{path})")
@@ -180,7 +181,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=5000, help="max images per set; default %(default)s")
     p.add_argument("--k", type=int, default=5, help="k for precision/recall/density/coverage; default %(default)s")
     p.add_argument("--size", type=int, default=64, help="image size for comparison; default %(default)s")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling, subsets and bootstrap; default %(default)s")
     p.add_argument(
         "--device", default="auto", help="where features are computed: auto (CUDA, MPS, else CPU) | cpu | cuda:N"
     )
@@ -194,8 +195,10 @@ def _register(sub: argparse._SubParsersAction) -> None:
     )
     et.add_argument("--data", required=True, help="real training images (folder, CSV, cache, phantom)")
     et.add_argument("--class", dest="cls", help="use only this class")
-    et.add_argument("--size", type=int, default=64)
-    et.add_argument("--steps", type=int, default=400, help="default %(default)s")
-    et.add_argument("--seed", type=int, default=0)
+    et.add_argument("--size", type=int, default=64, help="image size it is trained at (evaluate --size must match); default %(default)s")
+    et.add_argument("--steps", type=int, default=None,
+                    help="training steps (default: the offline encoder's own length, the one `--features auto` "
+                         "trains with)")  # fmt: skip
+    et.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches; default %(default)s")
     add_source_args(et, "--data")
     et.set_defaults(func=cmd_encoder_train)

@@ -175,7 +175,7 @@ def _regime_view(regime: str, summary: dict) -> dict:
             view["comparisons"].append(
                 f"{label}, {s}: AUC difference per seed {[round(x, 3) for x in c['auc_difference_per_seed']]}, "
                 f"mean {_fmt(ps)} (paired t p={ps.get('p_value', float('nan')):.3f}); DeLong on seed-averaged scores "
-                f"{dl['difference']:+.3f} (p={dl['p_value']:.3f}); per seed p="
+                f"{dl['difference']:+.3f} (p={dl['p_value']:.3f}, {dl.get('variance', 'image-level')} variance); per seed p="
                 f"{[round(x['p_value'], 3) for x in c['delong_per_seed']]}; patient bootstrap {_boot(bt)}"
             )
     return view

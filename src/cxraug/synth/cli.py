@@ -97,7 +97,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     from cxraug.data.cli import add_source_args
 
     p = sub.add_parser("synthesize", help="generate N images from a checkpoint (marked PNGs + manifest)")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a training checkpoint (RUN/checkpoints/last.pt or best.pt)")
     p.add_argument(
         "--n",
         type=int,
@@ -106,7 +106,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--source", help="images to translate (CycleGAN checkpoints): folder, CSV, cache or phantom spec")
     p.add_argument("--label", help="for conditional GANs: draw label vectors of this pathology")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="noise/label/source draws; the same seed gives the same images")
     p.add_argument(
         "--device", default="cpu", help="cpu | cuda | auto; the same seed gives the same images up to float rounding"
     )
@@ -124,6 +124,6 @@ def _register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--generator", required=True, help="checkpoint trained on the class(es) to add")
     b.add_argument("--strategy", default="equalize", help="equalize | min-fraction:F | skew:R; default %(default)s")
     b.add_argument("--source", help="images to translate, for a translating (CycleGAN) generator")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of the generator's draws; default %(default)s")
     add_source_args(b, "--data and --source")
     b.set_defaults(func=cmd_balance)
