@@ -416,3 +416,20 @@ def test_study_sources_and_external_test_as_manifests(tmp_path, capsys, monkeypa
     saved = yaml.safe_load((run / "config.yaml").read_text())["sources"]
     assert saved[0]["path"] == str(csv_) and saved[0]["manifest"]["path_template"] == "img/{ref}.png"
     assert json.loads((run / "data.json").read_text())["sources"][0]["manifest"]["label_column"] == "dx"
+
+
+@pytest.mark.shared_data
+def test_shared_hannover_as_a_study_source_with_a_manifest_block():
+    """The real Hannover data.csv through a study source's `manifest:` (PA views only), against the rows of the
+    CSV counted here with the csv module."""
+    import csv
+
+    from cxraug.classify.assemble import load_labelled
+    from cxraug.classify.config import Source
+
+    csv_ = shared("external/covid-hannover") / "data.csv"
+    rows = [r for r in csv.DictReader(csv_.open(encoding="utf-8-sig")) if r["projection"].strip().lower() == "pa"]
+    src = Source(str(csv_), label="covid", name="hannover-pa", manifest=ManifestSpec(format="hannover", view="pa"))
+    ds, origin = load_labelled([src], 32, class_names=["covid", "normal"], progress=False)
+    assert len(ds) == len(rows) > 0 and ds.counts() == {"covid": len(rows), "normal": 0}
+    assert sorted(set(ds.patient_ids)) == sorted({r["patient_id"] for r in rows}) and set(origin) == {"hannover-pa"}
