@@ -229,8 +229,10 @@ def test_ada_p_rises_while_the_discriminator_overfits_a_tiny_set(tiny_ds, tmp_pa
     previous p moved by the adjustment step toward the target, by the sign of the logged r_t - 0.6 (the r_t
     that set it), as written to losses.csv."""
     cfg = tiny_cfg(steps=5, ada_interval=1, ada_kimg=0.02, lr_d=0.002, lr_g=0.0, r1_gamma=0.0)
+    before = torch.get_rng_state()
     tr = Trainer(cfg, tiny_ds.subset(np.array([0, 1])), tmp_path, progress=False)
     tr.fit()
+    assert torch.equal(torch.get_rng_state(), before)  # init, z, noise maps and ADA draw on their own streams
     hist = {k: dict(map(tuple, v)) for k, v in tr.history.items()}
     p, rt = hist["ada_p"], hist["ada_rt"]
     delta = 2 * 1 / 20  # batch 2, interval 1, 0.02 kimg
