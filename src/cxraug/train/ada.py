@@ -145,7 +145,7 @@ class AdaptiveAugment:
         self._sum, self._count, self._steps = st["sum"].to(dev), st["count"].to(dev), int(st["steps"])
 
     # ------------------------------------------------------------------ the pipeline
-    def _apply(self, b: int, device, dtype, generator, p: torch.Tensor | None = None) -> torch.Tensor:  # [B] bool
+    def _apply(self, b: int, device, generator, p: torch.Tensor | None = None) -> torch.Tensor:  # [B] bool
         """Which images get one transformation: U[0,1) < p."""
         p = self.p if p is None else p
         return torch.rand(b, device=device, generator=generator) < p.to(device)
@@ -165,7 +165,7 @@ class AdaptiveAugment:
 
         def gate(values: torch.Tensor, identity: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
             nonlocal moved
-            on = self._apply(b, dev, torch.float32, generator, p)  # [B]
+            on = self._apply(b, dev, generator, p)  # [B]
             moved = moved | on
             return torch.where(on.view(-1, *[1] * (values.dim() - 1)), values, identity)
 
