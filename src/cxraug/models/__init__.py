@@ -1,8 +1,10 @@
-"""GAN families, one file each: DCGAN, WGAN (Hussain, weight clipping), WGAN-GP, conditional, CycleGAN."""
+"""Generator families, one file each: DCGAN, WGAN (Hussain, weight clipping), WGAN-GP, conditional, CycleGAN,
+DDPM (diffusion)."""
 
 from cxraug.models.cgan import ConditionalGenerator, ProjectionDiscriminator
 from cxraug.models.cyclegan import PatchDiscriminator, ResnetGenerator
 from cxraug.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from cxraug.models.ddpm import DenoisingUNet
 from cxraug.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from cxraug.models.wgan import HussainCritic, HussainGenerator
 from cxraug.models.wgangp import WGANGPCritic, WGANGPGenerator
@@ -11,6 +13,7 @@ __all__ = [
     "ConditionalGenerator",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "DenoisingUNet",
     "HussainCritic",
     "HussainGenerator",
     "PatchDiscriminator",

@@ -18,7 +18,7 @@ from cxraug.data.source import DataConfig
 @dataclass
 class TrainConfig:
     preset: str = "wgan-gp-64"
-    family: str = "wgangp"  # dcgan | wgan | wgangp | cgan | cyclegan
+    family: str = "wgangp"  # dcgan | wgan | wgangp | cgan | cyclegan | ddpm
     data: DataConfig = field(default_factory=DataConfig)
     cls: str | None = None  # train on this class only (e.g. COVID); None = all images
     domain_a: str | None = None  # CycleGAN source class (e.g. normal)
@@ -58,6 +58,16 @@ class TrainConfig:
     ada_kimg: float = 500.0  # thousand real images over which p can move from 0 to 1
     ada_p: float = 0.0  # initial augmentation probability
     truncation: float = 1.0  # psi when sampling (1 = no truncation)
+    # --- diffusion (family ddpm, models/ddpm.py; Ho et al. 2020, DDIM sampling Song et al. 2021) ---
+    unet_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # UNet block widths = width x these
+    unet_layers: int = 2  # residual blocks per UNet level
+    unet_attention: list[int] = field(default_factory=lambda: [16])  # feature-map sizes with self-attention
+    dropout: float = 0.1  # in the UNet's residual blocks (Ho et al.: 0.1 on CIFAR-10)
+    class_cond: bool = False  # condition on the label vectors (the denoiser; StyleGAN2 reads it too)
+    noise_schedule: str = "linear"  # linear (Ho et al.) | cosine (Nichol & Dhariwal)
+    diffusion_steps: int = 1000  # T, the forward process's steps
+    sample_steps: int = 50  # DDIM steps when sampling (eta 0)
+    sample_batch: int = 128  # images denoised at once when sampling
     seed: int = 0
     log_every: int = 10  # host syncs (loss .item()) only every log_every steps
     sample_every: int = 200
@@ -93,6 +103,15 @@ TUNED_PRESETS: dict[str, dict] = {
         family="cyclegan", loss="lsgan", batch_size=1, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1, n_blocks=9
     ),
     "cyclegan-64": dict(family="cyclegan", loss="lsgan", batch_size=1, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1),
+    # DDPM (Ho et al. 2020; docs/presets.md): epsilon-prediction UNet, linear betas over T=1000, Adam (0.9, 0.999),
+    # EMA 0.9999; lr 1e-4 as the diffusers DDPM example (Ho et al.: 2e-4 at 32 px). Scaled down for ~1,000 CXR
+    # images: base width 64 (Ho: 128), 4 levels at 64 px, 5 at 128 px; DDIM sampling in 50 steps (Song et al.).
+    "ddpm-64": dict(family="ddpm", lr_g=1e-4, beta1=0.9, beta2=0.999, batch_size=64, width=64, ema_decay=0.9999,
+                    unet_mult=[1, 2, 2, 2], unet_layers=2, unet_attention=[16], dropout=0.1, steps=10000,
+                    sample_every=1000, ckpt_every=500),
+    "ddpm-128": dict(family="ddpm", lr_g=1e-4, beta1=0.9, beta2=0.999, batch_size=64, width=64, ema_decay=0.9999,
+                     unet_mult=[1, 1, 2, 2, 4], unet_layers=2, unet_attention=[16], dropout=0.1, steps=10000,
+                     sample_every=1000, ckpt_every=500),
 }
 
 # StyleGAN2-ADA (Karras et al. 2020), the ADA paper's 256 px limited-data configuration scaled to each size

@@ -34,6 +34,7 @@ from cxraug.models.artifact import GeneratorFamily, family_of
 from cxraug.models.cyclegan import ImagePool
 from cxraug.train.config import TrainConfig
 from cxraug.train.diffaug import DiffAugment
+from cxraug.train.diffusion_family import DiffusionFamily
 from cxraug.train.losses import LOSSES, GANLoss, WassersteinGP, WeightClip, cycle_loss
 from cxraug.train.stylegan_family import StyleGANFamily
 
@@ -61,15 +62,17 @@ def build_generator(cfg: TrainConfig, n_labels: int = 0) -> nn.Module:
     return family_of(cfg.family).build(to_dict(cfg), n_labels)
 
 
-def build_critic(cfg: TrainConfig, n_labels: int = 0) -> nn.Module:
+def build_critic(cfg: TrainConfig, n_labels: int = 0) -> nn.Module | None:
+    """The family's critic; None for a family trained without one (diffusion)."""
     s, w = cfg.data.size, cfg.width
-    return {
+    critics = {
         "dcgan": lambda: DCGANDiscriminator(s, w, **cfg.d_layout),  # paper layouts: train/config.py
         "wgan": lambda: HussainCritic(s),
         "wgangp": lambda: WGANGPCritic(s, w, **cfg.d_layout),
         "cgan": lambda: ProjectionDiscriminator(n_labels, s, w),
         "cyclegan": lambda: PatchDiscriminator(1, w),
-    }[cfg.family]()
+    }
+    return critics[cfg.family]() if cfg.family in critics else None
 
 
 class AdversarialFamily:
@@ -219,6 +222,7 @@ TRAINING: dict[str, type] = {
     "cgan": AdversarialFamily,
     "cyclegan": CycleFamily,
     "stylegan2": StyleGANFamily,
+    "ddpm": DiffusionFamily,
 }
 
 
