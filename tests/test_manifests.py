@@ -433,3 +433,24 @@ def test_shared_hannover_as_a_study_source_with_a_manifest_block():
     ds, origin = load_labelled([src], 32, class_names=["covid", "normal"], progress=False)
     assert len(ds) == len(rows) > 0 and ds.counts() == {"covid": len(rows), "normal": 0}
     assert sorted(set(ds.patient_ids)) == sorted({r["patient_id"] for r in rows}) and set(origin) == {"hannover-pa"}
+
+
+def test_bad_study_sources_are_one_line_before_any_study_folder(tmp_path, capsys):
+    """A study source's manifest block is checked up front and named: a bad value, an unknown key (it said
+    only "does not fit ManifestSpec | None"), a missing file (the study folder was made, then an unrelated error)."""
+    csv_, _ = _odd_manifest(tmp_path / "d", {"normal": 2, "covid": 2}, laterals=0)
+    cases = [
+        ({"path": str(csv_), "manifest": {"view": "oblique"}},
+         f"{csv_}: manifest view must be one of frontal, pa, ap, lateral, all; got 'oblique'"),
+        ({"path": str(csv_), "manifest": {"colour": "red"}}, "config.sources[].manifest: unknown key(s) ['colour']"),
+        ({"path": str(tmp_path / "nope.csv")}, f"{tmp_path / 'nope.csv'}: no such file or folder"),
+        ({"path": str(csv_)}, "list.csv: no path column"),
+    ]  # fmt: skip
+    import yaml
+
+    for source, expected in cases:
+        (tmp_path / "s.yaml").write_text(yaml.safe_dump({"sources": [source]}))
+        assert main(["benchmark", "--config", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
+        assert not (tmp_path / "o").exists()

@@ -56,6 +56,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 return _coerce(a, value, where)
             except (TypeError, ValueError, CXRAugError) as e:
                 errs.append(str(e))
+        if len(errs) == 1:  # an optional field (X | None): X's own reason, e.g. an unknown key of a section
+            raise CXRAugError(errs[0])
         raise CXRAugError(f"{where}: {value!r} does not fit {tp}")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):

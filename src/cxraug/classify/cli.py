@@ -31,17 +31,26 @@ def _check_study(cfg) -> None:
 def _apply_source_flags(cfg, a: argparse.Namespace) -> None:
     """``--data`` replaces the config's sources; the manifest flags become the ``manifest:`` of every CSV/TSV
     source, external-test and probe set that has none of its own. Each manifest is checked up front."""
+    import os
+
     from cxraug.classify.config import Source
     from cxraug.data.cli import manifest_from_args, manifest_overrides
     from cxraug.data.readers import is_manifest
+    from cxraug.data.source import is_phantom
+    from cxraug.errors import ConfigError, CXRAugError, show_path
 
     if a.data:
         cfg.sources = [Source(p) for p in a.data]
     flagged = manifest_from_args(a) if manifest_overrides(a) else None
     for s in (*cfg.sources, *cfg.external_test, *cfg.probe):
+        if not is_phantom(s.path) and not os.path.exists(s.path):
+            raise CXRAugError(f"{show_path(s.path)}: no such file or folder (a data source of the study)")
         if s.manifest is None and flagged is not None and is_manifest(s.path):
             s.manifest = flagged
-        s.data_config().validate()
+        try:
+            s.data_config().validate()
+        except CXRAugError as e:
+            raise ConfigError(f"{show_path(s.path)}: {e}") from e
 
 
 def cmd_benchmark(a: argparse.Namespace) -> int:
