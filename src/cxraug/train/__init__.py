@@ -41,14 +41,16 @@ def train(
 
 
 def _finish(tr: Trainer) -> None:
-    """Train, then (under `accelerate launch`/torchrun) destroy the process group before the interpreter exits,
-    also when training stops with an error (divergence, Ctrl-C): otherwise gloo's worker threads still hold
-    finished all-reduce work (tensors with Python references) that is freed during interpreter finalisation,
-    and that aborts the process (SIGABRT) now and then, more often under CPU load."""
+    """Train, then (under `accelerate launch`/torchrun) take the process group down before the interpreter
+    exits (:meth:`Trainer.close`), also when training stops with an error (divergence, Ctrl-C; then without
+    the closing barrier, which a failed peer would never reach): a group left to interpreter finalisation
+    aborts a rank (SIGABRT) now and then, more often under CPU load."""
+    ok = False
     try:
         tr.fit()
+        ok = True
     finally:
-        tr.acc.end_training()
+        tr.close(clean=ok)
 
 
 def _shared_run_dir(out: str | os.PathLike, name: str, cpu: bool = False) -> Path:

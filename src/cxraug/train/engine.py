@@ -465,6 +465,29 @@ class Trainer:
 
         return gather_object([own])
 
+    def close(self, clean: bool = True) -> None:
+        """End multi-process training: take the process group down now, while the interpreter is whole.
+
+        ``destroy_process_group`` alone does not: the DDP wrappers (held by the family and by Accelerate) keep
+        the gloo group alive, with its socket loop and worker threads, into interpreter finalisation. A rank
+        that exits with those threads still running aborts now and then (SIGABRT, "terminate called without
+        an active exception"; more often under CPU load), and torchrun then SIGTERMs the other rank. So all
+        processes first meet (a barrier: no collective is in flight), the wrappers are dropped (the family
+        gets its plain modules back: sampling and checkpoints still work), and destroying the group then joins
+        gloo's threads here. ``clean=False`` (an error path: a peer may be gone or stuck in a collective, and
+        joining could wait for gloo's timeout) only destroys the group, as before.
+        """
+        if not clean:
+            self.acc.end_training()
+            return
+        if self.acc.num_processes > 1:
+            self.acc.wait_for_everyone()
+        self._graph = None  # a captured step holds the wrapped networks
+        for name, m in {**self.family.generators, **self.family.critics}.items():
+            setattr(self.family, name, m)  # the plain modules, not their DDP (or compiled) wrappers
+        self.acc.free_memory()  # Accelerate's own references to the wrappers; collects the garbage
+        self.acc.end_training()  # destroy_process_group: its last holder goes, gloo's threads are joined
+
     def artifact(self) -> GeneratorArtifact:
         unwrap = self.acc.unwrap_model
         ema = None
