@@ -294,3 +294,88 @@ def test_evaluate_takes_the_checkpoint(ddpm_ckpt, tmp_path):
                  str(S), "--features", f"encoder:{enc}", "--out", str(tmp_path / "ev"), "-q"]) == 0  # fmt: skip
     (m,) = (tmp_path / "ev").rglob("metrics.json")
     assert math.isfinite(json.loads(m.read_text())["fid"])
+
+
+def test_the_study_trains_and_samples_a_ddpm_from_its_gan_block(tmp_path, monkeypatch):
+    """benchmark's ``gan:`` block with the ddpm preset: the study trains the denoiser on the minority training
+    images only and augments with its samples, with no diffusion-specific code in the study."""
+    from cxraug.classify.study import GanSpec, Source, Study, StudyConfig
+    from cxraug.metrics.encoder import ConvEncoder, save_encoder
+
+    enc = save_encoder(ConvEncoder(32, width=8), tmp_path / "enc.safetensors")  # untrained: plumbing only
+    spec = GanSpec(preset="ddpm-64", steps=2, width=8, batch_size=4,
+                   overrides=["unet_mult=[1,2]", "unet_layers=1", "unet_attention=[]", "sample_steps=2"])  # fmt: skip
+    cfg = StudyConfig(sources=[Source("phantom:normal=24,covid=12")], size=32, gan=spec, regimes=[1.0], seeds=[0],
+                      protocols=["real", "gan-aug"], epochs=1, batch_size=16, bootstrap=20,
+                      features=f"encoder:{enc}")  # fmt: skip
+    monkeypatch.setattr("cxraug.classify.explain.umap_embedding", lambda m, x, seed=0: np.zeros((len(x), 2)))
+    summary = Study(cfg, tmp_path / "study", progress=False).run()
+    (gan,) = list((tmp_path / "study" / "gans").iterdir())
+    st = load_checkpoint(gan / "checkpoints" / "last.pt")
+    assert st["family"] == "ddpm" and st["step"] == 2 and st["critics"] == {}
+    assert set(summary["table"]["1.0"]) == {"real", "gan-aug"}
+    study = Study(cfg, tmp_path / "study", progress=False)
+    study.prepare()
+    _x, y, syn = study.train_set("gan-aug", 1.0, 0)
+    assert syn.sum() > 0 and (y[syn] == study.k_min).all()
+
+
+def test_importing_cxraug_does_not_import_diffusers():
+    import subprocess
+    import sys
+
+    code = "import sys, cxraug, cxraug.models, cxraug.train.families, cxraug.cli; print('diffusers' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]
+
+
+def _cli_train(out, *extra: str) -> list[str]:
+    return ["train", "--preset", "ddpm-64", "--data", "phantom:normal=6,covid=6", "--size", str(S), "--steps", "4",
+            "--out", str(out), "-q", "--set", "width=16", "--set", "unet_mult=1,2", "--set", "unet_layers=1",
+            "--set", "unet_attention=[8]", "--set", "sample_steps=2", "--set", "batch_size=4", "--set", "ckpt_every=2",
+            "--set", "log_every=2", "--set", "threads=1", "--set", "class_cond=true", *extra]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cli_run_killed_after_a_checkpoint_resumes_to_the_straight_run(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from cxraug.cli import main
+
+    assert main(_cli_train(tmp_path / "a")) == 0
+    env = {**os.environ, "CXRAUG_FAULT": "after-checkpoint:2"}
+    killed = subprocess.run([sys.executable, "-m", "cxraug", *_cli_train(tmp_path / "b")], env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (run_b,) = list((tmp_path / "b").iterdir())
+    assert load_checkpoint(run_b / "checkpoints" / "last.pt")["step"] == 2
+    assert main(["train", "--resume", str(run_b), "-q"]) == 0
+    (run_a,) = list((tmp_path / "a").iterdir())
+    a, b = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (run_a, run_b))
+    assert a["step"] == b["step"] == 4
+    for part in ("weights", "ema"):
+        for k, v in a[part]["G"].items():
+            assert torch.equal(v, b[part]["G"][k]), (part, k)
+
+
+def test_fid_hook_scores_the_ema_denoisers_samples(tiny_ds, tmp_path):
+    from cxraug.data.preprocess import tensor_to_u8
+    from cxraug.metrics.encoder import ConvEncoder, save_encoder
+    from cxraug.metrics.features import extract, get_extractor
+    from cxraug.metrics.fid import fid_from_features
+    from cxraug.metrics.hooks import EncoderFIDHook
+
+    enc = save_encoder(ConvEncoder(S, width=8), tmp_path / "enc.safetensors")
+    tr = Trainer(cfg(steps=2, fid_every=2, fid_n=6), tiny_ds, tmp_path / "run", progress=False,
+                 eval_hook=EncoderFIDHook(f"encoder:{enc}"))  # fmt: skip
+    tr.fit()
+    ((_, fid),) = tr.history["fid"]
+    fake, _ = tr.generator_family().sample(6, generator=torch.Generator().manual_seed(0))  # the hook's seed
+    ext = get_extractor(f"encoder:{enc}")
+    want = fid_from_features(extract(ext, np.asarray(tiny_ds.images), progress=False),
+                             extract(ext, tensor_to_u8(fake), progress=False))  # fmt: skip
+    assert fid == pytest.approx(want, rel=1e-4)
+    assert load_generator(tmp_path / "run" / "checkpoints" / "best.pt").name == "ddpm"
