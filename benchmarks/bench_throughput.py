@@ -133,13 +133,14 @@ def run_case(case: str, a: argparse.Namespace) -> dict:
             Trainer._resident = lambda self, ds: None
         fn = {"engine": engine_step, "compute": compute_step, "naive": naive_step}[impl]
         step = fn(cfg, root, work, dev)
+        per_step = getattr(step, "images", cfg.batch_size * cfg.n_critic)  # real images the critic (or denoiser) takes
         per_block = a.steps
         secs = timed(step, a.warmup, a.repeats, per_block, sync)
         med = statistics.median(secs)
         from cxraug.train.engine import default_amp
 
         amp = "no" if impl == "naive" else cfg.amp if cfg.amp != "auto" else default_amp(dev)
-        return {"amp": amp, "s_per_step": med, "steps_per_s": 1 / med, "images_per_s": cfg.batch_size * cfg.n_critic / med,
+        return {"amp": amp, "s_per_step": med, "steps_per_s": 1 / med, "images_per_s": per_step / med,
                 "all_s_per_step": secs}  # fmt: skip
     if kind == "load":
         return load_case(rest[0], root, a)
@@ -150,7 +151,19 @@ def engine_step(cfg, root: Path, work: Path, dev: torch.device):
     from cxraug.train.engine import Trainer
 
     tr = Trainer(cfg, cached(root, cfg.data.size), work / "engine-run", progress=False)
-    return tr.train_step
+    step = tr.train_step
+    return _counting(step, cfg.batch_size * max(tr.n_critic, 1))
+
+
+def _counting(step, images: int):
+    """``step`` with the real images one step consumes: batch x the critic updates, batch for a family without
+    a critic (diffusion: one denoiser update per step)."""
+
+    def run() -> None:
+        step()
+
+    run.images = images
+    return run
 
 
 def compute_step(cfg, root: Path, work: Path, dev: torch.device):
@@ -161,7 +174,7 @@ def compute_step(cfg, root: Path, work: Path, dev: torch.device):
 
     tr = Trainer(cfg, cached(root, cfg.data.size), work / "compute-run", progress=False)
     fam = tr.family
-    batches = [tr._batch() for _ in range(cfg.n_critic + 1)]  # drawn once, before timing
+    batches = [tr._batch() for _ in range(tr.n_critic + 1)]  # drawn once, before timing (no critic: n_critic 0)
     for m in (*fam.generators.values(), *fam.critics.values()):
         m.train()
 
@@ -179,12 +192,12 @@ def compute_step(cfg, root: Path, work: Path, dev: torch.device):
             p.requires_grad_(True)
 
     def step() -> None:
-        for i in range(cfg.n_critic):
+        for i in range(tr.n_critic):
             update(tr.opt_d, fam.critic_loss, fam.generators, batches[i])
             fam.after_critic_step()
         update(tr.opt_g, fam.generator_loss, fam.critics, batches[-1])
 
-    return step
+    return _counting(step, cfg.batch_size * max(tr.n_critic, 1))
 
 
 def naive_step(cfg, root: Path, work: Path, dev: torch.device):
