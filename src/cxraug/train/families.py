@@ -230,7 +230,8 @@ def make_family(cfg: TrainConfig, n_labels: int, rng: torch.Generator | None = N
     """The training family for ``cfg.family``; ``rng`` draws on its device (default: CPU, seeded ``cfg.seed``)."""
     family_of(cfg.family)  # a clear error for an unknown name
     if cfg.family not in TRAINING:
-        raise CXRAugError(f"GAN family {cfg.family!r} can be sampled but not trained here; trainable: {sorted(TRAINING)}")
+        known = ", ".join(sorted(TRAINING))
+        raise CXRAugError(f"GAN family {cfg.family!r} can be sampled but not trained here; trainable: {known}")
     rng = rng if rng is not None else torch.Generator().manual_seed(cfg.seed)
     pool_seed = cfg.seed if pool_seed is None else pool_seed
     return TRAINING[cfg.family](cfg, n_labels, rng, pool_seed)
