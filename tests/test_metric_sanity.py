@@ -26,7 +26,15 @@ def _to64(u8: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def sanity_fids():
+def sanity_fids(tmp_path_factory):
+    # a session fixture runs before conftest's per-test cache isolation: point it at the same session cache
+    # (else the dataset cache and auto's encoder would be written to ~/.cache/cxraug)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CXRAUG_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        return _sanity_fids()
+
+
+def _sanity_fids():
     from cxraug.data.source import DataConfig, load_dataset
     from cxraug.data.splits import patient_split
     from cxraug.metrics.encoder import image_fingerprints
