@@ -71,6 +71,16 @@ FAMILY_CASES = {
 }
 
 
+def tiny_cache(tmp_path_factory, counts: dict[str, int], seed: int, size: int = 32):
+    """Phantom images of ``counts`` per class, cached at ``size`` px: the small set of training-step tests."""
+    from cxraug.data.cache import build_cache
+    from cxraug.data.phantom import phantom_collection
+    from cxraug.data.preprocess import Preprocess
+
+    coll = phantom_collection(counts, size=size, seed=seed)
+    return build_cache(coll, Preprocess(size), cache_root=tmp_path_factory.mktemp("tiny"), progress=False)
+
+
 def gan_cfg(name: str, **kw):
     """A preset shrunk for tests: 24 steps of batch 16 at width 16; ``kw`` overrides any field."""
     from cxraug.config import from_dict

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAMILY_CASES, gan_cfg
+from conftest import FAMILY_CASES, gan_cfg, tiny_cache
 from cxraug.config import from_dict
 from cxraug.io import load_checkpoint
 from cxraug.models import (
@@ -38,12 +38,7 @@ from cxraug.train.losses import WeightClip, cycle_loss, gradient_penalty
 @pytest.fixture(scope="module")
 def tiny_ds(tmp_path_factory):
     """8 + 8 phantom images at 32 px: enough for a few exact training steps."""
-    from cxraug.data.cache import build_cache
-    from cxraug.data.phantom import phantom_collection
-    from cxraug.data.preprocess import Preprocess
-
-    coll = phantom_collection({"normal": 8, "covid": 8}, size=32, seed=4)
-    return build_cache(coll, Preprocess(32), cache_root=tmp_path_factory.mktemp("tiny"), progress=False)
+    return tiny_cache(tmp_path_factory, {"normal": 8, "covid": 8}, seed=4)
 
 
 TINY = {"data": {"size": 32}, "width": 8, "batch_size": 2, "n_blocks": 1, "sample_every": 100}

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import gan_cfg
+from conftest import gan_cfg, tiny_cache
 from cxraug.io import load_checkpoint
 from cxraug.models.artifact import load_generator
 from cxraug.models.stylegan2 import (
@@ -29,12 +29,7 @@ from cxraug.train.engine import Trainer
 @pytest.fixture(scope="module")
 def tiny_ds(tmp_path_factory):
     """6 + 6 phantom images at 32 px."""
-    from cxraug.data.cache import build_cache
-    from cxraug.data.phantom import phantom_collection
-    from cxraug.data.preprocess import Preprocess
-
-    coll = phantom_collection({"normal": 6, "covid": 6}, size=32, seed=6)
-    return build_cache(coll, Preprocess(32), cache_root=tmp_path_factory.mktemp("tiny"), progress=False)
+    return tiny_cache(tmp_path_factory, {"normal": 6, "covid": 6}, seed=6)
 
 
 # A StyleGAN2-ADA preset shrunk to 32 px: width 4 (channels 4..32), 16-d z and w, one mapping layer.

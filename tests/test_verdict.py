@@ -268,18 +268,9 @@ def test_conditional_generator_labels_keep_training_cooccurrence_and_full_volume
     training minority-positive rows, so each co-occurring finding keeps its training rate (within three
     binomial standard errors); synthetic-only-full replaces the real minority by as many synthetic images
     as there are minority-negative images (Zunair & Hamza's full volume), synthetic-only by as many as it had."""
-    import csv
-
     from cxraug.classify.study import Study
 
-    root = write_phantom_folder(tmp_path / "img", {"normal": 40, "covid": 24}, size=64, seed=5)
-    rng = np.random.default_rng(0)
-    with open(tmp_path / "labels.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "patient", "covid", "pneumonia", "opacity"])
-        for p in sorted(root.rglob("*.png")):
-            c = int(p.parent.name == "covid")
-            w.writerow([p, p.stem, c, int(rng.random() < (0.2 if c else 0.1)), int(rng.random() < (0.8 if c else 0.1))])
+    _multilabel_csv(tmp_path, 40, 24, pneumonia=(0.2, 0.1))
     monkeypatch.setattr("cxraug.classify.explain.umap_embedding", _cheap_embedding)
     cfg = StudyConfig(sources=[Source(str(tmp_path / "labels.csv"))], minority="covid", size=32, regimes=[1.0],
                       seeds=[0], epochs=1, batch_size=16, bootstrap=20,
@@ -362,9 +353,10 @@ def test_min_fraction_rule_several_labels_at_once():
         min_fraction_pool_size(80, 4, 0.25)
 
 
-def _multilabel_csv(tmp_path: Path, n_normal: int, n_covid: int) -> Path:
-    """Phantom images with a multi-label manifest: covid from the folder, pneumonia and opacity drawn with
-    covid-dependent rates (so the findings co-occur)."""
+def _multilabel_csv(tmp_path: Path, n_normal: int, n_covid: int, pneumonia: tuple[float, float] = (0.4, 0.1)) -> Path:
+    """Phantom images with a multi-label manifest ``tmp_path/labels.csv``: covid from the folder, pneumonia
+    (rate ``pneumonia`` = (with covid, without)) and opacity drawn with covid-dependent rates (so the findings
+    co-occur)."""
     import csv
 
     root = write_phantom_folder(tmp_path / "img", {"normal": n_normal, "covid": n_covid}, size=64, seed=5)
@@ -374,7 +366,8 @@ def _multilabel_csv(tmp_path: Path, n_normal: int, n_covid: int) -> Path:
         w.writerow(["path", "patient", "covid", "pneumonia", "opacity"])
         for p in sorted(root.rglob("*.png")):
             c = int(p.parent.name == "covid")
-            w.writerow([p, p.stem, c, int(rng.random() < (0.4 if c else 0.1)), int(rng.random() < (0.8 if c else 0.1))])
+            pn = pneumonia[0] if c else pneumonia[1]
+            w.writerow([p, p.stem, c, int(rng.random() < pn), int(rng.random() < (0.8 if c else 0.1))])
     return tmp_path / "labels.csv"
 
 
