@@ -79,7 +79,7 @@ class StepGraph:
     """Runs :meth:`Trainer.step_updates` eagerly for ``warmup`` steps, then captures it once and replays it."""
 
     def __init__(self, tr: Trainer, warmup: int = 3):
-        self.tr, self.warmup, self.eager_left = tr, warmup, warmup
+        self.tr, self.eager_left = tr, warmup  # eager steps left before the capture
         self.sets = [tr.data_a] + ([tr.data_b] if tr.data_b is not None else [])
         n_draws = (tr.n_critic + 1) * len(self.sets)  # one batch per update and dataset, in the eager order
         b = tr.cfg.batch_size
