@@ -112,6 +112,11 @@ def test_config_file_that_is_not_a_mapping(tmp_path, capsys):
     (["benchmark", "--set", "seeds=[-1]"], "seeds must be integers >= 0"),
     (["benchmark", "--set", "lr=0"], "lr must be a number > 0"),
     (["benchmark", "--set", "split=[0.5,0.5]"], "split must be three fractions"),
+    # the Study's own refusals, also before the study folder is made (it used to be left behind, empty)
+    (["benchmark", "--set", "protocols=[gan-aug]"], "need `generator: CHECKPOINT` or a `gan:` block"),
+    (["benchmark", "--set", "protocols=[bogus]"], "unknown protocols ['bogus']"),
+    (["benchmark", "--set", "protocols=[real]", "--set", "operating_point=median"], "operating_point"),
+    (["benchmark", "--set", "protocols=[real]", "--set", "standard_aug=[Nope(1)]"], "standard_aug 'Nope(1)'"),
     (["data", "inspect", "phantom:normal=2", "--near-threshold", "65"], "--near-threshold is a pHash bit distance"),
 ])  # fmt: skip
 def test_other_commands_validate_up_front(tmp_path, capsys, argv, fragment):

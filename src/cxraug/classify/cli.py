@@ -70,6 +70,7 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
     _check_study(cfg)
     inputs = [s.data_config() for s in (*cfg.sources, *cfg.external_test, *cfg.probe)]
     check_outputs(inputs, out or a.out)  # before any work: no output inside an input
+    Study.check(cfg)  # the config's own refusals, before the study folder exists
     out = out or new_run_dir(a.out, "study")
     if a.dedupe is not None:
         cfg.dedupe = a.dedupe

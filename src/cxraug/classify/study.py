@@ -64,8 +64,10 @@ __all__ = ["METRIC_KEYS", "PROTOCOLS", "GanSpec", "Source", "Study", "StudyConfi
 
 
 class Study(StudyGenerators):
-    def __init__(self, cfg: StudyConfig, out: str | os.PathLike, progress: bool = True):
-        self.cfg, self.dir, self.progress = cfg, Path(out), progress
+    @staticmethod
+    def check(cfg: StudyConfig) -> float | None:
+        """Every refusal the config alone decides, before any folder or work (the CLI calls it before it makes
+        the study folder); returns the min-fraction rule's F (None for equalize)."""
         if cfg.generator is None and cfg.gan is None and set(SYNTHETIC_PROTOCOLS) & set(cfg.protocols):
             raise CXRAugError(
                 "protocols gan-aug/synthetic-only(-full) need `generator: CHECKPOINT` or a `gan:` block in the study config"
@@ -75,9 +77,9 @@ class Study(StudyGenerators):
         bad = set(cfg.protocols) - set(PROTOCOLS)
         if bad:
             raise CXRAugError(f"unknown protocols {sorted(bad)}; choose from {PROTOCOLS}")
-        self.fraction = parse_augment_rule(cfg.augment_rule)
+        fraction = parse_augment_rule(cfg.augment_rule)
         several = bool(set(cfg.augment_labels) - {cfg.minority})
-        if several and self.fraction is None:
+        if several and fraction is None:
             raise CXRAugError("several augment_labels need augment_rule: min-fraction:F (e.g. 0.15, Sundaram & "
                               "Hulkund); equalize balances the minority only")  # fmt: skip
         if several and {"synthetic-only", "synthetic-only-full"} & set(cfg.protocols):
@@ -89,11 +91,16 @@ class Study(StudyGenerators):
         if several and cfg.gan and family != "cgan":
             raise CXRAugError(f"several augment_labels need a conditional generator (a cgan preset); "
                               f"{cfg.gan.preset} makes only the minority")  # fmt: skip
+        parse_operating_point(cfg.operating_point)
+        standard_augmentation(cfg.standard_aug)
+        return fraction
+
+    def __init__(self, cfg: StudyConfig, out: str | os.PathLike, progress: bool = True):
+        self.cfg, self.dir, self.progress = cfg, Path(out), progress
+        self.fraction = self.check(cfg)
 
     def prepare(self) -> None:
         cfg = self.cfg
-        parse_operating_point(cfg.operating_point)  # a bad rule fails before any work
-        standard_augmentation(cfg.standard_aug)
         self.dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.dir / "config.yaml")
         ds, self.origin = load_labelled(cfg.sources, cfg.size, progress=self.progress)
