@@ -52,6 +52,8 @@ def test_killed_study_resumes_without_redoing_finished_runs(tmp_path, monkeypatc
     assert len(finished) == 2
     calls = []
     real_fit = study_mod.fit_classifier
+    # the report's UMAP (numba compiles it first: ~11 s per process) is not what this test is about
+    monkeypatch.setattr("cxraug.classify.explain.umap_embedding", lambda m, x, seed=0: np.zeros((len(x), 2)))
     monkeypatch.setattr(study_mod, "fit_classifier", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
     assert main(["benchmark", "--resume", str(study), "-q"]) == 0
     assert len(calls) == 2  # only the two unfinished runs

@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from cxraug.classify.stats import (
     auc_of,
+    average_precision,
     choose_threshold,
     cluster_bootstrap,
     clustered_auc_cov,
@@ -36,6 +37,18 @@ def test_youden_and_sensitivity_operating_points_by_hand():
     for bad in ("youden:1", "sensitivity:2", "fixed:x", "best"):
         with pytest.raises(CXRAugError, match="operating_point"):
             choose_threshold(Y, S, bad)
+
+
+def test_average_precision_by_hand_and_against_sklearn():
+    # Y/S above, thresholds from the top: 0.9 (P 1, R 1/3), 0.8 (1, 2/3), 0.75 (2/3, 2/3), 0.6 (3/4, 1)
+    assert average_precision(Y, S) == pytest.approx(1 / 3 + 1 / 3 + 0 + 1 / 3 * 3 / 4)
+    rng = np.random.default_rng(0)
+    for n in (2, 7, 50, 400):
+        y = rng.integers(0, 2, n)
+        y[0] = 1
+        for s in (rng.random(n), rng.integers(0, 5, n) / 4.0, np.zeros(n)):  # continuous, many ties, all tied
+            assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert np.isnan(average_precision(np.zeros(5), rng.random(5)))
 
 
 def test_youden_threshold_matches_sklearn_roc():

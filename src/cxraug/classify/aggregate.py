@@ -9,11 +9,10 @@ t-test, DeLong's test on the same images, a bootstrap CI of the AUC difference, 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 
 from cxraug.classify.config import StudyConfig
 from cxraug.classify.metrics import mean_ci, paired_comparison
-from cxraug.classify.stats import auc_of, cluster_bootstrap, delong_test, verdict
+from cxraug.classify.stats import auc_of, average_precision, cluster_bootstrap, delong_test, verdict
 
 METRIC_KEYS = ("auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "threshold", "accuracy",
                "precision", "recall", "f1", "false_negatives")  # fmt: skip
@@ -60,10 +59,6 @@ def _groups(groups: dict[str, list[str]], name: str) -> list[str]:
     return [p for k, v in groups.items() if k.startswith("external:") for p in v]
 
 
-def _ap(y: np.ndarray, s: np.ndarray) -> float:
-    return float(average_precision_score(y, s)) if y.any() else float("nan")
-
-
 def _pooled(runs: list[dict], name: str, groups: list[str], cfg: StudyConfig) -> dict:
     """Patient-bootstrap CIs on the pooled predictions of one protocol's seeds for one set."""
     scores = np.stack([_sets(r)[name][0] for r in runs])  # [seeds, N]
@@ -72,7 +67,7 @@ def _pooled(runs: list[dict], name: str, groups: list[str], cfg: StudyConfig) ->
         return {}
     mean = scores.mean(0)
     out = {"auc": cluster_bootstrap(lambda i: auc_of(y[i], mean[i]), groups, cfg.bootstrap),
-           "pr_auc": cluster_bootstrap(lambda i: _ap(y[i], mean[i]), groups, cfg.bootstrap)}  # fmt: skip
+           "pr_auc": cluster_bootstrap(lambda i: average_precision(y[i], mean[i]), groups, cfg.bootstrap)}  # fmt: skip
     thr = [r.get("threshold") for r in runs]
     if all(t is not None for t in thr):
         calls = scores >= np.asarray(thr, float)[:, None]  # [seeds, N], each seed at its own operating point
