@@ -177,3 +177,19 @@ def test_balance_reports_the_images_a_translating_generator_wrote(cyclegan_ckpt,
         written = sum(r["synthetic"] == "true" and r["label"] == "covid" for r in csv.DictReader(f))
     assert bal["planned"] == {"covid": 6} and written == 3
     assert bal["added"] == {"covid": written} and bal["after"] == {"covid": 2 + written, "normal": 8}
+
+
+@pytest.mark.parametrize("family", ["dcgan", "wgangp", "cgan", "stylegan2", "ddpm"])
+@pytest.mark.parametrize("class_cond", [False, True])
+def test_conditional_for_a_config_is_what_the_built_sampler_does(family, class_cond):
+    """A family's answer before training (``conditional_for(config)``, which a study's checks use) agrees with
+    the sampler built from that config (its ``conditional``, what synthesis honours)."""
+    from cxraug.config import to_dict
+    from cxraug.models.artifact import family_of
+
+    cfg = to_dict(gan_cfg({"dcgan": "dcgan-64", "wgangp": "wgan-gp-64", "cgan": "cgan-64",
+                           "stylegan2": "stylegan2-ada-64", "ddpm": "ddpm-64"}[family],
+                          width=8, z_dim=16, w_dim=16, unet_mult=[1, 1], unet_attention=[], class_cond=class_cond))  # fmt: skip
+    fam = family_of(cfg["family"])
+    sampler = fam(fam.build(cfg, 2), cfg, ["covid", "pneumonia"], torch.zeros(1, 2))
+    assert fam.conditional_for(cfg) == sampler.conditional

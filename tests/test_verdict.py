@@ -429,3 +429,25 @@ def test_single_label_min_fraction_adds_the_closed_form_count(study):
         assert (y == st.k_min).sum() >= 0.45 * len(y) and (y[:-1] == st.k_min).sum() < 0.45 * (len(y) - 1)
     finally:
         st.fraction = old
+
+
+@pytest.mark.parametrize("gan,ok", [
+    (GanSpec(preset="cgan-64"), True),
+    (GanSpec(preset="ddpm-64", overrides=["class_cond=true"]), True),
+    (GanSpec(preset="stylegan2-ada-64", overrides=["class_cond=true"]), True),
+    (GanSpec(preset="stylegan2-ada-64"), False),
+    (GanSpec(preset="ddpm-64"), False),
+    (GanSpec(preset="dcgan-64"), False),
+])  # fmt: skip
+def test_several_augment_labels_take_any_family_that_is_conditional_by_its_config(gan, ok):
+    """Several augment labels need a generator that honours label vectors: the family decides from the gan
+    block's config (a class-conditional StyleGAN2 or DDPM used to be refused as 'not a cgan preset')."""
+    from cxraug.classify.study import Study
+
+    cfg = StudyConfig(protocols=["real", "gan-aug"], gan=gan, augment_labels=["covid", "pneumonia"],
+                      augment_rule="min-fraction:0.15")  # fmt: skip
+    if ok:
+        assert Study.check(cfg) == 0.15
+    else:
+        with pytest.raises(CXRAugError, match="several augment_labels need a conditional generator"):
+            Study.check(cfg)

@@ -11,6 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cxraug.classify.assemble import min_fraction_pool_size
+from cxraug.classify.config import GanSpec
 from cxraug.config import load_config, to_dict
 from cxraug.data.splits import regime_subset
 from cxraug.errors import CXRAugError
@@ -18,6 +19,18 @@ from cxraug.io import load_checkpoint
 from cxraug.models.artifact import GeneratorArtifact
 from cxraug.train.config import TrainConfig, preset
 from cxraug.train.engine import Trainer
+
+
+def gan_train_config(spec: GanSpec, size: int, minority: str = "minority", n_images: int = 0) -> TrainConfig:
+    """The training config of a study's `gan:` block for ``n_images`` minority training images (the batch
+    is capped at that many; 0: not known yet, no cap)."""
+    batch = min(spec.batch_size, n_images) if n_images else spec.batch_size
+    return load_config(TrainConfig, None, [f"width={spec.width}", f"steps={spec.steps}", f"batch_size={batch}",
+                                           f"diffaug={spec.diffaug}", f"seed={spec.seed}", f"data.size={size}",
+                                           f"data.path=study:{n_images} {minority} training images",
+                                           "epochs=0",  # length in steps
+                                           *spec.overrides],
+                       base=preset(spec.preset))  # fmt: skip
 
 
 class StudyGenerators:
@@ -39,13 +52,7 @@ class StudyGenerators:
         mins = self._minority_train(regime, seed)
         spec = self.cfg.gan
         assert spec is not None
-        tcfg = load_config(TrainConfig, None, [f"width={spec.width}", f"steps={spec.steps}",
-                                               f"batch_size={min(spec.batch_size, len(mins))}",
-                                               f"diffaug={spec.diffaug}", f"seed={spec.seed}",
-                                               f"data.size={self.cfg.size}", f"data.path=study:{len(mins)} "
-                                               f"{self.cfg.minority} training images", "epochs=0",  # length in steps
-                                               *spec.overrides],
-                           base=preset(spec.preset))  # fmt: skip
+        tcfg = gan_train_config(spec, self.cfg.size, self.cfg.minority, len(mins))
         # keyed by its training images and its training config (less the step count, so more steps continue it)
         h = hashlib.sha1(mins.astype(np.int64).tobytes())
         h.update(repr(sorted((k, str(v)) for k, v in to_dict(tcfg).items() if k != "steps")).encode())

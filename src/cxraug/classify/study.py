@@ -40,7 +40,7 @@ from cxraug.classify.config import (
     load_study_config,
     source_names,
 )
-from cxraug.classify.generators import StudyGenerators
+from cxraug.classify.generators import StudyGenerators, gan_train_config
 from cxraug.classify.metrics import binary_metrics, multiclass_metrics, multilabel_auc
 from cxraug.classify.models import build_classifier
 from cxraug.classify.stats import choose_threshold, parse_operating_point
@@ -55,7 +55,7 @@ from cxraug.data.splits import (
 )
 from cxraug.errors import CXRAugError
 from cxraug.io import crash_hook, load_checkpoint, save_checkpoint, write_json
-from cxraug.train.config import PRESETS
+from cxraug.models.artifact import family_of
 
 RAW_KEYS = ("test_prob", "test_true", "external_prob", "external_true")  # per-image, kept in runs/*/result.json
 
@@ -85,12 +85,12 @@ class Study(StudyGenerators):
         if several and {"synthetic-only", "synthetic-only-full"} & set(cfg.protocols):
             raise CXRAugError("synthetic-only protocols replace one minority; with several augment_labels run "
                               "real, standard-aug and gan-aug")  # fmt: skip
-        family = PRESETS.get(cfg.gan.preset, {}).get("family", "") if cfg.gan else ""
-        for o in cfg.gan.overrides if cfg.gan else []:
-            family = o.partition("=")[2].strip() if o.partition("=")[0].strip() == "family" else family
-        if several and cfg.gan and family != "cgan":
-            raise CXRAugError(f"several augment_labels need a conditional generator (a cgan preset); "
-                              f"{cfg.gan.preset} makes only the minority")  # fmt: skip
+        if several and cfg.gan:
+            tcfg = gan_train_config(cfg.gan, cfg.size)
+            if not family_of(tcfg.family).conditional_for(to_dict(tcfg)):
+                raise CXRAugError(f"several augment_labels need a conditional generator (a cgan preset, or "
+                                  f"stylegan2 / ddpm with class_cond=true in gan.overrides); {cfg.gan.preset} "
+                                  "makes only the minority")  # fmt: skip
         parse_operating_point(cfg.operating_point)
         standard_augmentation(cfg.standard_aug)
         return fraction

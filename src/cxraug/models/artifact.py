@@ -122,6 +122,11 @@ class GeneratorFamily(ABC):
         self.real_labels = torch.nan_to_num(real_labels.float())  # [N, K]
 
     @classmethod
+    def conditional_for(cls, config: dict[str, Any]) -> bool:
+        """Whether a generator this config trains will honour `labels` (known before it exists)."""
+        return cls.conditional
+
+    @classmethod
     @abstractmethod
     def build(cls, config: dict[str, Any], n_labels: int) -> nn.Module:
         """A freshly initialised generator network for this config."""

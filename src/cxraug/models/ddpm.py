@@ -156,6 +156,10 @@ class DDPMFamily(GeneratorFamily):
         self.conditional = getattr(net, "label_proj", None) is not None  # an instance fact: class_cond in its config
 
     @classmethod
+    def conditional_for(cls, config: dict) -> bool:
+        return bool(config.get("class_cond"))  # class-conditional by configuration
+
+    @classmethod
     def build(cls, config: dict[str, Any], n_labels: int) -> nn.Module:
         check_sampling(config)  # a bad schedule or sampler setting is refused up front, with the network's shape
         return DenoisingUNet.from_config(config, n_labels)

@@ -306,6 +306,10 @@ class StyleGAN2Family(GeneratorFamily):
         self.psi = float(config.get("truncation", 1.0))
 
     @classmethod
+    def conditional_for(cls, config: dict) -> bool:
+        return bool(config.get("class_cond"))  # class-conditional by configuration
+
+    @classmethod
     def build(cls, config: dict, n_labels: int) -> nn.Module:
         return build_generator(config, n_labels)
 
