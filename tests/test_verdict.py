@@ -207,6 +207,17 @@ def test_report_is_a_pure_function_of_the_study_folder(study, tmp_path):
     assert "patient-clustered (Obuchowski 1997) variance" in html
     res = json.loads((copy / "results.json").read_text())
     assert "quality" in res
+    # the augmented training sets, recomputed here from the study's own training-set assembly
+    added, share = [], []
+    for seed in (0, 1):
+        _, y, syn = st.train_set("gan-aug", 1.0, seed)
+        added.append(int(syn.sum()))
+        share.append(float((y == st.k_min).mean()))
+    assert min(added) > 0
+    row = (f"<td>gan-aug</td><td>covid</td><td>{np.mean(added):.1f} ({min(added):.1f}–{max(added):.1f})</td>"
+           f"<td>{np.mean(share):.3f} ({min(share):.3f}–{max(share):.3f})</td>")  # fmt: skip
+    assert "rule equalize" in html and row in html
+    assert "<td>standard-aug</td><td>covid</td>" not in html  # no synthetic images, no row
 
 
 def test_report_escapes_names(study, tmp_path):

@@ -73,6 +73,9 @@ Strongly negative: copying; strongly positive: under-fitting.</p>{% endif %}
 <h2>Benchmark</h2>
 {% for r in regimes %}<h3>{{ r.title }}</h3>
 {% for v in r.verdicts %}<p class="verdict">{{ v }}</p>{% endfor %}
+{% if r.augment %}<p class="note">augmented training sets (rule {{ r.augment_rule }}): synthetic images added per label and
+each label's positive share of the training set, mean over seeds (min–max)</p>
+{{ table(r.augment, ["protocol", "label", "synthetic positives added", "positive share of training set"]) }}{% endif %}
 <p class="note">internal test split</p>
 {{ table(r.rows, ["protocol"] + r.cols) }}
 {% for e in r.external %}<p class="note">external: {{ e.name }}</p>{{ table(e.rows, ["protocol"] + e.cols) }}{% endfor %}
@@ -152,12 +155,33 @@ def _figures(d: Path, cfg: dict, data: dict, first: list[dict], inputs: dict) ->
         plots.umap_plot(inputs["umap"], inputs["umap_y"], inputs["umap_synthetic"], names, fig / "umap.png")
 
 
-def _regime_view(regime: str, summary: dict) -> dict:
+def _augment_rows(runs: list[dict]) -> tuple[list[list], str]:
+    """Per protocol with synthetic images and per augment label: the synthetic positives each seed added and the
+    label's share of that seed's training set, as mean (min–max) over seeds; and the rule."""
+    by: dict = {}
+    rule = ""
+    for r in runs:
+        aug = r.get("augment")
+        if not aug or not r.get("n_synthetic"):
+            continue
+        rule = aug["rule"]
+        for lab in aug["labels"]:
+            by.setdefault((r["protocol"], lab), []).append((aug["synthetic_positives"][lab], aug["train_share"][lab]))
+
+    def spread(v: list[float], f: str) -> str:
+        return f"{np.mean(v):{f}} ({min(v):{f}}–{max(v):{f}})" if len(v) > 1 else f"{v[0]:{f}}"
+
+    rows = [[p, lab, spread([a for a, _ in v], ".1f"), spread([b for _, b in v], ".3f")] for (p, lab), v in by.items()]
+    return rows, rule
+
+
+def _regime_view(regime: str, summary: dict, runs: list[dict] | None = None) -> dict:
     by_p = summary["table"][regime]
     keys = [k for k in next(iter(by_p.values())) if k != "threshold"] + ["threshold"]
     view: dict = {"title": f"{float(regime) * 100:g} % of the training data", "cols": keys,
                   "rows": [[p] + [_fmt(by_p[p].get(k, {})) for k in keys] for p in by_p], "external": [],
                   "pooled": [], "verdicts": [], "comparisons": []}  # fmt: skip
+    view["augment"], view["augment_rule"] = _augment_rows([r for r in runs or [] if str(r["regime"]) == regime])
     for name, tab in summary.get("external", {}).get(regime, {}).items():
         ek = list(next(iter(tab.values())))
         view["external"].append({"name": name, "cols": ek, "rows": [[p] + [_fmt(tab[p][k]) for k in ek] for p in tab]})
@@ -225,7 +249,7 @@ def build_report(study_dir: str | Path, progress: bool = True) -> Path:
                           + [e["counts"].get(c, 0) for c in data["classes"]] for n, e in data.get("external", {}).items()],
         "probes": bool(probe_table), "probe_rows": probe_table,
         "has_gen": (d / "synthetic_samples.png").is_file(), "quality": quality, "mem": (quality or {}).get("memorization"),
-        "regimes": [_regime_view(r, summary) for r in summary["table"]],
+        "regimes": [_regime_view(r, summary, full) for r in summary["table"]],
         "method": summary.get("method", ""), "top_pct": f"{top * 100:g}", "seed0": cfg["seeds"][0],
     }  # fmt: skip
     html = _env(d).from_string(TEMPLATE).render(**ctx)
