@@ -79,8 +79,10 @@ def _writable(root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_whole_pipeline_on_a_read_only_input_folder(phantom_root, tmp_path, capsys):
+def test_whole_pipeline_on_a_read_only_input_folder(phantom_root, tmp_path, capsys, monkeypatch):
     """split -> train (on the training split) -> evaluate -> synthesize -> balance -> benchmark -> report."""
+    # the report's UMAP (numba compiles it first, ~11 s a process; the demo test runs the real one) is not tested here
+    monkeypatch.setattr("cxraug.classify.explain.umap_embedding", lambda m, x, seed=0: np.zeros((len(x), 2)))
     ro = tmp_path / "input"
     shutil.copytree(phantom_root, ro)
     _read_only(ro)
