@@ -1,0 +1,365 @@
+"""Four-way comparison: DCGAN, WGAN-GP, StyleGAN2-ADA and DDPM on covid-cxnet at 64 px, each trained for
+the same compute budget on the same machine, then judged by the same metrics (BENCHMARKS.md section 9).
+
+    python benchmarks/four_way.py prepare                        # the split and the trace's FID encoder
+    python benchmarks/four_way.py train dcgan --budget 900       # one contestant (run them side by side)
+    python benchmarks/four_way.py evaluate --only dcgan          # metrics and synthesis speed
+    python benchmarks/four_way.py study dcgan --budget 240       # the 10 % regime study with that family
+    python benchmarks/four_way.py table                          # markdown tables of all of it
+    python benchmarks/four_way.py figure                         # docs/four-way-covid-cxnet-64.png
+
+Everything goes to runs/four-way/ (``--out``). Contestants: dcgan, wgan-gp, stylegan2-ada and ddpm, plus
+wgan-clip and cgan for the time-to-quality trace only.
+
+The budget is **CPU seconds of training in one thread** (``time.thread_time`` of the training loop; on an
+otherwise idle core this is its wall time). Counting CPU time, not wall time, lets several contestants run
+side by side, one core each, and still get exactly the same compute whatever else the machine does.
+Evaluation during training (encoder FID of 128 EMA samples every ``--eval-every`` CPU seconds, for the
+time-to-quality trace) is timed apart and not charged to the budget.
+
+Data: covid-cxnet (898 COVID images, no patient ids: one image = one patient), split 85 / 15 at random
+(seed 0); the 15 % held-out part, less every image within the near-duplicate pHash distance of a training
+image, is never trained on and serves as Meehan et al.'s held-out set in the data-copying test. Generators
+train on the 85 %. ``evaluate`` draws 1,000 images per contestant (timed: samples per second at synthesis,
+one thread) and runs ``cxraug.metrics.evaluate_images`` on them: FID and KID with their spread, precision /
+recall / density / coverage, MS-SSIM diversity and the memorization audit, on the offline encoder trained
+on a patient-level half of the training images (the other half is the reference), as ``cxraug evaluate``
+does when no Inception weights are present.
+
+``study`` runs benchmarks/study-four-way.yaml (the COVID study at the 10 % regime, 3 seeds) with the
+contestant's family in the `gan:` block, each seed's generator trained for the number of steps the
+contestant makes in ``--budget`` CPU seconds at the rate ``train`` measured: equal compute per generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data" / "covid-cxnet"
+
+# ADA's 'bgc' without luma flip: flipping the luma of a grey image inverts the radiograph (x -> -x).
+ADA_CXR = "xflip,rotate90,xint,scale,rotate,aniso,xfrac,brightness,contrast"
+# Each contestant: its preset and the overrides that size it for a CPU (the presets are GPU-sized). Batch 64
+# for all; DiffAugment for the two paper GANs as in a study's `gan:` block; ADA for StyleGAN2.
+CONTESTANTS: dict[str, tuple[str, list[str]]] = {
+    "dcgan": ("dcgan-64", ["width=32", "batch_size=64", "diffaug=translation,cutout"]),
+    "wgan-gp": ("wgan-gp-64", ["width=32", "batch_size=64", "diffaug=translation,cutout"]),
+    "stylegan2-ada": ("stylegan2-ada-64", ["width=16", "z_dim=128", "w_dim=128", f"ada={ADA_CXR}"]),
+    "ddpm": ("ddpm-64", ["width=16", "unet_layers=1", "sample_steps=25"]),
+    # trace only (time-to-quality of the other noise-to-image families; not in the four-way table)
+    "wgan-clip": ("wgan-clip-64", ["width=32", "batch_size=64"]),
+    "cgan": ("cgan-64", ["width=32", "batch_size=64", "diffaug=translation,cutout"]),
+}
+FOUR = ("dcgan", "wgan-gp", "stylegan2-ada", "ddpm")
+HELDOUT = 0.15
+N_EVAL = 1000
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+
+
+def split_data(size: int = 64):
+    """(training dataset, held-out uint8 images) of covid-cxnet: a seeded 85/15 split, near-duplicates of a
+    training image removed from the held-out part."""
+    import numpy as np
+
+    from cxraug.data.source import DataConfig, load_dataset
+    from cxraug.data.splits import near_duplicates_in_test
+    from cxraug.data.stats import fingerprints
+
+    ds = load_dataset(DataConfig(str(DATA), size=size), progress=False)
+    perm = np.random.default_rng(0).permutation(len(ds))
+    n_held = round(HELDOUT * len(ds))
+    split = {"train": np.sort(perm[n_held:]), "test": np.sort(perm[:n_held])}
+    imgs = np.asarray(ds.images)
+    dup = near_duplicates_in_test(fingerprints(imgs), split)
+    held = split["test"][~dup]
+    return ds.subset(split["train"]), imgs[held], int(dup.sum())
+
+
+def trace_encoder(out: Path, train) -> Path:
+    """The trace's FID features: the offline encoder, trained once on the training images and shared by all
+    contestants (``prepare`` makes it before they start side by side)."""
+    import numpy as np
+
+    from cxraug.metrics.encoder import save_encoder, train_encoder
+
+    enc = out / "trace-encoder.safetensors"
+    if not enc.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        save_encoder(train_encoder(np.asarray(train.images), progress=False), enc)
+    return enc
+
+
+def cmd_prepare(a: argparse.Namespace) -> int:
+    train, held, n_dup = split_data()
+    print(f"{len(train)} training images, {len(held)} held out ({n_dup} near-duplicates of training images dropped)")
+    print(f"trace encoder: {trace_encoder(Path(a.out), train)}")
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    _one_thread()
+    from cxraug.config import load_config
+    from cxraug.metrics.hooks import EncoderFIDHook
+    from cxraug.train.config import TrainConfig, preset
+    from cxraug.train.engine import Trainer
+
+    name = a.name
+    preset_name, overrides = CONTESTANTS[name]
+    out = Path(a.out) / name
+    out.mkdir(parents=True, exist_ok=True)
+    train, held, n_dup = split_data()
+    enc = trace_encoder(Path(a.out), train)
+    cfg = load_config(TrainConfig, None, [*overrides, "steps=10000000", "fid_every=0", "sample_every=10000000",
+                                          "ckpt_every=10000000", f"fid_n={a.fid_n}", "threads=1", "device=cpu", *a.set],
+                      base=preset(preset_name))  # fmt: skip
+    tr = Trainer(cfg, train, out / "run", progress=False)
+    hook = EncoderFIDHook(f"encoder:{enc}")
+    trace: list[dict] = []
+    t_train = t_eval = 0.0
+    next_eval = 0.0
+
+    def evaluate() -> None:
+        nonlocal t_eval
+        e0 = time.thread_time()
+        fid = hook(tr)
+        t_eval += time.thread_time() - e0
+        trace.append({"step": tr.step, "cpu_s": round(t_train, 1), "images": tr.images_seen, "fid": round(fid, 3)})
+        print(f"{name}: step {tr.step:6d}  {t_train:7.1f} cpu-s  FID {fid:7.2f}", file=sys.stderr, flush=True)
+
+    wall0 = time.perf_counter()
+    while t_train < a.budget:
+        if t_train >= next_eval:
+            evaluate()
+            next_eval += a.eval_every
+        c0 = time.thread_time()
+        logs = tr.train_step()
+        if tr.step % 10 == 0:
+            for k, v in logs.items():
+                tr.history.setdefault(k, []).append([tr.step, float(v)])
+        t_train += time.thread_time() - c0
+    evaluate()
+    tr.run_dir.mkdir(parents=True, exist_ok=True)
+    tr.save_samples()
+    tr.save_curves()
+    ckpt = tr.save_checkpoint(out / "last.pt")
+    info = {"name": name, "preset": preset_name, "overrides": [*overrides, *a.set], "budget_cpu_s": a.budget,
+            "train_cpu_s": round(t_train, 1), "eval_cpu_s": round(t_eval, 1),
+            "wall_s": round(time.perf_counter() - wall0, 1), "steps": tr.step, "images_seen": tr.images_seen,
+            "train_images": len(train), "heldout_images": len(held), "heldout_near_duplicates_dropped": n_dup,
+            "params_g": sum(p.numel() for p in tr.main_generator.parameters()),
+            "params_d": sum(p.numel() for m in tr.family.critics.values() for p in m.parameters()),
+            "trace": trace, "checkpoint": str(ckpt), "cpu": _cpu()}  # fmt: skip
+    (out / "train.json").write_text(json.dumps(info, indent=2))
+    print(f"{name}: {tr.step} steps in {t_train:.0f} cpu-s, last FID {trace[-1]['fid']:.2f}")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    _one_thread()
+    import numpy as np
+    import torch
+
+    from cxraug.metrics import evaluate_images
+    from cxraug.plotting import save_grid
+    from cxraug.synth.generate import generate
+
+    train, held, _ = split_data()
+    real = np.asarray(train.images)
+    names = a.only or [n for n in CONTESTANTS if (Path(a.out) / n / "last.pt").exists()]
+    for name in names:
+        d = Path(a.out) / name
+        generate(d / "last.pt", 8, seed=1)  # warm-up: the first call pays for imports and allocation
+        t0 = time.perf_counter()
+        fake, _, _ = generate(d / "last.pt", N_EVAL, seed=0)
+        gen_s = time.perf_counter() - t0
+        res = evaluate_images(real, fake, "auto", n=N_EVAL, seed=0, progress=False, heldout_u8=held)
+        res["samples_per_s"] = round(N_EVAL / gen_s, 2)
+        res["synthesis_s"] = round(gen_s, 1)
+        (d / "metrics.json").write_text(json.dumps(res, indent=2, default=float))
+        grid = torch.from_numpy(fake[:64]).float().div(127.5).sub(1).unsqueeze(1)
+        save_grid(grid, d / "grid.png", nrow=8)
+        print(f"{name}: FID {res['fid']:.2f}  KID {res['kid']:.4f}  {res['samples_per_s']} img/s", flush=True)
+    return 0
+
+
+def study_config(name: str, out: Path, budget: float) -> Path:
+    """benchmarks/study-four-way.yaml with ``name``'s family in the `gan:` block, trained for as many steps as
+    ``name`` makes in ``budget`` CPU seconds (its rate measured by ``train``); written beside its results."""
+    from cxraug.config import load_yaml
+
+    info = json.loads((out / name / "train.json").read_text())
+    steps = max(1, round(info["steps"] / info["train_cpu_s"] * budget))
+    preset_name, overrides = CONTESTANTS[name]
+    gan: dict = {"preset": preset_name, "steps": steps, "batch_size": 64, "diffaug": "", "overrides": []}
+    for o in overrides:
+        k, v = o.split("=", 1)
+        if k == "width":
+            gan["width"] = int(v)
+        elif k == "diffaug":
+            gan["diffaug"] = v
+        elif k != "batch_size":
+            gan["overrides"].append(o)
+    cfg = load_yaml((ROOT / "benchmarks" / "study-four-way.yaml").read_text())
+    cfg["gan"] = gan
+    root = ROOT / "benchmarks"  # the base config's relative paths are relative to the repository root
+    cfg["sources"] = [dict(s, path=str((root.parent / s["path"]).resolve())) for s in cfg["sources"]]
+    for k in ("external_test", "probe"):
+        cfg[k] = [dict(s, path=str((root.parent / s["path"]).resolve())) for s in cfg.get(k, [])]
+    dest = out / name / "study.yaml"
+    dest.write_text(json.dumps(cfg, indent=2))  # JSON is YAML
+    return dest
+
+
+def cmd_study(a: argparse.Namespace) -> int:
+    import subprocess
+
+    out = Path(a.out)
+    cfg = study_config(a.name, out, a.budget)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cli = [sys.executable, "-m", "cxraug", "benchmark", "--config", str(cfg), "--out", str(out / a.name), "-q"]
+    return subprocess.call(cli, env=env)
+
+
+def _first_below(trace: list[dict], threshold: float) -> str:
+    hit = next((t for t in trace if t["fid"] <= threshold), None)
+    return f"{hit['cpu_s']:.0f} s (step {hit['step']})" if hit else "not reached"
+
+
+def cmd_table(a: argparse.Namespace) -> int:
+    """Markdown tables for BENCHMARKS.md from what ``train``, ``evaluate`` and ``study`` wrote."""
+    out = Path(a.out)
+    info = {
+        n: json.loads((out / n / "train.json").read_text()) for n in CONTESTANTS if (out / n / "train.json").exists()
+    }
+    print(
+        "| family | steps | images seen | params G / D | FID [95 % CI] | KID ×10³ (± std) | precision | recall | "
+        "density | coverage | MS-SSIM | flagged copies | Meehan Z_U | samples/s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n in FOUR:
+        if n not in info or not (out / n / "metrics.json").exists():
+            continue
+        t, m = info[n], json.loads((out / n / "metrics.json").read_text())
+        mem = m.get("memorization") or {}
+        z = (mem.get("three_sample") or {}).get("z_u", float("nan"))
+        lo, hi = m["fid_ci95"]
+        print(f"| {n} | {t['steps']} | {t['images_seen']:,} | {t['params_g'] / 1e6:.2f} M / {t['params_d'] / 1e6:.2f} M | "
+              f"{m['fid']:.2f} [{lo:.2f}, {hi:.2f}] | {m['kid_mean'] * 1e3:.1f} ± {m['kid_std'] * 1e3:.1f} | "
+              f"{m['precision']:.3f} | {m['recall']:.3f} | {m['density']:.3f} | {m['coverage']:.3f} | "
+              f"{m['diversity']['synthetic']['ms_ssim']:.3f} | {mem.get('n_flagged', 0)} / {mem.get('n_fake', 0)} | "
+              f"{z:+.2f} | {m['samples_per_s']:.1f} |")  # fmt: skip
+    print()
+    points = sorted({p["cpu_s"] // 1 for t in info.values() for p in t["trace"]})
+    print("| family (trace: encoder FID of 128 EMA samples) | " + " | ".join(f"{p:.0f} s" for p in points[:6])
+          + " | to FID ≤ 40 | to FID ≤ 25 |")  # fmt: skip
+    print("|---|" + "---:|" * (min(len(points), 6) + 2))
+    for n, t in info.items():
+        fids = [f"{p['fid']:.1f}" for p in t["trace"]][:6]
+        print(f"| {n} | " + " | ".join(fids) + f" | {_first_below(t['trace'], 40)} | {_first_below(t['trace'], 25)} |")
+    print()
+    print(
+        "| family | GAN steps per seed | standard-aug AUC | gan-aug AUC | gan-aug vs standard-aug (internal) | "
+        "(external) |"
+    )
+    print("|---|---:|---:|---:|---|---|")
+    for n in FOUR:
+        res = sorted((out / n).glob("study-*/results.json"))
+        if not res:
+            continue
+        r = json.loads(res[-1].read_text())
+        s = r["summary"]
+        reg = next(iter(s["table"]))
+        tab, ver = s["table"][reg], s["verdict"][reg].get("gan-aug vs standard-aug", {})
+        steps = r["config"]["gan"]["steps"]
+        auc = {p: f"{tab[p]['auc']['mean']:.3f} ± {tab[p]['auc']['ci']:.3f}" for p in tab}
+        words = {k: v["word"] for k, v in ver.items()}
+        diff = s["comparisons"][reg]["gan-aug vs standard-aug"]["internal"]
+        ci = diff.get("ci", [float("nan")] * 2)
+        print(
+            f"| {n} | {steps} | {auc['standard-aug']} | {auc['gan-aug']} | {words.get('internal', '–')} "
+            f"(CI [{ci[0]:+.3f}, {ci[1]:+.3f}]) | {words.get('external', '–')} |"
+        )
+    return 0
+
+
+def cmd_figure(a: argparse.Namespace) -> int:
+    """The four contestants' first 64 evaluation images side by side, titled with their FID (for docs/)."""
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(a.out)
+    names = [n for n in FOUR if (out / n / "grid.png").exists() and (out / n / "metrics.json").exists()]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.6))
+    for ax, n in zip(np.atleast_1d(axes), names):
+        m = json.loads((out / n / "metrics.json").read_text())
+        t = json.loads((out / n / "train.json").read_text())
+        ax.imshow(plt.imread(out / n / "grid.png"), cmap="gray")
+        ax.set_title(f"{n}: {t['steps']} steps\nencoder FID {m['fid']:.1f}", fontsize=11)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(a.dest, dpi=110)
+    print(a.dest)
+    return 0
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("prepare", help="the split and the trace's encoder (before contestants run side by side)")
+    r.add_argument("--out", default=str(ROOT / "runs" / "four-way"))
+    r.set_defaults(func=cmd_prepare)
+    t = sub.add_parser("train", help="train one contestant for a CPU-time budget")
+    t.add_argument("name", choices=list(CONTESTANTS))
+    t.add_argument("--budget", type=float, default=900.0, help="CPU seconds of training (one thread)")
+    t.add_argument("--eval-every", type=float, default=225.0, help="CPU seconds of training between FID points")
+    t.add_argument("--fid-n", type=int, default=128, help="EMA samples per FID point of the trace")
+    t.add_argument("--out", default=str(ROOT / "runs" / "four-way"))
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("evaluate", help="metrics and synthesis speed of every trained contestant")
+    e.add_argument("--out", default=str(ROOT / "runs" / "four-way"))
+    e.add_argument("--only", nargs="*")
+    e.set_defaults(func=cmd_evaluate)
+    d = sub.add_parser("study", help="the 10 %% regime study with a contestant's family, equal GAN budget")
+    d.add_argument("name", choices=list(CONTESTANTS))
+    d.add_argument("--budget", type=float, default=240.0, help="CPU seconds of generator training per seed")
+    d.add_argument("--out", default=str(ROOT / "runs" / "four-way"))
+    d.set_defaults(func=cmd_study)
+    f = sub.add_parser("figure", help="the four sample grids side by side, for docs/")
+    f.add_argument("--out", default=str(ROOT / "runs" / "four-way"))
+    f.add_argument("--dest", default=str(ROOT / "docs" / "four-way-covid-cxnet-64.png"))
+    f.set_defaults(func=cmd_figure)
+    b = sub.add_parser("table", help="markdown tables of everything measured so far")
+    b.add_argument("--out", default=str(ROOT / "runs" / "four-way"))
+    b.set_defaults(func=cmd_table)
+    a = p.parse_args()
+    return a.func(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
