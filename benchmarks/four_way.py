@@ -190,17 +190,38 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         (d / "metrics.json").write_text(json.dumps(res, indent=2, default=float))
         grid = torch.from_numpy(fake[:64]).float().div(127.5).sub(1).unsqueeze(1)
         save_grid(grid, d / "grid.png", nrow=8)
-        print(f"{name}: FID {res['fid']:.2f}  KID {res['kid']:.4f}  {res['samples_per_s']} img/s", flush=True)
+        print(f"{name}: FID {res['fid']:.2f}  KID {res['kid_mean']:.4f}  {res['samples_per_s']} img/s", flush=True)
     return 0
 
 
+def minority_per_seed(cfg_path: Path) -> list[int]:
+    """How many minority training images each seed's generator gets in the study (its lowest regime)."""
+    import tempfile
+
+    from cxraug.classify.study import Study, load_study_config
+
+    cfg = load_study_config(cfg_path, ["external_test=[]", "probe=[]"])
+    st = Study(cfg, tempfile.mkdtemp(prefix="cxraug-four-way-"), progress=False)
+    st.prepare()
+    return [len(st._minority_train(min(cfg.regimes), s)) for s in cfg.seeds]
+
+
 def study_config(name: str, out: Path, budget: float) -> Path:
-    """benchmarks/study-four-way.yaml with ``name``'s family in the `gan:` block, trained for as many steps as
-    ``name`` makes in ``budget`` CPU seconds (its rate measured by ``train``); written beside its results."""
+    """benchmarks/study-four-way.yaml with ``name``'s family in the `gan:` block, written beside its results.
+    Equal compute per generator: as many images through training as ``name`` processes in ``budget`` CPU
+    seconds at its measured rate (batch 64), i.e. steps = budget x steps/s x 64 / the study's batch, which
+    is capped at the seed's minority training images."""
     from cxraug.config import load_yaml
 
     info = json.loads((out / name / "train.json").read_text())
-    steps = max(1, round(info["steps"] / info["train_cpu_s"] * budget))
+    root = ROOT / "benchmarks"
+    cfg = load_yaml((root / "study-four-way.yaml").read_text())
+    for k in ("sources", "external_test", "probe"):  # relative to the repository root -> absolute
+        cfg[k] = [dict(s, path=str((ROOT / s["path"]).resolve())) for s in cfg.get(k, [])]
+    tmp = out / name / "study-base.yaml"
+    tmp.write_text(json.dumps(cfg, indent=2))  # JSON is YAML
+    batch = min(64, min(minority_per_seed(tmp)))
+    steps = max(1, round(info["steps"] / info["train_cpu_s"] * budget * 64 / batch))
     preset_name, overrides = CONTESTANTS[name]
     gan: dict = {"preset": preset_name, "steps": steps, "batch_size": 64, "diffaug": "", "overrides": []}
     for o in overrides:
@@ -211,14 +232,11 @@ def study_config(name: str, out: Path, budget: float) -> Path:
             gan["diffaug"] = v
         elif k != "batch_size":
             gan["overrides"].append(o)
-    cfg = load_yaml((ROOT / "benchmarks" / "study-four-way.yaml").read_text())
     cfg["gan"] = gan
-    root = ROOT / "benchmarks"  # the base config's relative paths are relative to the repository root
-    cfg["sources"] = [dict(s, path=str((root.parent / s["path"]).resolve())) for s in cfg["sources"]]
-    for k in ("external_test", "probe"):
-        cfg[k] = [dict(s, path=str((root.parent / s["path"]).resolve())) for s in cfg.get(k, [])]
     dest = out / name / "study.yaml"
-    dest.write_text(json.dumps(cfg, indent=2))  # JSON is YAML
+    dest.write_text(json.dumps(cfg, indent=2))
+    tmp.unlink()
+    print(f"{name}: {steps} generator steps of batch {batch} per seed ({budget:.0f} CPU-s at batch 64)")
     return dest
 
 
