@@ -281,7 +281,9 @@ def test_resume_is_exact(tiny_ds, tmp_path):
     wa, wb = _all_weights(straight), _all_weights(resumed)
     assert wa.keys() == wb.keys() and len(wa) > 0
     assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
-    assert torch.equal(straight.family.ada.p, resumed.family.ada.p) and straight.family.ada.p.item() != 0.5
+    assert torch.equal(straight.family.ada.p, resumed.family.ada.p)
+    p_path = [v for _, v in straight.history["ada_p"]]  # p after each step's critic update (log_every 1)
+    assert p_path == [v for _, v in resumed.history["ada_p"]] and any(v != 0.5 for v in p_path), p_path
     assert straight.family.d_steps == resumed.family.d_steps == 4
     assert straight.history["r1"] == resumed.history["r1"] and len(straight.history["r1"]) == 2
 

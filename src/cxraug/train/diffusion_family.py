@@ -24,6 +24,7 @@ from cxraug.errors import CXRAugError
 from cxraug.models.artifact import GeneratorFamily, family_of
 from cxraug.models.ddpm import noise_scheduler
 from cxraug.train.config import TrainConfig
+from cxraug.train.seeding import seeded_init
 
 
 class DiffusionFamily:
@@ -35,8 +36,7 @@ class DiffusionFamily:
         self.cfg, self.n_labels, self.rng = cfg, n_labels, rng
         self.spec: type[GeneratorFamily] = family_of(cfg.family)
         config = to_dict(cfg)
-        with torch.random.fork_rng(devices=[]):  # layer init from the seed; the caller's global RNG untouched
-            torch.random.default_generator.manual_seed(cfg.seed)
+        with seeded_init(cfg.seed):  # the init stream; the caller's global RNG untouched
             self.G = self.spec.build(config, n_labels)
         self.conditional = getattr(self.G, "label_proj", None) is not None
         self.scheduler = noise_scheduler(config)  # q(x_t | x_0): betas, alpha_bar

@@ -48,17 +48,21 @@ from cxraug.plotting import plot_curves, save_grid
 from cxraug.train.config import TrainConfig
 from cxraug.train.families import make_family
 from cxraug.train.graphs import StepGraph, graph_blocker
+from cxraug.train.seeding import stream_seed
 
 log = logging.getLogger("cxraug.train")
 __all__ = ["CKPT_FORMAT", "Trainer", "TrainingDiverged", "load_generator", "pick_device", "rank_seed"]
 
 # one stream per kind of draw; ranks are 7919 (a prime larger than any stream offset) apart
-STREAMS = {"noise": 0, "sampler": 1, "ambient": 2, "pool": 3}
+STREAMS = ("noise", "sampler", "ambient", "pool")  # with "init" (train.seeding): one hashed seed each
 FIXED_SEED = 12345  # the preview grid's noise, labels and source images: the same in every run and step
 
 
 def rank_seed(seed: int, rank: int, stream: str) -> int:
-    return seed + 7919 * rank + STREAMS[stream]
+    """The seed of ``stream`` (one of ``STREAMS``) for process ``rank``: see :func:`stream_seed`."""
+    if stream not in STREAMS:
+        raise ValueError(f"unknown random stream {stream!r}; one of {STREAMS}")
+    return stream_seed(seed, stream, rank)
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}

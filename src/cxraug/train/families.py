@@ -13,9 +13,6 @@ is computed or all-reduced.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import numpy as np
 import torch
 from torch import nn
@@ -36,6 +33,7 @@ from cxraug.train.config import TrainConfig
 from cxraug.train.diffaug import DiffAugment
 from cxraug.train.diffusion_family import DiffusionFamily
 from cxraug.train.losses import LOSSES, GANLoss, WassersteinGP, WeightClip, cycle_loss
+from cxraug.train.seeding import seeded_init, stream_seed
 from cxraug.train.stylegan_family import StyleGANFamily
 
 
@@ -47,15 +45,6 @@ def make_loss(cfg: TrainConfig) -> GANLoss:
     if cfg.loss not in LOSSES:
         raise ValueError(f"unknown loss {cfg.loss!r}; choose from {sorted(LOSSES)}")
     return LOSSES[cfg.loss]()
-
-
-@contextlib.contextmanager
-def seeded_init(seed: int) -> Iterator[None]:
-    """Network initialisation (torch's layer defaults draw from the global CPU RNG) from ``seed``, with
-    the caller's global RNG state given back afterwards: no global state changes."""
-    with torch.random.fork_rng(devices=[]):
-        torch.random.default_generator.manual_seed(seed)
-        yield
 
 
 def build_generator(cfg: TrainConfig, n_labels: int = 0) -> nn.Module:
@@ -227,11 +216,12 @@ TRAINING: dict[str, type] = {
 
 
 def make_family(cfg: TrainConfig, n_labels: int, rng: torch.Generator | None = None, pool_seed: int | None = None):
-    """The training family for ``cfg.family``; ``rng`` draws on its device (default: CPU, seeded ``cfg.seed``)."""
+    """The training family for ``cfg.family``; ``rng`` draws on its device (default: CPU, the ``noise`` stream
+    of ``cfg.seed``, as the engine's process 0)."""
     family_of(cfg.family)  # a clear error for an unknown name
     if cfg.family not in TRAINING:
         known = ", ".join(sorted(TRAINING))
         raise CXRAugError(f"GAN family {cfg.family!r} can be sampled but not trained here; trainable: {known}")
-    rng = rng if rng is not None else torch.Generator().manual_seed(cfg.seed)
-    pool_seed = cfg.seed if pool_seed is None else pool_seed
+    rng = rng if rng is not None else torch.Generator().manual_seed(stream_seed(cfg.seed, "noise"))
+    pool_seed = stream_seed(cfg.seed, "pool") if pool_seed is None else pool_seed
     return TRAINING[cfg.family](cfg, n_labels, rng, pool_seed)

@@ -28,6 +28,7 @@ from cxraug.models.stylegan2 import build_discriminator, build_generator
 from cxraug.train.ada import AdaptiveAugment, parse_policy
 from cxraug.train.config import TrainConfig
 from cxraug.train.diffaug import DiffAugment
+from cxraug.train.seeding import seeded_init
 
 # this family's fields, checked before anything is built: (test, what it must be)
 RULES = {
@@ -70,8 +71,7 @@ class StyleGANFamily:
         self.spec: type[GeneratorFamily] = family_of(cfg.family)
         self.conditional = bool(getattr(cfg, "class_cond", False)) and n_labels > 0
         conf = to_dict(cfg)
-        with torch.random.fork_rng(devices=[]):  # initialisation from the seed, the caller's global RNG kept
-            torch.random.default_generator.manual_seed(cfg.seed)
+        with seeded_init(cfg.seed):  # the init stream; the caller's global RNG untouched
             self.G = build_generator(conf, n_labels)
             self.D = build_discriminator(conf, n_labels)
         self.generators, self.critics = {"G": self.G}, {"D": self.D}
