@@ -9,7 +9,10 @@ the same compute budget on the same machine, then judged by the same metrics (BE
     python benchmarks/four_way.py figure                         # docs/four-way-covid-cxnet-64.png
 
 Everything goes to runs/four-way/ (``--out``). Contestants: dcgan, wgan-gp, stylegan2-ada and ddpm, plus
-wgan-clip and cgan for the time-to-quality trace only.
+wgan-clip, cgan and cyclegan for the time-to-quality trace only. CycleGAN translates NIH normal images
+(``nih-64/normal``, 400) into COVID ones: its trace's fakes are the translations of the first 128 normal
+images, its FID reference the COVID training images it is given (the family undersamples the larger domain
+to the smaller one, as Zunair & Hamza do: 400 of the 763).
 
 The budget is **CPU seconds of training in one thread** (``time.thread_time`` of the training loop; on an
 otherwise idle core this is its wall time). Counting CPU time, not wall time, lets several contestants run
@@ -55,7 +58,11 @@ CONTESTANTS: dict[str, tuple[str, list[str]]] = {
     # trace only (time-to-quality of the other noise-to-image families; not in the four-way table)
     "wgan-clip": ("wgan-clip-64", ["width=32", "batch_size=64"]),
     "cgan": ("cgan-64", ["width=32", "batch_size=64", "diffaug=translation,cutout"]),
+    # the preset's ResNet generator (6 blocks) and PatchGAN at width 32; batch 16, not the paper's 1 (a CPU
+    # wastes most of a batch-1 step on per-call overhead)
+    "cyclegan": ("cyclegan-64", ["width=32", "batch_size=16", "domain_a=normal", "domain_b=covid-cxnet"]),
 }
+NORMAL = ROOT / ".." / "shared" / "data" / "nih-64" / "normal"  # CycleGAN's source domain
 FOUR = ("dcgan", "wgan-gp", "stylegan2-ada", "ddpm")
 HELDOUT = 0.15
 N_EVAL = 1000
@@ -85,6 +92,25 @@ def split_data(size: int = 64):
     dup = near_duplicates_in_test(fingerprints(imgs), split)
     held = split["test"][~dup]
     return ds.subset(split["train"]), imgs[held], int(dup.sum())
+
+
+def with_normals(train):
+    """``train`` (the COVID training images) plus the NIH normal images as a second class: CycleGAN's two
+    domains in one dataset (normal -> covid-cxnet)."""
+    import numpy as np
+
+    from cxraug.data.cache import CachedDataset
+    from cxraug.data.source import DataConfig, load_dataset
+
+    nor = load_dataset(DataConfig(str(NORMAL), size=train.size), progress=False)
+    n, m = len(nor), len(train)
+    labels = np.zeros((n + m, 2), np.float32)
+    labels[:n, 0], labels[n:, 1] = 1, 1
+    return CachedDataset(
+        images=np.concatenate([np.asarray(nor.images), np.asarray(train.images)]), labels=labels,
+        class_names=["normal", *train.class_names], patient_ids=[*nor.patient_ids, *train.patient_ids],
+        paths=[*nor.paths, *train.paths], sources=[*nor.sources, *train.sources], prep=train.prep,
+    )  # fmt: skip
 
 
 def trace_encoder(out: Path, train) -> Path:
@@ -124,7 +150,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, None, [*overrides, "steps=10000000", "fid_every=0", "sample_every=10000000",
                                           "ckpt_every=10000000", f"fid_n={a.fid_n}", "threads=1", "device=cpu", *a.set],
                       base=preset(preset_name))  # fmt: skip
-    tr = Trainer(cfg, train, out / "run", progress=False)
+    tr = Trainer(cfg, with_normals(train) if cfg.domain_a else train, out / "run", progress=False)
     hook = EncoderFIDHook(f"encoder:{enc}")
     trace: list[dict] = []
     t_train = t_eval = 0.0
