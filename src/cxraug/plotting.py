@@ -62,5 +62,6 @@ def plot_curves(
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.lines:  # a run shorter than one logging interval has no points yet: no empty legend (and no warning)
+        ax.legend(fontsize=8)
     return save_fig(fig, dest)
