@@ -279,9 +279,18 @@ def test_presets_all_build():
 
 
 # ------------------------------------------------------------------ crash + resume (subprocess, SIGKILL)
-def _train_cmd(out: Path, *extra: str) -> list[str]:
+@pytest.fixture(scope="module")
+def kill_data(tmp_path_factory) -> Path:
+    """8 + 8 phantom images at 64 px as a saved cache folder: each `cxraug train` process of the kill tests
+    loads it instead of drawing the phantoms again (about 2 s of lung-mask loading per process)."""
+    folder = tmp_path_factory.mktemp("kill-data") / "cache"
+    tiny_cache(tmp_path_factory, {"normal": 8, "covid": 8}, seed=0, size=64).save(folder)
+    return folder
+
+
+def _train_cmd(out: Path, data: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "cxraug", "train", "--preset", "wgan-gp-64", "--data", "phantom:normal=8,covid=8",
+        sys.executable, "-m", "cxraug", "train", "--preset", "wgan-gp-64", "--data", str(data),
         "--steps", "20", "--out", str(out), "-q", "--set", "width=8", "--set", "batch_size=4",
         "--set", "n_critic=2", "--set", "ckpt_every=10", "--set", "sample_every=10", "--set", "threads=1",
         "--set", "log_every=5", *extra,
@@ -328,10 +337,10 @@ def test_resume_is_exact_for_cgan_and_cyclegan(name, tiny_ds, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_matches_straight_run(tmp_path):
-    straight = _run(_train_cmd(tmp_path / "a"))
+def test_resume_after_sigkill_matches_straight_run(tmp_path, kill_data):
+    straight = _run(_train_cmd(tmp_path / "a", kill_data))
     assert straight.returncode == 0, straight.stderr
-    killed = _run(_train_cmd(tmp_path / "b"), {"CXRAUG_FAULT": "after-checkpoint:10"})
+    killed = _run(_train_cmd(tmp_path / "b", kill_data), {"CXRAUG_FAULT": "after-checkpoint:10"})
     assert killed.returncode == -signal.SIGKILL
     (run_b,) = list((tmp_path / "b").iterdir())
     assert load_checkpoint(run_b / "checkpoints" / "last.pt")["step"] == 10
@@ -345,8 +354,8 @@ def test_resume_after_sigkill_matches_straight_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
-    killed = _run(_train_cmd(tmp_path), {"CXRAUG_FAULT": "checkpoint-write:20"})
+def test_sigkill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path, kill_data):
+    killed = _run(_train_cmd(tmp_path, kill_data), {"CXRAUG_FAULT": "checkpoint-write:20"})
     assert killed.returncode == -signal.SIGKILL
     (run,) = list(tmp_path.iterdir())
     st = load_checkpoint(run / "checkpoints" / "last.pt")  # intact, loads safely
