@@ -85,6 +85,8 @@ def test_streams_differ_per_name_seed_and_rank_and_are_stable():
     assert len(seeds) == 18 and all(0 <= s < 2**63 for s in seeds)
     assert not seeds & set(range(100_000))  # no small integer a user types
     assert stream_seed(0, "init") == stream_seed(0, "init")
+    with pytest.raises(ValueError, match="unknown random stream"):
+        stream_seed(0, "nosie")  # a misspelt stream must not silently get a seed of its own
 
 
 def test_seeded_init_leaves_the_global_rng_alone():

@@ -9,9 +9,9 @@ step, RNG states, history). Multi-GPU/multi-node via Hugging Face Accelerate
 (``accelerate launch -m cxraug train ...``); a single CPU process is the default.
 
 Randomness never touches torch's global RNG state: each process draws batches, noise, DiffAugment
-parameters, penalty ``eps`` and image-pool choices from its own ``torch.Generator`` objects, seeded
-``seed + 7919 * rank + stream`` (:func:`rank_seed`), so under torchrun every rank draws different
-noise while the DDP replicas stay identical. Draws that cannot take a generator (dropout) run on a
+parameters, penalty ``eps`` and image-pool choices from its own ``torch.Generator`` objects, seeded from a
+hash of (stream, seed, rank) (:func:`cxraug.train.seeding.stream_seed`), so under torchrun every rank draws
+different noise while the DDP replicas stay identical. Draws that cannot take a generator (dropout) run on a
 per-rank "ambient" stream swapped in around each step. All of these, for every rank, are in the
 checkpoint.
 
@@ -51,18 +51,9 @@ from cxraug.train.graphs import StepGraph, graph_blocker
 from cxraug.train.seeding import stream_seed
 
 log = logging.getLogger("cxraug.train")
-__all__ = ["CKPT_FORMAT", "Trainer", "TrainingDiverged", "load_generator", "pick_device", "rank_seed"]
+__all__ = ["CKPT_FORMAT", "Trainer", "TrainingDiverged", "load_generator", "pick_device"]
 
-# one stream per kind of draw; ranks are 7919 (a prime larger than any stream offset) apart
-STREAMS = ("noise", "sampler", "ambient", "pool")  # with "init" (train.seeding): one hashed seed each
 FIXED_SEED = 12345  # the preview grid's noise, labels and source images: the same in every run and step
-
-
-def rank_seed(seed: int, rank: int, stream: str) -> int:
-    """The seed of ``stream`` (one of ``STREAMS``) for process ``rank``: see :func:`stream_seed`."""
-    if stream not in STREAMS:
-        raise ValueError(f"unknown random stream {stream!r}; one of {STREAMS}")
-    return stream_seed(seed, stream, rank)
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}
@@ -141,11 +132,11 @@ class Trainer:
         self.class_names = list(data.class_names)
         self.n_labels = len(self.class_names)
         rank = self.acc.process_index
-        self.rng = torch.Generator(self.device).manual_seed(rank_seed(cfg.seed, rank, "noise"))  # z, aug, eps
+        self.rng = torch.Generator(self.device).manual_seed(stream_seed(cfg.seed, "noise", rank))  # z, aug, eps
         # each process of a multi-GPU/multi-node run (`accelerate launch`) draws its own batches
-        self.sampler = torch.Generator().manual_seed(rank_seed(cfg.seed, rank, "sampler"))
-        self._ambient = self._ambient_init(rank_seed(cfg.seed, rank, "ambient"))
-        self.family = make_family(cfg, self.n_labels, self.rng, rank_seed(cfg.seed, rank, "pool"))
+        self.sampler = torch.Generator().manual_seed(stream_seed(cfg.seed, "sampler", rank))
+        self._ambient = self._ambient_init(stream_seed(cfg.seed, "ambient", rank))
+        self.family = make_family(cfg, self.n_labels, self.rng, stream_seed(cfg.seed, "pool", rank))
         self.spec: type[GeneratorFamily] = self.family.spec
         self.data_a, self.data_b = self.family.select_data(data)
         self._on_device_a, self._on_device_b = self._resident(self.data_a), self._resident(self.data_b)

@@ -20,12 +20,19 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["seeded_init", "stream_seed"]
+__all__ = ["STREAMS", "seeded_init", "stream_seed"]
+
+# one stream per kind of draw: weight init, training noise (z, augmentations, epsilon), data sampler, torch's
+# global RNG during a step (dropout), CycleGAN's image pool
+STREAMS = ("init", "noise", "sampler", "ambient", "pool")
 
 
 def stream_seed(seed: int, stream: str, rank: int = 0) -> int:
-    """A 63-bit seed for ``stream`` of process ``rank``, derived from the user's ``seed`` by BLAKE2b:
-    deterministic across machines and Python versions (unlike ``hash()``), distinct per stream and rank."""
+    """A 63-bit seed for ``stream`` (one of ``STREAMS``) of process ``rank``, derived from the user's ``seed``
+    by BLAKE2b: deterministic across machines and Python versions (unlike ``hash()``), distinct per stream
+    and rank."""
+    if stream not in STREAMS:
+        raise ValueError(f"unknown random stream {stream!r}; one of {STREAMS}")
     digest = hashlib.blake2b(f"cxraug:{stream}:{int(seed)}:{int(rank)}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
