@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,14 +30,44 @@ def gradcam(model: torch.nn.Module, images_u8: np.ndarray, target: int) -> np.nd
         return np.asarray(cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(x)), np.float32)
 
 
+def umap_of(feats: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
+    """UMAP embedding [N,2] of feature vectors [N,D] (see ``umap_reducer``)."""
+    return umap_reducer(feats, seed, n_neighbors).embedding_.astype(np.float32)
+
+
+def umap_reducer(feats: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> Any:
+    """UMAP (McInnes et al., 2018) of feature vectors [N,D], fitted, on the exact Euclidean k-nearest-neighbour
+    graph. scikit-learn computes that graph and umap-learn gets it as ``precomputed_knn``: the same neighbours
+    umap-learn finds itself for fewer than 4,096 points (exactly, from all pairwise distances), without compiling
+    its parallel numba k-NN kernel first (about 7 s of every process's first UMAP on a 2-core CPU)."""
+    import warnings
+
+    import umap
+    from sklearn.neighbors import NearestNeighbors
+
+    feats = np.asarray(feats, np.float32)
+    k = min(n_neighbors, len(feats) - 1)
+    if k < 2:
+        raise ValueError(f"UMAP needs at least 3 points, got {len(feats)}")
+    # each point's k-1 nearest others, then the point itself first at distance exactly 0, as umap-learn lists them
+    # (querying the points themselves gives a self-distance of ~1e-7, which UMAP would take for the nearest
+    # neighbour's distance rho)
+    dist, idx = NearestNeighbors(n_neighbors=k - 1).fit(feats.astype(np.float64)).kneighbors()  # [N,k-1]
+    idx = np.concatenate([np.arange(len(feats))[:, None], idx], axis=1)  # [N,k]
+    dist = np.concatenate([np.zeros((len(feats), 1)), dist], axis=1)
+    with warnings.catch_warnings():  # no search index is given: only transform() of new points would need one
+        warnings.filterwarnings("ignore", message="precomputed_knn")
+        reducer = umap.UMAP(n_neighbors=k, random_state=seed, n_jobs=1,
+                            precomputed_knn=(idx, dist.astype(np.float32), None))  # fmt: skip
+        return reducer.fit(feats)
+
+
 @torch.no_grad()
 def umap_embedding(model: torch.nn.Module, images_u8: np.ndarray, seed: int = 0) -> np.ndarray:
     """UMAP of the classifier's penultimate features (``model.embed``): [N,2]."""
-    import umap
-
     x = u8_to_tensor(images_u8)
     feats = torch.cat([model.embed(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
-    return umap.UMAP(n_neighbors=min(15, len(feats) - 1), random_state=seed).fit_transform(feats).astype(np.float32)
+    return umap_of(feats, seed)
 
 
 def save_explanations(
