@@ -43,6 +43,38 @@ def test_phantom_classes_differ_where_the_pathology_is():
     assert set(CLASSES) == {"normal", "covid", "pneumonia"}
 
 
+def test_lung_masks_decode_as_pil_reads_the_archive():
+    """The phantoms' lung masks: cv2 decodes torchxrayvision's PNGs, checked here against PIL's reading of the same
+    bytes followed by the documented crop (two largest components at 256 px, bounding box, 128 px)."""
+    import importlib
+    import io
+
+    import cv2
+    from PIL import Image
+
+    ph = importlib.import_module("cxraug.data.phantom")
+    usable = 0
+    for i in range(0, ph.n_masks(), 37):  # 14 masks spread over the archive
+        m = np.asarray(Image.open(io.BytesIO(ph._mask_png(i))).convert("L")) > 127
+        small = cv2.resize(m.astype(np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST)
+        n, lab, st, _ = cv2.connectedComponentsWithStats(small, connectivity=8)
+        areas = st[1:, cv2.CC_STAT_AREA]
+        got = ph.lung_mask(i)
+        if n < 3 or np.sort(areas)[-2] < 0.35 * areas.max():
+            assert got is None
+            continue
+        lungs = np.isin(lab, 1 + np.argsort(-areas)[:2])
+        ys, xs = np.nonzero(lungs)
+        crop = lungs[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        if not 0.5 < crop.shape[0] / crop.shape[1] < 1.6:
+            assert got is None
+            continue
+        want = cv2.resize(crop.astype(np.float32), (128, 128), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_array_equal(got, want)
+        usable += 1
+    assert usable >= 10
+
+
 def test_phantom_collection_labels():
     coll = phantom_collection({"normal": 3, "covid": 2}, size=64)
     assert coll.class_names == ["normal", "covid"]

@@ -11,6 +11,7 @@ from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from cxraug.classify.stats import (
+    _midrank,
     auc_of,
     average_precision,
     choose_threshold,
@@ -260,3 +261,11 @@ def test_verdict_words():
     v = verdict([-0.1, 0.08], 0.02)
     assert v["word"] == "underpowered" and "±0.02" in v["text"]
     assert verdict([float("nan"), float("nan")], 0.02)["word"] == "underpowered"
+
+
+def test_midranks_match_scipy_rankdata_ties_nan_and_empty():
+    rng = np.random.default_rng(5)
+    cases = [np.round(rng.normal(size=n), d) for n in (1, 2, 7, 300) for d in (0, 1, 6)]  # many ties at d=0
+    cases += [np.zeros(5), np.array([3.0, 1.0, 3.0, np.nan]), np.array([]), np.array([-np.inf, 0.0, np.inf, 0.0])]
+    for x in cases:
+        np.testing.assert_array_equal(_midrank(x), stats.rankdata(x), err_msg=str(x))

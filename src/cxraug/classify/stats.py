@@ -63,8 +63,23 @@ def choose_threshold(y_true: np.ndarray, score: np.ndarray, rule: str = "youden"
 
 # ----------------------------------------------------------------------------------------- DeLong
 def _midrank(x: np.ndarray) -> np.ndarray:
-    """Mid-ranks (1-based, ties get their average rank) of a 1-D array."""
-    return stats.rankdata(x, method="average")
+    """Mid-ranks (1-based, ties get their average rank) of a 1-D array, all NaN if any value is NaN: what
+    ``scipy.stats.rankdata(x)`` gives (a test checks it), without its argument handling, which is most of its
+    time at the few hundred images of a test set (~0.1 ms against ~0.03 ms, i.e. seconds over a study's
+    thousands of bootstrap resamples)."""
+    x = np.asarray(x, float)
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]  # NaN sorts last
+    if len(xs) and np.isnan(xs[-1]):
+        return np.full(len(x), np.nan)
+    new = np.empty(len(x), bool)
+    new[:1] = True
+    np.not_equal(xs[1:], xs[:-1], out=new[1:])
+    starts = np.flatnonzero(new)  # first sorted position of each distinct value
+    ends = np.append(starts[1:], len(x))
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # mean of the 1-based ranks starts+1..ends
+    return ranks
 
 
 def delong_components(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,8 +17,8 @@ it makes the demo and the tests run offline with classes a classifier and a GAN 
 from __future__ import annotations
 
 import functools
-import io
 import os
+import threading
 import zipfile
 from pathlib import Path
 
@@ -33,26 +33,31 @@ _MASK_RES = 128
 
 
 @functools.cache
-def _mask_zip() -> tuple[str, tuple[str, ...]]:
+def _mask_zip() -> tuple[zipfile.ZipFile, tuple[str, ...], threading.Lock]:
+    """torchxrayvision's mask archive, opened once per process (reading its directory again for every mask was
+    a sixth of a mask's time), its members, and a lock: a ZipFile reads through one shared file handle."""
     import torchxrayvision as xrv
 
-    path = os.path.join(os.path.dirname(xrv.__file__), "data", "semantic_masks_v7labs_lungs.zip")
-    with zipfile.ZipFile(path) as z:
-        names = tuple(n for n in z.namelist() if not n.endswith("/"))
-    return path, names
+    z = zipfile.ZipFile(os.path.join(os.path.dirname(xrv.__file__), "data", "semantic_masks_v7labs_lungs.zip"))
+    return z, tuple(n for n in z.namelist() if not n.endswith("/")), threading.Lock()
 
 
 def n_masks() -> int:
     return len(_mask_zip()[1])
 
 
+def _mask_png(index: int) -> bytes:
+    z, names, lock = _mask_zip()
+    with lock:
+        return z.read(names[index % len(names)])
+
+
 @functools.lru_cache(maxsize=1024)
 def lung_mask(index: int) -> np.ndarray | None:
     """Mask ``index`` cropped to the lungs' bounding box, ``_MASK_RES``² float32, or None when the
     mask is unusable (empty, or not two lungs of plausible size)."""
-    path, names = _mask_zip()
-    with zipfile.ZipFile(path) as z:
-        m = np.asarray(Image.open(io.BytesIO(z.read(names[index % len(names)]))).convert("L")) > 127
+    png = np.frombuffer(_mask_png(index), np.uint8)
+    m = cv2.imdecode(png, cv2.IMREAD_GRAYSCALE) > 127  # the masks are 8-bit grey PNGs: as PIL reads them
     if m.sum() < 100:
         return None
     small = cv2.resize(m.astype(np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST)
