@@ -9,6 +9,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	@# umap-learn's import compiles pynndescent's numba kernels (about 20 s on 2 cores) into numba's cache
+	@# in the venv: done once here, at install, instead of in the first test or demo that draws a UMAP
+	$(BIN)/python -c "import umap"
 	@touch $(STAMP)
 
 .PHONY: install demo test lint bench
