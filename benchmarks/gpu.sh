@@ -5,6 +5,9 @@
 #   scaling     images/s at batch 128, 256, 512 (graphed; eager at 512)
 #   profile     the kernel-time fraction of a step, graphed and eager (benchmarks/profile_step.py)
 #   ttq         time to an encoder-FID threshold per family at 64 and 128 px (benchmarks/time_to_fid.py)
+#   cpubf16     not the GPU: the host CPU, where it has native bf16 (AVX-512-BF16 or AMX), pinned to two
+#               cores: engine / compute-only / naive in bf16 and float32 at 64 and 128 px (issue 17's bf16
+#               rows, which a CPU without bf16 cannot measure); skipped with a line elsewhere
 #
 #   [PARTS="tests throughput"] [TTQ_SECONDS=60] benchmarks/gpu.sh [DATA]   # DATA: flat PNG folder
 #
@@ -14,7 +17,7 @@ cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/covid-cxnet}
 OUT=${OUT:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}
 PY=${PYTHON:-python}
-PARTS=${PARTS:-tests throughput scaling profile ttq}
+PARTS=${PARTS:-tests throughput scaling profile ttq cpubf16}
 TTQ_SECONDS=${TTQ_SECONDS:-60}
 TTQ_PRESETS=${TTQ_PRESETS:-dcgan-64 wgan-gp-64 cgan-64 wgan-clip-64 dcgan-128 wgan-gp-128}
 WORK=${WORK:-/tmp/cxraug-gpu-bench}
@@ -68,4 +71,19 @@ if has ttq; then
       2>>"$OUT/ttq.log" | tee -a "$OUT/ttq.txt"
     cat "$(ls -t benchmarks/results/time-to-fid-*.json | head -1)" >>"$OUT/ttq.json"
   done
+fi
+if has cpubf16; then
+  echo "== host CPU, two cores: engine / compute-only / naive, bf16 and float32"
+  if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+    cases=()
+    for p in dcgan-64 wgan-gp-64 dcgan-128 wgan-gp-128; do
+      cases+=("train:$p:engine" "train:$p:compute" "train:$p:naive" "train:$p:engine+fp32" "train:$p:compute+fp32")
+    done
+    CUDA_VISIBLE_DEVICES= taskset -c 0,1 $PY benchmarks/bench_throughput.py --data "$DATA" --workdir "$WORK" \
+      --device cpu --threads 2 --batch 32 --steps 1 --repeats 3 --warmup 1 --only "${cases[@]}" \
+      >"$OUT/cpubf16.md" 2>"$OUT/cpubf16.log"
+    grep -E '^(CPU flags|\| (train|preset|dcgan|wgan))' "$OUT/cpubf16.md"
+  else
+    echo "skipped: this host CPU has neither avx512_bf16 nor amx_bf16"
+  fi
 fi
