@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,29 @@ def test_lung_masks_decode_as_pil_reads_the_archive():
         np.testing.assert_array_equal(got, want)
         usable += 1
     assert usable >= 10
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_children_read_the_mask_archive_through_their_own_handle():
+    """The archive is opened once per process: children forked after the parent opened it (DataLoader workers)
+    used to read through the parent's handle, whose file offset they share, and got CRC and inflate errors."""
+    import importlib
+    import zlib
+
+    ph = importlib.import_module("cxraug.data.phantom")
+    want = [zlib.crc32(ph._mask_png(i)) for i in range(ph.n_masks())]  # the parent opens the archive first
+    pids = []
+    for _ in range(3):  # concurrent readers: the case that corrupted each other's reads
+        pid = os.fork()
+        if pid == 0:  # child: exit status 0 only if every member read back whole, three times over
+            try:
+                ok = all(zlib.crc32(ph._mask_png(i)) == want[i] for _ in range(3) for i in range(len(want)))
+            except Exception:
+                ok = False
+            os._exit(0 if ok else 1)
+        pids.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    assert codes == [0, 0, 0]
 
 
 def test_phantom_collection_labels():

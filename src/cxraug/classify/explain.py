@@ -39,22 +39,28 @@ def umap_reducer(feats: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> Any
     """UMAP (McInnes et al., 2018) of feature vectors [N,D], fitted, on the exact Euclidean k-nearest-neighbour
     graph. scikit-learn computes that graph and umap-learn gets it as ``precomputed_knn``: the same neighbours
     umap-learn finds itself for fewer than 4,096 points (exactly, from all pairwise distances), without compiling
-    its parallel numba k-NN kernel first (about 7 s of every process's first UMAP on a 2-core CPU)."""
+    its parallel numba k-NN kernel first (about 7 s of every process's first UMAP on a 2-core CPU). The reducer has
+    no search index, so it embeds the points it was fitted on (``transform`` of new points is unavailable)."""
     import warnings
 
     import umap
     from sklearn.neighbors import NearestNeighbors
 
     feats = np.asarray(feats, np.float32)
+    if n_neighbors < 2:
+        raise ValueError(f"UMAP needs n_neighbors >= 2, got {n_neighbors}")
     k = min(n_neighbors, len(feats) - 1)
     if k < 2:
         raise ValueError(f"UMAP needs at least 3 points, got {len(feats)}")
     # each point's k-1 nearest others, then the point itself first at distance exactly 0, as umap-learn lists them
-    # (querying the points themselves gives a self-distance of ~1e-7, which UMAP would take for the nearest
-    # neighbour's distance rho)
-    dist, idx = NearestNeighbors(n_neighbors=k - 1).fit(feats.astype(np.float64)).kneighbors()  # [N,k-1]
-    idx = np.concatenate([np.arange(len(feats))[:, None], idx], axis=1)  # [N,k]
-    dist = np.concatenate([np.zeros((len(feats), 1)), dist], axis=1)
+    x = feats.astype(np.float64)
+    _, idx = NearestNeighbors(n_neighbors=k - 1).fit(x).kneighbors()  # [N,k-1]
+    idx = np.concatenate([np.arange(len(x))[:, None], idx], axis=1)  # [N,k]
+    # distances from the differences, as umap-learn computes them: the dot-product formula scikit-learn uses gives
+    # ~1e-7 for a point's duplicate (or itself), which UMAP would take for the nearest neighbour's distance rho
+    dist = np.stack([np.sqrt(((x[idx[:, j]] - x) ** 2).sum(1)) for j in range(k)], axis=1)  # [N,k]
+    order = np.argsort(dist, axis=1, kind="stable")  # the point itself (0, first) stays first
+    idx, dist = np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
     with warnings.catch_warnings():  # no search index is given: only transform() of new points would need one
         warnings.filterwarnings("ignore", message="precomputed_knn")
         reducer = umap.UMAP(n_neighbors=k, random_state=seed, n_jobs=1,

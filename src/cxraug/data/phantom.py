@@ -42,6 +42,13 @@ def _mask_zip() -> tuple[zipfile.ZipFile, tuple[str, ...], threading.Lock]:
     return z, tuple(n for n in z.namelist() if not n.endswith("/")), threading.Lock()
 
 
+# A forked child (a DataLoader worker, a multiprocessing pool) must not read through its parent's handle: the
+# file offset is shared between processes, so concurrent reads corrupt each other, and a lock held at the fork
+# stays held in the child. The child opens the archive again.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mask_zip.cache_clear)
+
+
 def n_masks() -> int:
     return len(_mask_zip()[1])
 
