@@ -299,7 +299,8 @@ def _train_args(out: Path, data: Path) -> list[str]:
 
 def _killed(args: list[str], fault: str) -> subprocess.CompletedProcess:
     """``cxraug <args>`` in its own process, which CXRAUG_FAULT SIGKILLs at ``fault``."""
-    return _run([sys.executable, "-m", "cxraug", *args], {"CXRAUG_FAULT": fault})
+    env = {**os.environ, "CXRAUG_FAULT": fault}
+    return subprocess.run([sys.executable, "-m", "cxraug", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 def _in_process(args: list[str]) -> int:
@@ -313,11 +314,6 @@ def _in_process(args: list[str]) -> int:
         return main(args)
     finally:
         torch.set_num_threads(threads)
-
-
-def _run(cmd, env_extra=None):
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
 def _final_weights(run: Path) -> dict[str, torch.Tensor]:
