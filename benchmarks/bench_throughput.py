@@ -445,22 +445,23 @@ def main() -> int:
 
 
 def side_by_side(results: dict) -> list[str]:
-    """One row per training preset: engine / compute-only / naive images/s and the two ratios."""
+    """One row per training preset and engine precision: engine / compute-only / naive images/s and the two
+    ratios. ``engine+fp32`` with ``compute+fp32`` (or ``+bf16``) gives a second row against the same naive loop."""
     presets = dict.fromkeys(c.split(":")[1] for c in results if c.startswith("train:"))  # in run order
     rows = []
     for p in presets:
-        ips = {
-            impl: results.get(f"train:{p}:{impl}", {}).get("images_per_s") for impl in ("engine", "compute", "naive")
-        }
-        if ips["engine"] is None:
-            continue
-        amp = results[f"train:{p}:engine"].get("amp", "?")
-        cell = {k: f"{v:.1f}" if v else "–" for k, v in ips.items()}
-        of_compute = f"{100 * ips['engine'] / ips['compute']:.0f} %" if ips["compute"] else "–"
-        vs_naive = f"{ips['engine'] / ips['naive']:.2f}x" if ips["naive"] else "–"
-        rows.append(
-            f"| {p} | {amp} | {cell['engine']} | {cell['compute']} | {cell['naive']} | {of_compute} | {vs_naive} |"
-        )
+        naive = results.get(f"train:{p}:naive", {}).get("images_per_s")
+        for suffix in ("", "+bf16", "+fp32"):
+            engine = results.get(f"train:{p}:engine{suffix}", {})
+            if engine.get("images_per_s") is None:
+                continue
+            ips = {"engine": engine["images_per_s"], "naive": naive,
+                   "compute": results.get(f"train:{p}:compute{suffix}", {}).get("images_per_s")}  # fmt: skip
+            cell = {k: f"{v:.1f}" if v else "–" for k, v in ips.items()}
+            of_compute = f"{100 * ips['engine'] / ips['compute']:.0f} %" if ips["compute"] else "–"
+            vs_naive = f"{ips['engine'] / naive:.2f}x" if naive else "–"
+            rows.append(f"| {p} | {engine.get('amp', '?')} | {cell['engine']} | {cell['compute']} | {cell['naive']} "
+                        f"| {of_compute} | {vs_naive} |")  # fmt: skip
     if not rows:
         return []
     return ["", "| preset | engine precision | engine img/s | compute-only img/s | naive img/s | engine / compute-only "

@@ -96,3 +96,28 @@ def test_instance_norm_module_takes_the_kernel_of_its_device(monkeypatch):
     assert set(m.state_dict()) == set(torch.nn.InstanceNorm2d(4, affine=True).state_dict()) == {"weight", "bias"}
     monkeypatch.delitem(common.INSTANCE_NORM_KERNEL, "cpu")
     assert torch.allclose(m(x), common.instance_norm_plain(x, m.weight, m.bias, 1e-5))  # unlisted: plain ops
+
+
+def test_throughput_table_puts_each_precision_beside_compute_only_and_the_same_naive_loop():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_throughput.py"
+    spec = importlib.util.spec_from_file_location("bench_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = {  # images/s as a run stores them; one preset with a float32 pair beside the default bf16 pair
+        "train:p-64:engine": {"amp": "bf16", "images_per_s": 90.0},
+        "train:p-64:compute": {"amp": "bf16", "images_per_s": 100.0},
+        "train:p-64:naive": {"amp": "no", "images_per_s": 40.0},
+        "train:p-64:engine+fp32": {"amp": "no", "images_per_s": 50.0},
+        "train:p-64:compute+fp32": {"amp": "no", "images_per_s": 48.0},
+        "train:q-64:engine": {"amp": "no", "images_per_s": 10.0},  # no compute-only, no naive case run
+    }
+    rows = [r for r in bench.side_by_side(results) if r.startswith("| p-64") or r.startswith("| q-64")]
+    # 90/100 = 90 %, 90/40 = 2.25x; 50/48 = 104 %, 50/40 = 1.25x; missing cases as dashes, not as errors
+    assert rows == [
+        "| p-64 | bf16 | 90.0 | 100.0 | 40.0 | 90 % | 2.25x |",
+        "| p-64 | no | 50.0 | 48.0 | 40.0 | 104 % | 1.25x |",
+        "| q-64 | no | 10.0 | – | – | – | – |",
+    ]
