@@ -17,6 +17,10 @@ Per training preset three cases, printed side by side:
   frozen, as in the engine), on batches already in memory: no data pipeline, no EMA, no logging;
 - ``naive``: the textbook loop (ImageFolder decoding PNGs, float32, ``nn.InstanceNorm2d``).
 
+A case takes options after ``+`` (``train:wgan-gp-64:engine+fp32``, ``...:compute+fp32``; ``+bf16`` likewise):
+such a pair gets its own side-by-side row against the same naive loop, e.g. float32 beside the default bf16
+on a CPU that has it (BENCHMARKS.md §8d).
+
 "images/s" for training counts real images consumed by the critic per second
 (batch x n_critic x generator steps / s), the same definition for all three. The CPU's model and
 its vector/matrix flags (``lscpu``) are printed with the results: bf16 autocast is the default only
