@@ -30,9 +30,33 @@ def test_study_refuses_a_generator_that_saw_test_images(tmp_path):
     gan = train("dcgan-64", data, tmp_path / "gan", progress=False, cls="covid", steps=2, width=8, batch_size=8)
     cfg = StudyConfig(sources=[Source(data)], generator=str(gan / "checkpoints" / "last.pt"), regimes=[1.0],
                       seeds=[0], epochs=1)  # fmt: skip
-    with pytest.raises(LeakageError, match=r"trained on \d+ image\(s\) of this study's test split"):
+    with pytest.raises(LeakageError, match=r"trained on \d+ image\(s\) of the test split"):
         Study(cfg, tmp_path / "study", progress=False).prepare()
     assert not (tmp_path / "study" / "runs").exists()
+
+
+@pytest.mark.slow
+def test_study_refuses_a_generator_that_saw_external_or_probe_images(tmp_path):
+    """External and probe sets are evaluation sets too: a `generator:` trained on their images is refused
+    (it was checked against the internal test split only), and one trained elsewhere is accepted."""
+    from cxraug.classify.study import Source, Study, StudyConfig
+    from cxraug.data import write_phantom_folder
+    from cxraug.train import train
+
+    other = write_phantom_folder(tmp_path / "hospital-b", {"normal": 6, "covid": 8}, size=64, seed=7)
+    gan = train("dcgan-64", str(other), tmp_path / "gan", progress=False, cls="covid", steps=2, width=8,
+                batch_size=4)  # fmt: skip
+    ckpt = str(gan / "checkpoints" / "last.pt")
+    base = {"sources": [Source("phantom:normal=24,covid=12")], "generator": ckpt, "size": 32, "regimes": [1.0],
+            "seeds": [0], "epochs": 1}  # fmt: skip
+    for kind in ("external_test", "probe"):
+        cfg = StudyConfig(**base, **{kind: [Source(str(other / "covid"), name="b-covid", label="covid")]})
+        with pytest.raises(LeakageError, match=r"trained on \d+ image\(s\) of the (external|probe) set b-covid"):
+            Study(cfg, tmp_path / f"study-{kind}", progress=False).prepare()
+    cfg = StudyConfig(**base, external_test=[Source(str(other / "normal"), name="b-normal", label="normal")])
+    st = Study(cfg, tmp_path / "study-ok", progress=False)
+    st.prepare()  # the generator saw none of b's normal images
+    assert st.external["b-normal"]["n"] == 6
 
 
 @pytest.mark.slow

@@ -50,6 +50,33 @@ def test_average_precision_by_hand_and_against_sklearn():
         for s in (rng.random(n), rng.integers(0, 5, n) / 4.0, np.zeros(n)):  # continuous, many ties, all tied
             assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
     assert np.isnan(average_precision(np.zeros(5), rng.random(5)))
+    s = np.array([0.1, 0.2, 0.3, np.nan, 0.6, 0.7, 0.8, 0.9])  # sklearn refuses a NaN score; so does this
+    with pytest.raises(ValueError):
+        average_precision_score(Y, s)
+    assert np.isnan(average_precision(Y, s)) and np.isnan(average_precision(Y, np.where(S > 0.5, np.inf, S)))
+
+
+def test_youden_ties_go_to_the_highest_threshold_in_exact_arithmetic():
+    """Five positives, five negatives. Worked by hand: t = 1.7 gives sensitivity 1/5, specificity 5/5;
+    t = 0.4: 2/5, 4/5 (the negative at 0.8 above it); t = -0.2: 4/5, 2/5. All three reach sens + spec = 6/5,
+    the maximum, so the rule's tie-break picks 1.7. In floats 1/5 + 5/5 = 1.2 but 2/5 + 4/5 is
+    1.2000000000000002, which made 0.4 win."""
+    y = np.array([1, 0, 1, 0, 0, 1, 1, 0, 1, 0])
+    s = np.array([1.7, 0.1, 0.4, -0.5, 0.8, -1.5, 0.1, 0.2, -0.2, -0.3])
+    assert 1 / 5 + 5 / 5 != 2 / 5 + 4 / 5  # the float rounding this test is about
+    assert choose_threshold(y, s, "youden") == 1.7
+    from fractions import Fraction
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):  # against the rule in exact rational arithmetic, many ties
+        n = int(rng.integers(4, 40))
+        yy = rng.integers(0, 2, n)
+        yy[:2] = [1, 0]
+        ss = np.round(rng.normal(yy * 0.8, 1), 1)
+        cand = np.unique(ss)[::-1]
+        j = [Fraction(int(((ss >= t) & (yy == 1)).sum()), int(yy.sum()))
+             + Fraction(int(((ss < t) & (yy == 0)).sum()), int((1 - yy).sum())) for t in cand]  # fmt: skip
+        assert choose_threshold(yy, ss, "youden") == cand[j.index(max(j))]
 
 
 def test_youden_threshold_matches_sklearn_roc():
@@ -111,7 +138,8 @@ def test_delong_false_positive_rate_is_nominal():
 
 def _obuchowski_loops(y: np.ndarray, s: np.ndarray, groups: np.ndarray) -> float:
     """Obuchowski (1997), eqs. for S10, S01, S11, straight from the kernel psi over every (positive,
-    negative) pair, patient by patient: var(A) = S10/M + S01/N + 2 S11/(M N)."""
+    negative) pair, patient by patient: var(A) = S10/M + S01/N + 2 S11/(M N), with her small-sample factors
+    I10/(I10-1), I01/(I01-1) and I/(I-1) (I10, I01: patients with a positive / a negative image)."""
     y = y.astype(bool)
     pos, neg = s[y], s[~y]
     gp, gn = groups[y], groups[~y]
@@ -128,8 +156,9 @@ def _obuchowski_loops(y: np.ndarray, s: np.ndarray, groups: np.ndarray) -> float
         s10 += (xi - mi * a) ** 2
         s01 += (yi - ni * a) ** 2
         s11 += (xi - mi * a) * (yi - ni * a)
-    s10 *= big_i / ((big_i - 1) * m)
-    s01 *= big_i / ((big_i - 1) * n)
+    i10, i01 = len(set(gp.tolist())), len(set(gn.tolist()))
+    s10 *= i10 / ((i10 - 1) * m)
+    s01 *= i01 / ((i01 - 1) * n)
     s11 *= big_i / (big_i - 1)
     return s10 / m + s01 / n + 2 * s11 / (m * n)
 
@@ -146,19 +175,18 @@ def _clustered_data(rng: np.random.Generator, patients: int, k: int) -> tuple:
 def test_clustered_delong_hand_example():
     """Three patients. P1: positives 0.9, 0.4 and a negative 0.3; P2: a positive 0.8; P3: negatives 0.5, 0.1.
     V10 = 1, 2/3, 1 and V01 = 1, 2/3, 1 (A = 8/9); per patient X = 5/3, 1, 0 and Y = 1, 0, 5/3, so
-    X - mA = -1/9, 1/9, 0 and Y - nA = 1/9, 0, -1/9. Obuchowski (I = 3): S10 = S01 = 1/81, S11 = -1/54,
-    var = 1/243 + 1/243 - 2/486 = 1/243. DeLong's per-class factors (I1 = I0 = 2, cross 3/2):
-    2 (2/81)/9 + 2 (2/81)/9 + 2 (3/2) (-1/81)/9 = 5/729. Images as independent: s10 = s01 = 1/27,
-    var = 1/81 + 1/81 = 18/729."""
+    X - mA = -1/9, 1/9, 0 and Y - nA = 1/9, 0, -1/9. Obuchowski's factors: I10 = 2 (P1, P2 hold positives),
+    I01 = 2 (P1, P3), I = 3, so S10 = S01 = 2 (2/81) / 3 = 4/243 and S11 = (3/2)(-1/81) = -1/54:
+    var = (4/243)/3 + (4/243)/3 - 2 (1/54)/9 = 5/729 (her published code gives the same).
+    Images as independent: s10 = s01 = 1/27, var = 1/81 + 1/81 = 18/729."""
     y = np.array([1, 1, 0, 1, 0, 0])
     s = np.array([0.9, 0.4, 0.3, 0.8, 0.5, 0.1])
     g = np.array(["P1", "P1", "P1", "P2", "P3", "P3"])
-    aucs, cov, n_cl = clustered_auc_cov(y, s, g, correction="obuchowski")
+    aucs, cov, n_cl = clustered_auc_cov(y, s, g)
     assert aucs[0] == pytest.approx(8 / 9) and n_cl == 3
-    assert cov[0, 0] == pytest.approx(1 / 243, rel=1e-12)
-    assert clustered_auc_cov(y, s, g)[1][0, 0] == pytest.approx(5 / 729, rel=1e-12)
+    assert cov[0, 0] == pytest.approx(5 / 729, rel=1e-12)
     assert clustered_auc_cov(y, s, None)[1][0, 0] == pytest.approx(18 / 729, rel=1e-12)
-    assert _obuchowski_loops(y, s, g) == pytest.approx(1 / 243, rel=1e-12)
+    assert _obuchowski_loops(y, s, g) == pytest.approx(5 / 729, rel=1e-12)
     # against the second classifier (the scores reversed within P3): the difference's variance
     b = np.array([0.9, 0.4, 0.3, 0.8, 0.1, 0.5])
     res = delong_test(y, s, b, groups=g)
@@ -174,13 +202,12 @@ def test_clustered_delong_matches_obuchowski_written_with_loops():
         g = np.repeat(np.arange(25), sizes)
         y = rng.integers(0, 2, len(g))
         s = np.round(y * 0.7 + np.repeat(rng.normal(0, 1, 25), sizes) + rng.normal(0, 0.5, len(g)), 1)  # ties
-        _, cov, _ = clustered_auc_cov(y, s, g, correction="obuchowski")
+        _, cov, _ = clustered_auc_cov(y, s, g)
         assert cov[0, 0] == pytest.approx(_obuchowski_loops(y, s, g), rel=1e-10)
 
 
 def test_clustered_delong_with_one_image_per_patient_is_delong():
-    """Singleton patients: DeLong's variance exactly (the existing test and the O(mn) reference); Obuchowski's
-    factor differs from it by the closed form I/(I-1) * (k-1)/k per class."""
+    """Singleton patients: DeLong's variance exactly (the existing test and the O(mn) reference)."""
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, 90)
     common = rng.normal(size=90)
@@ -192,12 +219,11 @@ def test_clustered_delong_with_one_image_per_patient_is_delong():
         assert clustered[k] == pytest.approx(plain[k], rel=1e-12)
     assert clustered["z"] == pytest.approx(_delong_quadratic(y, a, b)[0], rel=1e-9)
     assert plain["variance"].startswith("image-level")
-    m, n = int(y.sum()), int((1 - y).sum())
     yb = y.astype(bool)
     psi = (a[yb][:, None] > a[~yb][None]) + 0.5 * (a[yb][:, None] == a[~yb][None])
-    s10, s01 = psi.mean(1).var(ddof=1), psi.mean(0).var(ddof=1)
-    obu = clustered_auc_cov(y, a, ids, correction="obuchowski")[1][0, 0]
-    assert obu == pytest.approx(90 / 89 * ((m - 1) / m * s10 / m + (n - 1) / n * s01 / n), rel=1e-12)
+    s10, s01 = psi.mean(1).var(ddof=1), psi.mean(0).var(ddof=1)  # DeLong's S10, S01
+    var = clustered_auc_cov(y, a, ids)[1][0, 0]
+    assert var == pytest.approx(s10 / yb.sum() + s01 / (~yb).sum(), rel=1e-12) == _obuchowski_loops(y, a, np.arange(90))
 
 
 def test_duplicated_images_shrink_the_naive_variance_not_the_clustered_one():

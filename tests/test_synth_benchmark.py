@@ -119,6 +119,42 @@ def test_multiclass_metrics_match_sklearn():
     assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
 
 
+def test_metrics_of_a_one_class_set_leave_the_absent_class_unmeasured():
+    """An external source holds one class: its specificity (positives only) or sensitivity (negatives only)
+    is no measurement (NaN, not 0), and balanced accuracy is the mean recall over the classes present, as
+    scikit-learn's balanced_accuracy_score computes it (it warns about the absent class)."""
+    import warnings
+
+    from sklearn import metrics as skm
+
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1])
+    pred = (s >= 0.5).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref_pos = skm.balanced_accuracy_score(np.ones(6, int), pred)  # 4/6
+        ref_neg = skm.balanced_accuracy_score(np.zeros(6, int), pred)  # 2/6
+        p3 = np.array([[0.1, 0.1, 0.8], [0.2, 0.1, 0.7], [0.6, 0.1, 0.3], [0.1, 0.2, 0.7]])
+        ref_mc = skm.balanced_accuracy_score(np.full(4, 2), p3.argmax(1))  # 3/4
+    pos = binary_metrics(np.ones(6, int), s)
+    assert pos["sensitivity"] == pytest.approx(4 / 6) and np.isnan(pos["specificity"]) and np.isnan(pos["auc"])
+    assert pos["balanced_accuracy"] == pytest.approx(ref_pos) == 4 / 6
+    neg = binary_metrics(np.zeros(6, int), s)
+    assert neg["specificity"] == pytest.approx(2 / 6) and np.isnan(neg["sensitivity"]) and np.isnan(neg["f1"])
+    assert neg["balanced_accuracy"] == pytest.approx(ref_neg) == 2 / 6
+    assert multiclass_metrics(np.full(4, 2), p3, ["a", "b", "c"])["balanced_accuracy"] == pytest.approx(ref_mc)
+
+
+def test_float32_scores_meet_the_threshold_as_stored():
+    """A float32 score of float32(0.7) = 0.699999988 is below the operating point 0.7, as the float64 copy in
+    result.json that the pooled statistics compare is: numpy 2 compared float32 with the Python float in
+    float32, where 0.7 rounds to that same value, and called it positive."""
+    s32 = np.array([0.7, 0.9, 0.1, 0.2], np.float32)
+    y = np.array([1, 1, 0, 0])
+    stored = np.asarray(s32.tolist(), float)
+    assert (stored[y == 1] >= 0.7).mean() == 0.5
+    assert binary_metrics(y, s32, 0.7)["sensitivity"] == 0.5
+
+
 def test_confidence_intervals_and_paired_test():
     from scipy import stats
 

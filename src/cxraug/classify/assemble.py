@@ -143,8 +143,10 @@ def reduce_minority(
     return train[keep], int((~keep).sum())
 
 
-def check_generator_unseen(checkpoint: str | os.PathLike, test_fp: np.ndarray) -> int:
-    """Raise :class:`LeakageError` if the generator was trained on (near-duplicates of) test images.
+def check_generator_unseen(checkpoint: str | os.PathLike, held_out: dict[str, np.ndarray] | np.ndarray) -> int:
+    """Raise :class:`LeakageError` if the generator was trained on (near-duplicates of) images a study evaluates
+    on: ``held_out`` maps each evaluation set's name (the test split, every external and probe set) to its
+    fingerprints [N,8]; an array alone is the test split.
 
     Returns how many training images the checkpoint records (0 if it records none: older checkpoints).
     """
@@ -153,13 +155,15 @@ def check_generator_unseen(checkpoint: str | os.PathLike, test_fp: np.ndarray) -
     seen = GeneratorArtifact.load(checkpoint).fingerprints  # [N,8] packed pHashes
     if len(seen) == 0:
         return 0
-    d = min_hamming(test_fp, seen)
-    n = int((d <= NEAR_DUPLICATE_BITS).sum())
-    if n:
+    sets = held_out if isinstance(held_out, dict) else {"the test split": held_out}
+    hits = {name: int((min_hamming(fp, seen) <= NEAR_DUPLICATE_BITS).sum()) for name, fp in sets.items() if len(fp)}
+    hits = {name: n for name, n in hits.items() if n}
+    if hits:
+        where = ", ".join(f"{n} image(s) of {name}" for name, n in hits.items())
         raise LeakageError(
-            f"the generator {show_path(checkpoint)} was trained on {n} image(s) of this study's test split; "
-            "its synthetic images would leak the test set into training. Train it on the study's training "
-            "split only, or replace `generator:` by a `gan:` block so the study trains its own"
+            f"the generator {show_path(checkpoint)} was trained on {where}; its synthetic images would leak "
+            "images the study evaluates on into training. Train it on the study's training split only, or "
+            "replace `generator:` by a `gan:` block so the study trains its own"
         )
     return len(seen)
 

@@ -8,25 +8,42 @@ from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_s
 
 
 def _safe_div(a: float, b: float) -> float:
+    """a / b, 0 when nothing was counted (precision with no positive call, F1 with nothing right: scikit-learn's
+    ``zero_division`` default)."""
     return float(a / b) if b else 0.0
 
 
+def _rate(a: float, b: float) -> float:
+    """A rate over one true class (sensitivity, specificity, a class's recall): NaN when the set holds none of
+    that class, which is no measurement (an external source of one class: its specificity or sensitivity)."""
+    return float(a / b) if b else float("nan")
+
+
+def _mean_present(*rates: float) -> float:
+    """Balanced accuracy: the mean recall over the classes the set holds (scikit-learn's
+    ``balanced_accuracy_score``); NaN for an empty set."""
+    r = [x for x in rates if np.isfinite(x)]
+    return float(np.mean(r)) if r else float("nan")
+
+
 def binary_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict:
-    """At ``threshold`` (positive when ``score >= threshold``): accuracy, precision, recall
-    (sensitivity), specificity, balanced accuracy, F1, FN, confusion matrix; threshold-free: ROC-AUC
-    and PR-AUC (average precision)."""
+    """At ``threshold`` (positive when ``score >= threshold``, compared in float64 so that float32 scores meet
+    the threshold as stored): accuracy, precision, recall (sensitivity), specificity, balanced accuracy, F1,
+    FN, confusion matrix; threshold-free: ROC-AUC and PR-AUC (average precision). On a set of one class the
+    other class's rate (and AUC) is NaN and balanced accuracy is the present class's rate."""
     y_true = np.asarray(y_true).astype(int)
-    pred = (np.asarray(score) >= threshold).astype(int)
+    score = np.asarray(score, dtype=np.float64)
+    pred = (score >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(y_true, pred, labels=[0, 1]).ravel()
-    precision, recall = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
+    precision, recall, specificity = _safe_div(tp, tp + fp), _rate(tp, tp + fn), _rate(tn, tn + fp)
     return {
-        "accuracy": _safe_div(tp + tn, tp + tn + fp + fn),
+        "accuracy": _rate(tp + tn, tp + tn + fp + fn),
         "precision": precision,
         "recall": recall,
         "sensitivity": recall,
-        "specificity": _safe_div(tn, tn + fp),
-        "balanced_accuracy": (recall + _safe_div(tn, tn + fp)) / 2,
-        "f1": _safe_div(2 * precision * recall, precision + recall),
+        "specificity": specificity,
+        "balanced_accuracy": _mean_present(recall, specificity),
+        "f1": _safe_div(2 * precision * recall, precision + recall) if np.isfinite(recall) else float("nan"),
         "auc": float(roc_auc_score(y_true, score)) if len(set(y_true)) == 2 else float("nan"),
         "pr_auc": float(average_precision_score(y_true, score)) if y_true.any() else float("nan"),
         "threshold": float(threshold),
@@ -44,18 +61,19 @@ def multiclass_metrics(y_true: np.ndarray, prob: np.ndarray, class_names: list[s
     for k, c in enumerate(class_names):
         m = binary_metrics(y_true == k, prob[:, k])
         m["precision"] = _safe_div(((pred == k) & (y_true == k)).sum(), (pred == k).sum())
-        m["recall"] = m["sensitivity"] = _safe_div(((pred == k) & (y_true == k)).sum(), (y_true == k).sum())
+        m["recall"] = m["sensitivity"] = _rate(((pred == k) & (y_true == k)).sum(), (y_true == k).sum())
         m["accuracy"] = float(((pred == k) == (y_true == k)).mean())
-        m["specificity"] = _safe_div(((pred != k) & (y_true != k)).sum(), (y_true != k).sum())
-        m["balanced_accuracy"] = (m["recall"] + m["specificity"]) / 2
-        m["f1"] = _safe_div(2 * m["precision"] * m["recall"], m["precision"] + m["recall"])
+        m["specificity"] = _rate(((pred != k) & (y_true != k)).sum(), (y_true != k).sum())
+        m["balanced_accuracy"] = _mean_present(m["recall"], m["specificity"])
+        m["f1"] = (_safe_div(2 * m["precision"] * m["recall"], m["precision"] + m["recall"])
+                   if np.isfinite(m["recall"]) else float("nan"))  # fmt: skip
         tn, fp = int(((pred != k) & (y_true != k)).sum()), int(((pred == k) & (y_true != k)).sum())
         fn, tp = int(((pred != k) & (y_true == k)).sum()), int(((pred == k) & (y_true == k)).sum())
         m["false_negatives"], m["confusion_matrix"] = fn, [[tn, fp], [fn, tp]]
         m.pop("threshold")
         per[c] = m
     keys = ("precision", "recall", "specificity", "balanced_accuracy", "f1", "auc", "pr_auc")
-    out = {f"macro_{k}": float(np.nanmean([per[c][k] for c in class_names])) for k in keys}
+    out = {f"macro_{k}": _mean_present(*(per[c][k] for c in class_names)) for k in keys}  # over present classes
     out["accuracy"] = float((pred == y_true).mean())
     out["balanced_accuracy"] = out["macro_recall"]  # sklearn's multi-class definition: mean per-class recall
     out["per_class"] = per

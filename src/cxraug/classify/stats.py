@@ -53,10 +53,13 @@ def choose_threshold(y_true: np.ndarray, score: np.ndarray, rule: str = "youden"
         return 0.5  # one class only: no operating point can be chosen from it
     cand = np.unique(s)[::-1]  # descending
     pred = s[None, :] >= cand[:, None]  # [T, N]
-    sens = (pred & y).sum(1) / y.sum()
-    spec = (~pred & ~y).sum(1) / (~y).sum()
+    tp, tn = (pred & y).sum(1), (~pred & ~y).sum(1)  # [T]
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
     if kind == "youden":
-        return float(cand[int(np.argmax(sens + spec))])  # argmax takes the first = highest threshold
+        # sens + spec = (tp N + tn P) / (P N): compared as integers, so equal values tie exactly (in floats,
+        # 3/5 + 3/5 and 4/5 + 2/5 differ in the last bit) and argmax takes the first = the highest threshold
+        return float(cand[int(np.argmax(tp * n_neg + tn * n_pos))])
+    sens = tp / n_pos
     ok = np.nonzero(sens >= val - 1e-12)[0]
     return float(cand[ok[0]])
 
@@ -101,22 +104,22 @@ def delong_components(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarra
 
 
 def clustered_auc_cov(
-    y_true: np.ndarray, scores: np.ndarray, groups: list[str] | np.ndarray | None = None, correction: str = "delong"
+    y_true: np.ndarray, scores: np.ndarray, groups: list[str] | np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """AUCs [K] and their covariance [K,K] when images are clustered in patients (Obuchowski 1997).
 
     Each image's structural component (V10 of a positive, V01 of a negative, as in DeLong) is summed per
     patient: X_i = sum of V10 over patient i's positives (m_i of them), Y_i = sum of V01 over its
     negatives (n_i). With M, N the totals and A the AUC, patient i contributes P_i = (X_i - m_i A) / M and
-    Q_i = (Y_i - n_i A) / N to the linearized A - AUC, and patients are independent, so
+    Q_i = (Y_i - n_i A) / N to the linearized A - AUC, and patients are independent. Obuchowski's
+    var = S10/M + S01/N + 2 S11/(MN), with the small-sample factors of her paper: I10/(I10-1) on S10 and
+    I01/(I01-1) on S01 (I10, I01 the patients holding positive / negative images), I/(I-1) on S11 (I all
+    patients); as a covariance
 
-        cov(A_a, A_b) = c1 sum_i P_i^a P_i^b + c0 sum_i Q_i^a Q_i^b + cx sum_i (P_i^a Q_i^b + Q_i^a P_i^b).
+        cov(A_a, A_b) = c10 sum_i P_i^a P_i^b + c01 sum_i Q_i^a Q_i^b + c11 sum_i (P_i^a Q_i^b + Q_i^a P_i^b).
 
-    ``correction`` picks the small-sample factors: ``obuchowski`` uses I/(I-1) for all three (I patients),
-    Obuchowski's S10/M + S01/N + 2 S11/(MN); ``delong`` (default) uses I1/(I1-1) and I0/(I0-1), the
-    number of patients holding positive / negative images, and I/(I-1) for the cross term, so that with one
-    image per patient the result is exactly DeLong's variance (the cross term is then 0). The two differ by
-    O(1/I). ``groups`` None: every image its own patient. Returns (aucs, cov, number of patients)."""
+    With one image per patient the cross term is 0 and the result is exactly DeLong's variance.
+    ``groups`` None: every image its own patient. Returns (aucs, cov, number of patients)."""
     aucs, v10, v01 = delong_components(y_true, scores)  # [K], [K,m], [K,n]
     y = np.asarray(y_true).astype(bool)
     g = np.arange(len(y)) if groups is None else np.asarray(groups)
@@ -135,15 +138,9 @@ def clustered_auc_cov(
     def factor(k: int) -> float:
         return k / (k - 1) if k > 1 else float("nan")
 
-    i1, i0 = int((mi > 0).sum()), int((ni > 0).sum())
-    if correction == "delong":
-        c1, c0, cx = factor(i1), factor(i0), factor(n_clusters)
-    elif correction == "obuchowski":
-        c1 = c0 = cx = factor(n_clusters)
-    else:
-        raise CXRAugError(f"clustered DeLong: correction {correction!r} is not 'delong' or 'obuchowski'")
+    c10, c01, c11 = factor(int((mi > 0).sum())), factor(int((ni > 0).sum())), factor(n_clusters)
     cross = p @ q.T
-    cov = c1 * (p @ p.T) + c0 * (q @ q.T) + cx * (cross + cross.T)  # [K,K]
+    cov = c10 * (p @ p.T) + c01 * (q @ q.T) + c11 * (cross + cross.T)  # [K,K]
     return aucs, cov, n_clusters
 
 
@@ -225,12 +222,12 @@ def average_precision(y: np.ndarray, s: np.ndarray) -> float:
     """PR-AUC as average precision, sum over score thresholds of (R_n - R_(n-1)) P_n with tied scores one
     threshold: scikit-learn's ``average_precision_score`` (a test checks it), without its per-call argument
     validation, which costs milliseconds, i.e. seconds over a study's thousands of bootstrap resamples.
-    NaN when there is no positive."""
+    NaN when there is no positive, or a score is not finite (scikit-learn refuses those)."""
     y = np.asarray(y).astype(bool)
     n_pos = int(y.sum())
-    if n_pos == 0:
-        return float("nan")
     s = np.asarray(s, float)
+    if n_pos == 0 or not np.isfinite(s).all():
+        return float("nan")
     order = np.argsort(-s, kind="mergesort")
     s, y = s[order], y[order]
     last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the last image of each group of tied scores

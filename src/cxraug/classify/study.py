@@ -147,7 +147,12 @@ class Study(StudyGenerators):
         for e in (*self.external.values(), *self.probe.values()):
             h.update(np.ascontiguousarray(e["images"]).tobytes())
         self.data_hash = h.hexdigest()
-        gen_seen = check_generator_unseen(cfg.generator, self.fp[sp["test"]]) if cfg.generator else None
+        gen_seen = None
+        if cfg.generator:  # trained on none of the images any run is evaluated on: test, external and probe sets
+            held_out = {"the test split": self.fp[sp["test"]]}
+            for kind, sets in (("external", self.external), ("probe", self.probe)):
+                held_out |= {f"the {kind} set {n}": fingerprints(e["images"]) for n, e in sets.items()}
+            gen_seen = check_generator_unseen(cfg.generator, held_out)
         self._syn_cache: dict[str, np.ndarray] = {}
         self._syn_labels: dict[str, np.ndarray | None] = {}
         self._ckpt_hash: dict[tuple, str] = {}
@@ -289,7 +294,8 @@ class Study(StudyGenerators):
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def _scores(self, prob: np.ndarray) -> np.ndarray:
-        return prob[:, self.k_min]  # P(minority) [N]
+        # P(minority) [N], in float64: compared with a threshold exactly as result.json's copy is
+        return prob[:, self.k_min].astype(np.float64)
 
     def _evaluate(self, prob: np.ndarray, y: np.ndarray, pos: np.ndarray, thr: float | None) -> dict:
         """Metrics of one set at the run's operating point (binary/multi-label) or by argmax (multi-class)."""
