@@ -238,6 +238,32 @@ def test_short_and_long_rows_are_reported_by_line(tmp_path):
     assert any(s.endswith("r.csv:4: 4 field(s), more than the header's 3; row skipped") for s in c.skipped)
 
 
+def test_an_unclosed_quote_is_one_error_naming_its_line_not_a_field_that_swallows_the_rest(tmp_path, capsys):
+    """Row 3's comment opens a quote that never closes: a lenient CSV reader takes every later row into that
+    one field and keeps 2 of 4 rows without a word."""
+    _four(tmp_path)
+    (tmp_path / "q.csv").write_text('path,label,patient,comment\n0.png,covid,p0,ok\n1.png,covid,p1,"portable AP, '
+                                    'rotated\n2.png,normal,p2,ok\n3.png,normal,p3,ok\n')  # fmt: skip
+    with pytest.raises(CXRAugError, match=r"q\.csv:3: not a readable CSV from this line on .*unclosed quote"):
+        read_manifest(tmp_path / "q.csv")
+    assert main(["data", "inspect", str(tmp_path / "q.csv"), "-q"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "q.csv:3" in err[0], err
+
+
+def test_missing_patient_ids_written_as_nan_are_unknown_patients_not_one_patient(tmp_path):
+    """pandas' astype(str) writes a missing id as "nan", R as "NA": those rows are unknown patients (each image
+    its own, counted), not one patient "nan" whose images a split keeps together."""
+    for i in range(6):
+        _img(tmp_path / f"{i}.png", i)
+    ids = ["p0", "nan", "NaN", "NA", "", "p0"]
+    csv_ = write_rows(tmp_path / "m.csv", ["path", "label", "patient_id"],
+                      [[f"{i}.png", "covid" if i % 2 else "normal", pid] for i, pid in enumerate(ids)])  # fmt: skip
+    c = read_manifest(csv_)
+    assert c.unknown_patients == 4 and c.n_patients == 5  # p0, and the four unknown images one each
+    assert not {"nan", "NaN", "NA"} & {s.patient_id for s in c.samples}
+
+
 def test_labels_stripped_and_case_normalised_with_a_warning(tmp_path):
     _four(tmp_path)
     csv_ = write_rows(tmp_path / "m.csv", ["path", "label"],

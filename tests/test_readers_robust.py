@@ -15,7 +15,7 @@ from PIL import Image
 from badinput.corpus import N_GOOD, gray, make_corpus, png16, write_dicom
 from cxraug.cli import main
 from cxraug.data import read_folder, read_image
-from cxraug.errors import ConfigError, ImageReadError
+from cxraug.errors import ConfigError, CXRAugError, ImageReadError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +42,55 @@ def test_fifo_in_data_folder_is_skipped_with_a_count_not_opened(tmp_path):
     assert r.stdout.count("FIFO, not a regular file") == 2 and "pipe.png" in r.stdout
     with pytest.raises(ImageReadError, match=r"pipe\.png: not a regular file \(FIFO\)"):
         read_image(d / "pipe.png")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_listed_in_a_manifest_is_skipped_not_read_forever(tmp_path, monkeypatch):
+    """`data prepare` / `split` on a manifest naming a FIFO hung: the cache key hashed every listed file by
+    reading it, before the reader could skip it. Loaded in a thread, so that a hang fails (and is released)."""
+    import threading
+
+    from cxraug.data.source import DataConfig, load_dataset
+
+    d = tmp_path / "m"
+    (d / "img").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(gray(32, i)).save(d / "img" / f"a{i}.png")
+    os.mkfifo(d / "img" / "pipe.png")
+    rows = "".join(f"img/a{i}.png,{'covid' if i % 2 else 'normal'}\n" for i in range(4))
+    (d / "m.csv").write_text("path,label\n" + rows + "img/pipe.png,covid\n")
+    monkeypatch.setenv("CXRAUG_CACHE", str(tmp_path / "cache"))
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(ds=load_dataset(DataConfig(str(d / "m.csv"), size=32),
+                                                                   progress=False)), daemon=True)  # fmt: skip
+    t.start()
+    t.join(60)
+    if t.is_alive():
+        os.close(os.open(d / "img" / "pipe.png", os.O_WRONLY | os.O_NONBLOCK))  # the blocked reader gets EOF
+        t.join(10)
+        pytest.fail("loading a manifest that lists a FIFO hung")
+    ds = out["ds"]
+    assert len(ds) == 4 and any("pipe.png" in e and "not a regular file" in e for e in ds.errors), ds.errors
+
+
+def test_a_foreign_images_npy_and_meta_json_is_not_a_cache_in_one_line(tmp_path, capsys):
+    """A folder holding another tool's (or another version's) images.npy + meta.json was taken for a cxraug
+    cache and died in a KeyError / reshape traceback."""
+    from cxraug.data.cache import CachedDataset
+
+    for name, meta in (("other-tool", {"description": "some other tool"}),
+                       ("wrong-length", {"version": 1, "class_names": ["a", "b"], "labels": [[1, 0]],
+                                         "patient_ids": ["p"], "paths": ["x"], "sources": ["real"],
+                                         "multilabel": False, "prep": {}})):  # fmt: skip
+        d = tmp_path / name
+        d.mkdir()
+        np.save(d / "images.npy", np.zeros((4, 8, 8), np.uint8))
+        (d / "meta.json").write_text(json.dumps(meta))
+        with pytest.raises(CXRAugError, match=rf"{name} is not a cxraug cache"):
+            CachedDataset.load(d)
+        assert main(["data", "prepare", str(d), "--out", str(tmp_path / "runs"), "-q"]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is not a cxraug cache" in err[0], err
 
 
 def test_multiframe_rgb_dicom_takes_the_first_frame_luminance(tmp_path):

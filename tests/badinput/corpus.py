@@ -130,6 +130,13 @@ def make_corpus(root: Path) -> dict[str, str]:
     expected["bomb.png"] = "decompression-bomb"
     write_dicom(bad / "nopixels.dcm", np.zeros((32, 32)), with_pixels=False)
     expected["nopixels.dcm"] = "no pixel data"
+    import pydicom
+
+    bomb_dcm = write_dicom(bad / "bomb.dcm", np.zeros((16, 16)))
+    ds = pydicom.dcmread(bomb_dcm)
+    ds.Rows = ds.Columns = 20000  # the header claims 400 M pixels (a deflated file of kilobytes can hold them)
+    ds.save_as(bomb_dcm)
+    expected["bomb.dcm"] = "decompression-bomb"
     # Unusual but valid: these must load.
     rgba = np.dstack([gray(64, 4)] * 3 + [np.full((64, 64), 255, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(good / "rgba.png")

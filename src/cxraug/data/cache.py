@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,8 +36,13 @@ def default_cache_root() -> Path:
 
 
 def _file_digest(path: str) -> bytes:
+    """The file's content hash; a marker for what is not a regular file (a FIFO or a device would block or never
+    end: the reader skips those with a line of their own) or cannot be read."""
     h = hashlib.blake2b(digest_size=16)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            h.update(b"<not a regular file>")
+            return h.digest()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
@@ -157,18 +163,31 @@ class CachedDataset(torch.utils.data.Dataset):
             images = np.load(folder / "images.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise CXRAugError(f"{show_path(folder)} is not a cxraug cache ({e})") from e
-        return cls(
-            images=images,
-            labels=np.asarray(meta["labels"], np.float32).reshape(len(images), len(meta["class_names"])),
-            class_names=meta["class_names"],
-            patient_ids=meta["patient_ids"],
-            paths=meta["paths"],
-            sources=meta["sources"],
-            multilabel=meta["multilabel"],
-            prep=meta["prep"],
-            errors=meta.get("errors", []),
-            root=meta.get("root", ""),
-        )
+        try:  # another tool's images.npy + meta.json, or another version's, is refused in one line too
+            if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
+                raise ValueError(f"meta.json version {meta.get('version') if isinstance(meta, dict) else None!r}, "
+                                 f"this cxraug writes {CACHE_VERSION}")  # fmt: skip
+            n = len(images)
+            if images.ndim != 3 or images.dtype != np.uint8:
+                raise ValueError(f"images.npy is {images.dtype} {list(images.shape)}, not uint8 [N, S, S]")
+            ds = cls(
+                images=images,
+                labels=np.asarray(meta["labels"], np.float32).reshape(n, len(meta["class_names"])),
+                class_names=list(meta["class_names"]),
+                patient_ids=list(meta["patient_ids"]),
+                paths=list(meta["paths"]),
+                sources=list(meta["sources"]),
+                multilabel=bool(meta["multilabel"]),
+                prep=meta["prep"],
+                errors=meta.get("errors", []),
+                root=meta.get("root", ""),
+            )
+            if not len(ds.patient_ids) == len(ds.paths) == len(ds.sources) == n:
+                raise ValueError(f"{n} images but {len(ds.paths)} paths, {len(ds.patient_ids)} patient ids")
+        except (KeyError, TypeError, ValueError) as e:
+            why = f"no {e} in meta.json" if isinstance(e, KeyError) else str(e)
+            raise CXRAugError(f"{show_path(folder)} is not a cxraug cache ({why})") from e
+        return ds
 
 
 def build_cache(

@@ -78,7 +78,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     if st.st_size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
     try:
-        img = _read_dicom(path) if is_dicom(path) else _read_pil(path, max_pixels)
+        img = _read_dicom(path, max_pixels) if is_dicom(path) else _read_pil(path, max_pixels)
     except ImageReadError:
         raise
     except MemoryError as e:
@@ -158,7 +158,7 @@ def _first(v) -> float | None:
         return None
 
 
-def _read_dicom(path: Path) -> np.ndarray:
+def _read_dicom(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -169,12 +169,21 @@ def _read_dicom(path: Path) -> np.ndarray:
         raise ImageReadError(path, f"corrupt DICOM ({e})") from e
     if "PixelData" not in ds:
         raise ImageReadError(path, "DICOM has no pixel data")
+    try:  # the header's size, before decoding: a deflated or compressed file of kilobytes can claim gigapixels
+        rows, cols = int(_first(ds.get("Rows", 0)) or 0), int(_first(ds.get("Columns", 0)) or 0)
+        frames = int(_first(ds.get("NumberOfFrames", 1)) or 1)
+        spp = int(_first(ds.get("SamplesPerPixel", 1)) or 1)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ImageReadError(path, f"corrupt DICOM header ({e})") from e
+    if rows * cols * max(frames, 1) * max(spp, 1) > max_pixels:
+        raise ImageReadError(
+            path, f"{cols}x{rows} pixels x {frames} frame(s) x {spp} sample(s) exceeds the limit of {max_pixels:,} "
+            "(decompression-bomb guard)"
+        )
     try:
         arr = ds.pixel_array
     except Exception as e:
         raise ImageReadError(path, f"cannot decode DICOM pixel data ({e})") from e
-    spp = int(_first(ds.get("SamplesPerPixel", 1)) or 1)
-    frames = int(_first(ds.get("NumberOfFrames", 1)) or 1)
     arr = np.asarray(arr)
     if frames > 1 or arr.ndim == (4 if spp > 1 else 3):  # [F, R, C(, S)]: the first frame
         arr = arr[0]

@@ -51,6 +51,9 @@ VIEWS = ("frontal", "pa", "ap", "lateral", "all")
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 PATH_COLUMNS = ("path", "Path", "filepath", "file", "filename", "file_name", "image", "image_path", "Image Index")
 PATIENT_COLUMNS = ("patient", "patient_id", "Patient ID", "PatientID", "patientid", "subject_id")
+# a patient id cell that means "unknown" (pandas' astype(str) writes nan, R writes NA): such rows are unknown
+# patients (each image its own, counted and warned about), not one patient called "nan"
+MISSING_IDS = frozenset({"nan", "na", "n/a", "none", "null", "<na>", "-"})
 VIEW_COLUMNS = ("view", "View Position", "ViewPosition", "projection", "Frontal/Lateral")
 NIH_NAME = re.compile(r"^(\d{8})_(\d{3})$")
 CHEXPERT_PATIENT = re.compile(r"(?:^|/)(patient\d+)(?:/|$)")
@@ -359,6 +362,8 @@ def read_manifest(csv_path: str | os.PathLike, spec: ManifestSpec | None = None)
                 lab[classes.index(f)] = 1.0
         path = resolve(rel)
         pid = r[s.patient_column].strip() if s.patient_column else ""
+        if pid.lower() in MISSING_IDS:  # what pandas, R or a database export writes for a missing id
+            pid = ""
         if not pid:
             m = CHEXPERT_PATIENT.search(rel.replace("\\", "/")) if fmt == "chexpert" else None
             m = m or NIH_NAME.match(path.stem)

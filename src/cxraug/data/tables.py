@@ -72,7 +72,8 @@ def read_table(path: str | os.PathLike) -> Table:
     first = text.split("\n", 1)[0]
     delim = sniff_delimiter(first, p)
     try:
-        reader = csv.reader(text.splitlines(keepends=True), delimiter=delim)
+        # strict: a quote opened and never closed is an error, not a field that swallows every row after it
+        reader = csv.reader(text.splitlines(keepends=True), delimiter=delim, strict=True)
         header: list[str] | None = None
         rows: list[list[str]] = []
         lines: list[int] = []
@@ -95,7 +96,7 @@ def read_table(path: str | os.PathLike) -> Table:
             rows.append(rec)
             lines.append(line)
     except csv.Error as e:
-        raise CXRAugError(f"{show_path(p)}: not a readable CSV ({e})") from e
+        raise CXRAugError(f"{show_path(p)}:{start}: not a readable CSV from this line on ({e}; an unclosed quote?)") from e
     if not header or not any(header):
         raise CXRAugError(f"{show_path(p)}: manifest is empty (no header line)")
     dup = sorted({h for h in header if header.count(h) > 1})
