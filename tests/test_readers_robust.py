@@ -93,6 +93,42 @@ def test_a_foreign_images_npy_and_meta_json_is_not_a_cache_in_one_line(tmp_path,
         assert len(err) == 1 and "is not a cxraug cache" in err[0], err
 
 
+def test_folder_per_class_names_what_it_leaves_out_at_the_top(tmp_path):
+    """With sub-folders, a folder is read one sub-folder per class. Images beside those folders, and a class
+    folder that is a broken link (an unmounted disk), used to vanish without a line."""
+    root = tmp_path / "data"
+    (root / "normal").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(gray(32, i)).save(root / "normal" / f"n{i}.png")
+        Image.fromarray(gray(32, 10 + i)).save(root / f"loose-{i}.png")
+    (root / "covid").symlink_to(tmp_path / "not-mounted" / "covid")
+    (root / "README.txt").write_text("not an image, not data either\n")
+    c = read_folder(root)
+    assert c.class_names == ["normal"] and len(c) == 3
+    loose = [s for s in c.skipped if "beside the class folders (normal), left out" in s]
+    assert sorted(Path(s.split(":")[0]).name for s in loose) == ["loose-0.png", "loose-1.png", "loose-2.png"]
+    assert any(s.startswith(str(root / "covid")) and "broken symlink" in s for s in c.skipped), c.skipped
+    assert len(c.skipped) == 4  # README.txt is no image: not a skipped image either
+
+
+def test_dicom_named_by_uid_and_jpeg_variants_are_read_other_files_counted(tmp_path):
+    """A DICOM named by its SOP instance UID has a 'suffix' like .504 and was left out silently, as were .jfif
+    and .jpe JPEGs; files that are neither are now counted in one line."""
+    d = tmp_path / "covid"
+    d.mkdir()
+    write_dicom(d / "1.2.840.113619.2.55.3.604688119.868.1249343483.504", gray(32, 1))
+    write_dicom(d / "IM000001", gray(32, 2))
+    Image.fromarray(gray(32, 3)).save(d / "scan.jfif", format="JPEG")
+    Image.fromarray(gray(32, 4)).save(d / "scan.jpe", format="JPEG")
+    (d / "notes.txt").write_text("x")
+    (d / "LICENSE").write_text("x")
+    c = read_folder(d)
+    assert len(c) == 4, [s.path for s in c.samples]
+    assert any("2 file(s) neither an image by extension nor DICOM by content, not read" in p for p in c.problems)
+    for s in c.samples:
+        assert s.load().image.shape == (32, 32)
+
+
 def test_multiframe_rgb_dicom_takes_the_first_frame_luminance(tmp_path):
     """Was `too many values to unpack`. Frames and samples come from NumberOfFrames/SamplesPerPixel."""
     f0, f1 = gray(32, 1), gray(32, 2)

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cxraug.errors import ImageReadError
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 DICOM_EXTS = {".dcm", ".dicom"}
 SUPPORTED_EXTS = IMAGE_EXTS | DICOM_EXTS
 

@@ -46,6 +46,7 @@ def _walk_images(folder: Path) -> tuple[list[Path], list[str], list[str]]:
     files: list[Path] = []
     problems: list[str] = []
     skipped: list[str] = []
+    others: dict[str, int] = {}  # regular files neither an image by extension nor DICOM by content, per extension
     seen_dirs: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=None):
         st = os.stat(dirpath)
@@ -71,9 +72,38 @@ def _walk_images(folder: Path) -> tuple[list[Path], list[str], list[str]]:
             if not stat.S_ISREG(mode):
                 skipped.append(f"{show_path(p)}: {file_kind(mode)}, not a regular file, skipped")
                 continue
-            if p.suffix.lower() in SUPPORTED_EXTS or (p.suffix == "" and is_dicom(p)):
+            if p.suffix.lower() in SUPPORTED_EXTS or is_dicom(p):  # DICOM also without .dcm: none, or a UID's
                 files.append(p)
+            else:
+                ext = p.suffix.lower() or "no extension"
+                others[ext] = others.get(ext, 0) + 1
+    if others:
+        counts = ", ".join(f"{e} {n}" for e, n in sorted(others.items(), key=lambda kv: (-kv[1], kv[0])))
+        problems.append(f"{show_path(folder)}: {sum(others.values())} file(s) neither an image by extension nor "
+                        f"DICOM by content, not read ({counts})")  # fmt: skip
     return files, problems, skipped
+
+
+def _beside_classes(root: Path, classes: list[str]) -> list[str]:
+    """Lines for what a folder-per-class read leaves out at the top level: image files beside the class
+    folders, and broken links (a class folder on an unmounted disk, say), each named."""
+    out = []
+    for e in sorted(os.scandir(root), key=lambda e: e.name):
+        if e.name.startswith("."):
+            continue
+        p = Path(e.path)
+        try:
+            mode = os.stat(p).st_mode
+        except FileNotFoundError:
+            out.append(f"{show_path(p)}: broken symlink beside the class folders (a class folder not there?), skipped")
+            continue
+        except OSError as err:
+            out.append(f"{show_path(p)}: cannot stat ({err.strerror or err}), skipped")
+            continue
+        if stat.S_ISREG(mode) and (p.suffix.lower() in SUPPORTED_EXTS or is_dicom(p)):
+            out.append(f"{show_path(p)}: an image beside the class folders ({', '.join(classes)}), left out: a folder "
+                       "with sub-folders is read as one sub-folder per class")  # fmt: skip
+    return out
 
 
 def read_folder(root: str | os.PathLike, classes: list[str] | None = None) -> Collection:
@@ -109,6 +139,10 @@ def read_folder(root: str | os.PathLike, classes: list[str] | None = None) -> Co
         per_class = {root.name: files}
     else:
         per_class = {}
+        try:
+            skipped += _beside_classes(root, classes)
+        except OSError as e:
+            raise CXRAugError(f"{show_path(root)}: cannot list the folder ({e.strerror or e})") from e
         for c in classes:
             files, probs, skip = _walk_images(root / c)
             problems += probs

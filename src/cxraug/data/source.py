@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxraug.data.cache import CachedDataset, build_cache, default_cache_root
-from cxraug.data.imageio import SUPPORTED_EXTS
 from cxraug.data.manifests import ManifestSpec
 from cxraug.data.phantom import phantom_collection
 from cxraug.data.preprocess import Preprocess
@@ -135,11 +134,11 @@ def collection_folders(path: str | os.PathLike, coll: Collection | None, spec: M
 
 
 def linked_entries(root: Path) -> list[Path]:
-    """The symlinks below folder ``root`` that the folder reader follows (folders at any depth, and files it
-    would read: an image extension, or none, as DICOM files often have), so the guard can protect the places
+    """The symlinks below folder ``root`` that the folder reader follows (folders at any depth, and files: it
+    reads any file with an image extension and sniffs the others for DICOM), so the guard can protect the places
     they lead to. Hidden entries and mask folders are skipped as the reader skips them; a folder reached twice
     (a link loop) is walked once. One ``scandir`` per folder: links are told from the directory entry, with
-    no ``stat`` per file."""
+    a ``stat`` only for a link."""
     from cxraug.data.readers import IGNORED_DIRS
 
     out: list[Path] = []
@@ -162,7 +161,7 @@ def linked_entries(root: Path) -> list[Path]:
                 is_dir = e.is_dir()  # follows a link
             except OSError:
                 continue
-            if e.is_symlink() and (is_dir or os.path.splitext(e.name)[1].lower() in (*SUPPORTED_EXTS, "")):
+            if e.is_symlink() and (is_dir or e.is_file()):  # any file: the reader sniffs each for DICOM
                 out.append(Path(e.path))
             if is_dir and e.name.lower() not in IGNORED_DIRS:
                 stack.append(Path(e.path))
