@@ -331,6 +331,61 @@ def _all_weights(tr: Trainer) -> dict[str, torch.Tensor]:
     return {f"{n}.{k}": v for n, sd in nets.items() for k, v in sd.items()}
 
 
+def test_resume_refuses_other_settings_other_images_and_a_checkpoint_that_does_not_fit(tiny_ds, tmp_path,
+                                                                                        tmp_path_factory):
+    """A resume continues the checkpoint's run: a Trainer with other settings (a loss, a learning rate) or
+    other training images used to load it anyway, train on a mix and record only its own config; how long and
+    how it runs (steps, precision) may change. A checkpoint whose weights do not fit its config, or that lacks
+    its streams, gave a raw RuntimeError / KeyError."""
+    from cxraug.errors import CheckpointError
+
+    kw = {**TINY, "steps": 2, "ckpt_every": 2, "log_every": 2}
+    Trainer(gan_cfg("dcgan-64", **kw), tiny_ds, tmp_path / "a", progress=False).fit()
+    st = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    other = Trainer(gan_cfg("dcgan-64", **{**kw, "loss": "hinge", "lr_g": 0.5}), tiny_ds, tmp_path / "b",
+                    progress=False)  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"other settings \(loss: 'bce' there, 'hinge' here; lr_g: 0.0002 there"):
+        other.load_state_dict(st)
+    longer = Trainer(gan_cfg("dcgan-64", **{**kw, "steps": 4, "amp": "no"}), tiny_ds, tmp_path / "c", progress=False)
+    longer.load_state_dict(st)  # more steps, another precision: the same run
+    assert longer.step == 2
+    elsewhere = tiny_cache(tmp_path_factory, {"normal": 8, "covid": 8}, seed=5)
+    with pytest.raises(CheckpointError, match=r"trained on other images than .* holds now \(16 then, 16 now"):
+        Trainer(gan_cfg("dcgan-64", **kw), elsewhere, tmp_path / "d", progress=False).load_state_dict(st)
+    wider = {**st, "config": {**st["config"], "width": 16}}  # the weights are width 8
+    with pytest.raises(CheckpointError, match=r"networks or optimiser state do not fit its dcgan config"):
+        Trainer(gan_cfg("dcgan-64", **{**kw, "width": 16}), tiny_ds, tmp_path / "e", progress=False).load_state_dict(wider)
+    with pytest.raises(CheckpointError, match=r"incomplete training checkpoint"):
+        Trainer(gan_cfg("dcgan-64", **kw), tiny_ds, tmp_path / "f", progress=False).load_state_dict(
+            {k: v for k, v in st.items() if k != "per_rank"})
+
+
+def test_cli_resume_refuses_flags_and_an_edited_config_instead_of_ignoring_them(tmp_path, capsys):
+    """`train --resume RUN --set lr_g=...` trained on with the old settings and said nothing; an edited
+    RUN/config.yaml was overwritten by the checkpoint's. Both are one line now, and the file is kept."""
+    import yaml
+
+    out = tmp_path / "runs"
+    args = ["train", "--preset", "dcgan-64", "--data", "phantom:normal=8,covid=8", "--size", "32", "--set", "width=8",
+            "--batch-size", "4", "--steps", "2", "-q", "--out", str(out)]  # fmt: skip
+    assert _in_process(args) == 0
+    (run,) = list(out.iterdir())
+    capsys.readouterr()
+    for extra in (["--set", "lr_g=0.5"], ["--preset", "wgan-gp-64"], ["--seed", "3"]):
+        assert _in_process(["train", "--resume", str(run), "--steps", "4", *extra]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{extra[0]} would change them" in err[0], err
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "lr_g": 0.5}))
+    assert _in_process(["train", "--resume", str(run), "--steps", "4", "-q"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config.yaml was edited since the checkpoint (lr_g)" in err[0], err
+    assert yaml.safe_load((run / "config.yaml").read_text())["lr_g"] == 0.5  # kept, not overwritten
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert _in_process(["train", "--resume", str(run), "--steps", "4", "-q"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
+
+
 @pytest.mark.parametrize("name", ["cgan-64", "cyclegan-64"])
 def test_resume_is_exact_for_cgan_and_cyclegan(name, tiny_ds, tmp_path):
     """A run stopped at step 2 and continued by a fresh Trainer from its checkpoint ends bit-identical to a

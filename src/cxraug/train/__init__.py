@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cxraug.config import load_config
+from cxraug.config import load_config, to_dict
+from cxraug.errors import CheckpointError, CXRAugError, show_path
 from cxraug.io import load_checkpoint, new_run_dir
 from cxraug.train.checks import check_resumable, check_train_config, fit_to_data
 from cxraug.train.config import PRESETS, TrainConfig, preset, resolve_steps, steps_over_epochs
-from cxraug.train.engine import Trainer, load_generator, pick_device
+from cxraug.train.engine import RESUME_FREE, Trainer, load_generator, pick_device
 
 __all__ = ["PRESETS", "TrainConfig", "Trainer", "load_generator", "preset", "resume", "train"]
 
@@ -38,6 +39,23 @@ def train(
     run = _shared_run_dir(out, f"train-{cfg.preset}", cpu=pick_device(cfg.device).type == "cpu")
     _finish(Trainer(cfg, ds, run, progress=progress, eval_hook=eval_hook))
     return run
+
+
+def _check_config_not_edited(path: Path, cfg: TrainConfig) -> None:
+    """The run's config.yaml is what the checkpoint was trained with; one edited since (to change the run on
+    resume) would be silently overwritten by the checkpoint's settings: refused instead, saying how to use it."""
+    if not path.is_file():
+        return
+    try:
+        on_disk = to_dict(load_config(TrainConfig, path, []))
+    except CXRAugError as e:
+        raise CheckpointError(f"{show_path(path)} no longer reads as the run's config ({e})") from e
+    saved = to_dict(cfg)
+    diff = sorted(k for k in saved if k not in RESUME_FREE and on_disk.get(k) != saved[k])
+    if diff:
+        raise CheckpointError(f"{show_path(path)} was edited since the checkpoint ({', '.join(diff)}): a resume "
+                              f"continues the checkpoint's settings; to train with the edited ones, start a new run: "
+                              f"cxraug train --config {show_path(path)}")  # fmt: skip
 
 
 def _finish(tr: Trainer) -> None:
@@ -77,6 +95,7 @@ def resume(run_dir: str | os.PathLike, steps: int | None = None, progress: bool 
     st = load_checkpoint(ckpt)
     check_resumable(st, ckpt)
     cfg = from_dict(TrainConfig, st["config"])
+    _check_config_not_edited(run / "config.yaml", cfg)
     if steps is not None:
         cfg.steps = steps
     check_train_config(cfg)

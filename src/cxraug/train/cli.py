@@ -13,6 +13,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     from cxraug.train import resume, train
 
     if a.resume:
+        changed = [f"--{k.replace('_', '-')}" for k, default in a.train_defaults.items()
+                   if k not in RESUME_FLAGS and getattr(a, k, default) != default]  # fmt: skip
+        if changed:
+            raise CXRAugError(f"--resume continues a run with its own settings; {', '.join(changed)} would change "
+                              "them: start a new run (--config RUN/config.yaml) instead")  # fmt: skip
         run = resume(a.resume, steps=a.steps, progress=not a.quiet, eval_hook=_fid_hook(a))
     else:
         if a.steps is not None and a.epochs is not None:
@@ -37,12 +42,16 @@ def cmd_train(a: argparse.Namespace) -> int:
         from cxraug.data.cli import manifest_overrides
 
         ov = manifest_overrides(a) + ov  # --format, --path-column, ... (an explicit --set still wins)
-        run = train(a.preset, a.data, a.out, a.config, ov, progress=not a.quiet, eval_hook=_fid_hook(a))
+        run = train(a.preset or "wgan-gp-64", a.data, a.out, a.config, ov, progress=not a.quiet,
+                    eval_hook=_fid_hook(a))  # fmt: skip
     if os.environ.get("RANK", "0") == "0":  # once, under accelerate launch / torchrun
         print(f"run folder: {run}")
         print(f"samples:    {run / 'samples.png'}")
         print(f"checkpoint: {run / 'checkpoints' / 'last.pt'}")
     return 0
+
+
+RESUME_FLAGS = {"resume", "steps", "fid_encoder", "quiet", "out", "func", "train_defaults"}  # what --resume takes
 
 
 def _fid_hook(a: argparse.Namespace):
@@ -67,7 +76,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
         + "\nOverride any config field with --set key=value (e.g. --set lr_g=2e-4 --set diffaug=translation,cutout).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default="wgan-gp-64", choices=sorted(PRESETS), help="default %(default)s")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="default wgan-gp-64")
     p.add_argument("--data", default="phantom", help="folder, CSV, cache or phantom spec; default %(default)s")
     p.add_argument("--class", dest="cls", help="train on this class only (e.g. COVID)")
     p.add_argument("--domain-a", help="CycleGAN source class (e.g. normal)")
@@ -89,4 +98,5 @@ def _register(sub: argparse._SubParsersAction) -> None:
     from cxraug.data.cli import add_manifest_args
 
     add_manifest_args(p)  # how to read a CSV/TSV --data (data.manifest.* in YAML)
-    p.set_defaults(func=cmd_train)
+    # every option's default, so that --resume can tell which were given (they would change the run)
+    p.set_defaults(func=cmd_train, train_defaults={x.dest: x.default for x in p._actions if x.dest != "help"})

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from cxraug.config import from_dict, save_config, to_dict
 from cxraug.data.cache import CachedDataset
 from cxraug.data.preprocess import u8_to_tensor
-from cxraug.errors import CXRAugError
+from cxraug.errors import CheckpointError, CXRAugError, show_path
 from cxraug.io import atomic_path, crash_hook, load_checkpoint
 from cxraug.models.artifact import FORMAT as CKPT_FORMAT
 from cxraug.models.artifact import LEGACY_FORMAT, GeneratorArtifact, GeneratorFamily, pick_device
@@ -523,19 +523,46 @@ class Trainer:
         crash_hook("after-checkpoint", self.step)
         return Path(dest)
 
+    def _check_same_run(self, st: dict, source: str | os.PathLike) -> None:
+        """A resume continues the run the checkpoint comes from: the same settings (but how long it trains and how
+        it runs: :data:`RESUME_FREE`) and the same training images; else it would mix two configurations, or two
+        datasets, in one run and record only the second."""
+        try:
+            saved = to_dict(from_dict(TrainConfig, st["config"]))  # defaults for fields newer than the checkpoint
+        except (CXRAugError, TypeError, ValueError):
+            saved = st["config"]
+        mine = to_dict(self.cfg)
+        diff = sorted(k for k in saved.keys() | mine.keys() if k not in RESUME_FREE and saved.get(k) != mine.get(k))
+        if diff:
+            shown = "; ".join(f"{k}: {saved.get(k)!r} there, {mine.get(k)!r} here" for k in diff[:4])
+            raise CheckpointError(f"{show_path(source)} was trained with other settings ({shown}"
+                                  f"{'; ...' if len(diff) > 4 else ''}): a resume continues that run unchanged; "
+                                  "start a new run to change them")  # fmt: skip
+        seen = np.asarray(st.get("train_phash", np.zeros((0, 8), np.uint8)))
+        if len(seen) and not np.array_equal(seen, self.train_fingerprints):
+            raise CheckpointError(f"{show_path(source)} was trained on other images than {self.cfg.data.path} holds now "
+                                  f"({len(seen)} then, {len(self.train_fingerprints)} now, or the same number changed): "
+                                  "resuming would mix two datasets in one run")  # fmt: skip
+
     def load_state_dict(self, st: dict, source: str | os.PathLike = "checkpoint") -> None:
         fam = self.family
         unwrap = self.acc.unwrap_model
         art = GeneratorArtifact.from_dict(st, source)
+        self._check_same_run(st, source)
         legacy = st.get("format") == LEGACY_FORMAT
-        critics = st["nets"] if legacy else st["critics"]
-        for k, m in fam.generators.items():
-            unwrap(m).load_state_dict(art.weights[k])
-        for k, m in fam.critics.items():
-            unwrap(m).load_state_dict(critics[k])
-        self.opt_g.load_state_dict(st["opt_g"])
-        if self.opt_d is not None:
-            self.opt_d.load_state_dict(st["opt_d"])
+        try:
+            critics = st["nets"] if legacy else st["critics"]
+            for k, m in fam.generators.items():
+                unwrap(m).load_state_dict(art.weights[k])
+            for k, m in fam.critics.items():
+                unwrap(m).load_state_dict(critics[k])
+            self.opt_g.load_state_dict(st["opt_g"])
+            if self.opt_d is not None:
+                self.opt_d.load_state_dict(st["opt_d"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{show_path(source)}: its networks or optimiser state do not fit its "
+                                  f"{self.cfg.family} config, or are missing ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else e!r})") from e  # fmt: skip
         # this run's choice, not the saving run's: a CUDA-graph run's capturable optimiser is not the CPU's
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups if opt is not None else []:
@@ -548,7 +575,11 @@ class Trainer:
         elif self.ema is not None and art.ema is not None:
             self.ema.module.load_state_dict(art.ema[self.spec.main])
             self.ema.n_averaged.copy_(st["ema_n_averaged"])
-        ranks = st.get("per_rank") or [{"sampler": st["rng"]["sampler"], "family": st.get("family", {})}]
+        try:
+            ranks = st.get("per_rank") or [{"sampler": st["rng"]["sampler"], "family": st.get("family", {})}]
+            step, history = int(st["step"]), {k: [list(p) for p in v] for k, v in st["history"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{show_path(source)}: incomplete training checkpoint (no usable {e})") from e
         if len(ranks) == self.acc.num_processes:  # same world size: every process continues its own streams
             mine = ranks[self.acc.process_index]
             self.sampler.set_state(mine["sampler"])
@@ -558,15 +589,20 @@ class Trainer:
         else:
             log.warning("checkpoint from %d process(es), resumed on %d: random streams start afresh from the seed",
                         len(ranks), self.acc.num_processes)  # fmt: skip
-        self.step = int(st["step"])
+        self.step = step
         self.images_seen = int(st.get("images_seen", 0))
-        self.history = {k: [list(p) for p in v] for k, v in st["history"].items()}
+        self.history = history
         self.best_fid = st.get("best_fid")
         if self._graph is not None:  # the optimisers' state tensors are new: warm up and capture again
             self._graph = StepGraph(self)
 
     def resume(self, path: str | os.PathLike) -> None:
         self.load_state_dict(load_checkpoint(path), path)
+
+
+# Settings a resume may change: how long the run goes on and how it runs, not what it computes
+RESUME_FREE = frozenset({"steps", "epochs", "device", "threads", "amp", "channels_last", "compile", "cuda_graphs",
+                         "log_every", "sample_every", "ckpt_every", "fid_every", "fid_n", "sample_batch"})  # fmt: skip
 
 
 def config_from_checkpoint(st: dict) -> TrainConfig:
