@@ -48,6 +48,13 @@ TRAIN = ["train", "--preset", "dcgan-64", "--data", "phantom:normal=4,covid=4", 
     (["--device", "tpu"], ["--device must be auto, cpu, cuda, cuda:N or mps; got 'tpu'"]),
     (["--size", "100"], ["image size must be 4·2^k for this model", "got 100 (--size)"]),
     (["--preset", "wgan-clip-64", "--size", "256"], ["built for 64, 96 or 128 px images, got 256"]),
+    # from a review (each a traceback, or silently taken, before):
+    (["--set", "diffaug=translate"], ["unknown DiffAugment policies ['translate']", "(--set diffaug)"]),
+    (["--set", "g_layout=foo"], ["g_layout: expected a mapping", "got 'foo'"]),
+    (["--set", "g_layout.bogus=1"], ["g_layout / d_layout", "bogus"]),
+    (["--set", "batch_size=true"], ["batch_size: expected int, got True"]),
+    (["--preset", "stylegan2-ada-64", "--set", "loss=hinge"], ["non-saturating logistic loss", "(--set loss)"]),
+    (["--preset", "ddpm-64", "--set", "loss=hinge"], ["denoising objective", "loss=hinge has no effect"]),
 ])  # fmt: skip
 def test_bad_training_values_are_one_line(tmp_path, capsys, extra, fragments):
     assert main([*TRAIN, *extra, "--out", str(tmp_path / "runs")]) == 2

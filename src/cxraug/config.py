@@ -74,6 +74,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         items = [_coerce(inner, v, f"{where}[]") for v in value]
         return tuple(items) if origin is tuple else items
     if origin is dict:
+        if not isinstance(value, dict):
+            raise CXRAugError(f"{where}: expected a mapping (key: value, or --set {where.split('.')[-1]}.KEY=VALUE), "
+                              f"got {value!r}")  # fmt: skip
         return dict(value)
     if tp is bool:
         if isinstance(value, str):
@@ -84,6 +87,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise CXRAugError(f"{where}: expected true/false, got {value!r}")
         return bool(value)
     if tp in (int, float):
+        if isinstance(value, bool):  # int(True) is 1: `batch_size: true` is a mistake, not a batch of one
+            raise CXRAugError(f"{where}: expected {tp.__name__}, got {value!r}")
         try:
             v = tp(value)
         except (TypeError, ValueError) as e:

@@ -70,6 +70,13 @@ def check_train_config(cfg: Any) -> None:
             raise ConfigError(f"{key} must be {what}, got {getattr(cfg, key)!r} ({flag})")
     check_device(cfg.device)
     cfg.data.validate()
+    if cfg.diffaug:
+        from cxraug.train.diffaug import DiffAugment
+
+        try:
+            DiffAugment(cfg.diffaug)
+        except ValueError as e:
+            raise ConfigError(f"{e} (--set diffaug)") from None
     _check_family(cfg)
     _check_domains(cfg)
     _check_size(cfg)
@@ -109,8 +116,11 @@ def _check_size(cfg: Any) -> None:
     from cxraug.models.artifact import family_of
     from cxraug.train.families import build_critic, build_generator
 
-    with torch.device("meta"):
-        g, d = build_generator(cfg, 1), build_critic(cfg, 1)
+    try:
+        with torch.device("meta"):
+            g, d = build_generator(cfg, 1), build_critic(cfg, 1)
+    except TypeError as e:  # a layout option the networks do not take (--set g_layout.KEY=...)
+        raise ConfigError(f"{cfg.preset}: g_layout / d_layout: {e} (--set g_layout.KEY=... or d_layout.KEY=...)") from None
     if family_of(cfg.family).takes_source:
         _check_translation_size(cfg, g, d)
 

@@ -27,10 +27,20 @@ from cxraug.train.config import TrainConfig
 from cxraug.train.seeding import seeded_init
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """A GAN loss given to a denoiser is refused, not recorded in the run's config as if it had trained it."""
+    from cxraug.errors import ConfigError
+
+    if cfg.loss != TrainConfig.loss:
+        raise ConfigError(f"a DDPM trains by the denoising objective ||eps - eps_theta||^2; --set loss={cfg.loss} "
+                          "has no effect on it")  # fmt: skip
+
+
 class DiffusionFamily:
     """DDPM: ``generators = {"G": denoiser}``, no critics; loss = ||eps - eps_theta(x_t, t)||^2."""
 
     graphable = False  # diffusers' scheduler moves and indexes its tables per call: not proven capturable
+    check_config = staticmethod(check_config)  # also run by train.checks before any run folder exists
 
     def __init__(self, cfg: TrainConfig, n_labels: int, rng: torch.Generator, pool_seed: int = 0):
         self.cfg, self.n_labels, self.rng = cfg, n_labels, rng

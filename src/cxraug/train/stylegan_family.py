@@ -55,6 +55,9 @@ def check_config(cfg: TrainConfig) -> None:
         parse_policy(cfg.ada)
     except ValueError as e:
         raise ConfigError(f"{e} (--set ada)") from None
+    if cfg.loss != "bce":  # recorded in the run's config, so it must be what trained it
+        raise ConfigError(f"StyleGAN2-ADA trains with the non-saturating logistic loss (loss: bce), not "
+                          f"{cfg.loss!r} (--set loss)")  # fmt: skip
 
 
 class StyleGANFamily:
