@@ -193,3 +193,35 @@ def test_conditional_for_a_config_is_what_the_built_sampler_does(family, class_c
     fam = family_of(cfg["family"])
     sampler = fam(fam.build(cfg, 2), cfg, ["covid", "pneumonia"], torch.zeros(1, 2))
     assert fam.conditional_for(cfg) == sampler.conditional
+
+
+def test_an_unconditional_generator_of_several_classes_makes_unlabelled_images_and_refuses_a_label(tmp_path, capsys):
+    """Trained on normal and covid images at once, a DCGAN has no say in its images' class: synthesize filed
+    them under the classes of random training rows and ignored --label; `balance` already refused it. With
+    --class (or trained on one class's images only, as a study does) its images carry that class."""
+    import csv
+
+    from cxraug.cli import main
+    from cxraug.train import train
+
+    both = train("dcgan-64", "phantom:normal=6,covid=6", tmp_path / "g1", progress=False, steps=1, width=8,
+                 batch_size=4, sample_every=100, **{"data.size": 32})  # fmt: skip
+    one = train("dcgan-64", "phantom:normal=6,covid=6", tmp_path / "g2", progress=False, steps=1, width=8,
+                batch_size=4, sample_every=100, cls="covid", **{"data.size": 32})  # fmt: skip
+    capsys.readouterr()
+    ck = {name: str(run / "checkpoints" / "last.pt") for name, run in (("both", both), ("one", one))}
+    assert main(["synthesize", "--checkpoint", ck["both"], "--n", "4", "--label", "covid", "--out",
+                 str(tmp_path / "s0")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trained on several classes at once" in err, err
+    assert main(["synthesize", "--checkpoint", ck["both"], "--n", "4", "--out", str(tmp_path / "s1")]) == 0
+    rows = list(csv.DictReader((tmp_path / "s1" / "manifest.csv").read_text().splitlines()))
+    assert [r["label"] for r in rows] == [""] * 4 and sorted(p.name for p in (tmp_path / "s1").iterdir()) == [
+        "manifest.csv", "manifest.json", "unlabelled"]
+    assert main(["synthesize", "--checkpoint", ck["one"], "--n", "4", "--label", "covid", "--out",
+                 str(tmp_path / "s2")]) == 0  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "s2" / "manifest.csv").read_text().splitlines()))
+    assert [r["label"] for r in rows] == ["covid"] * 4
+    assert main(["synthesize", "--checkpoint", ck["one"], "--n", "4", "--label", "normal", "--out",
+                 str(tmp_path / "s3")]) == 2  # fmt: skip
+    assert "trained on 'covid' images" in capsys.readouterr().err

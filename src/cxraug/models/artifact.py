@@ -154,11 +154,25 @@ class GeneratorFamily(ABC):
         return self.config.get("cls")
 
     @property
+    def shared_labels(self) -> list[str]:
+        """The labels all its images carry: ``--class``, or those every training row is positive for (a study
+        trains its generator on the minority's images alone); [] for a generator of several classes."""
+        if self.target_class:
+            return [self.target_class]
+        rows = self.real_labels
+        if len(rows) == 0:
+            return []
+        return [c for c, p in zip(self.class_names, (rows > 0.5).all(0).tolist()) if p]
+
+    @property
     def preset(self) -> str:
         return str(self.config.get("preset", self.name))
 
     def _real_rows(self, n: int, generator: torch.Generator | None) -> torch.Tensor:  # [n, K]
-        if len(self.real_labels) == 0:
+        """Label vectors for ``n`` images: drawn from the training rows, which for an unconditional generator
+        trained on one class (``--class``) all carry it. One trained on several classes at once has no say in
+        its images' class: they are unlabelled (zeros), not given the class of a random training row."""
+        if len(self.real_labels) == 0 or (not self.conditional and not self.shared_labels):
             return torch.zeros(n, len(self.class_names))
         return self.real_labels[torch.randint(len(self.real_labels), (n,), generator=generator)]
 

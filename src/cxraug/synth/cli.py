@@ -105,7 +105,8 @@ def _register(sub: argparse._SubParsersAction) -> None:
         "at most this many source images, each translated once; default all)",
     )
     p.add_argument("--source", help="images to translate (CycleGAN checkpoints): folder, CSV, cache or phantom spec")
-    p.add_argument("--label", help="for conditional GANs: draw label vectors of this pathology")
+    p.add_argument("--label", help="for conditional GANs: draw label vectors of this pathology (an unconditional "
+                   "generator takes only the class it was trained on)")
     p.add_argument("--seed", type=int, default=0, help="noise/label/source draws; the same seed gives the same images")
     p.add_argument(
         "--device", default="cpu", help="cpu | cuda | auto; the same seed gives the same images up to float rounding"

@@ -70,6 +70,11 @@ def generate(
     k = names.index(label) if label is not None and label in names else None
     if label is not None and k is None and g.conditional:
         raise CXRAugError(f"label {label!r} not in {names}")
+    if label is not None and not g.conditional and label not in g.shared_labels:
+        trained = (f"on {', '.join(map(repr, g.shared_labels))} images" if g.shared_labels
+                   else "on several classes at once (its images have no class)")  # fmt: skip
+        raise CXRAugError(f"--label {label}: this {g.name} generator is not conditional and was trained {trained}; "
+                          "train one with --class to make images of one class")  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
     src = None
     if g.takes_source:
