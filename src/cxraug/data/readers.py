@@ -37,6 +37,22 @@ def patient_id_known(path: str | os.PathLike) -> bool:
     return NIH_NAME.match(Path(path).stem) is not None
 
 
+def _file_mode(p: Path, where: str = "") -> tuple[int | None, str]:
+    """(st_mode, ""), or (None, the line saying why it is skipped): a broken symlink, or a file that cannot be
+    stat'ed."""
+    try:
+        return os.stat(p).st_mode, ""
+    except FileNotFoundError:
+        return None, f"{show_path(p)}: broken symlink{where}, skipped"
+    except OSError as e:
+        return None, f"{show_path(p)}: cannot stat ({e.strerror or e}), skipped"
+
+
+def _is_image(p: Path) -> bool:
+    """An image by its extension, or DICOM by its content (named without .dcm: no extension, or a UID's)."""
+    return p.suffix.lower() in SUPPORTED_EXTS or is_dicom(p)
+
+
 def _walk_images(folder: Path) -> tuple[list[Path], list[str], list[str]]:
     """Image files below ``folder`` (sorted), skipping mask folders, hidden files and symlink loops.
 
@@ -61,18 +77,14 @@ def _walk_images(folder: Path) -> tuple[list[Path], list[str], list[str]]:
             p = Path(dirpath) / name
             if name.startswith("."):
                 continue
-            try:
-                mode = os.stat(p).st_mode
-            except FileNotFoundError:
-                skipped.append(f"{show_path(p)}: broken symlink, skipped")
-                continue
-            except OSError as e:
-                skipped.append(f"{show_path(p)}: cannot stat ({e.strerror or e}), skipped")
+            mode, why = _file_mode(p)
+            if mode is None:
+                skipped.append(why)
                 continue
             if not stat.S_ISREG(mode):
                 skipped.append(f"{show_path(p)}: {file_kind(mode)}, not a regular file, skipped")
                 continue
-            if p.suffix.lower() in SUPPORTED_EXTS or is_dicom(p):  # DICOM also without .dcm: none, or a UID's
+            if _is_image(p):
                 files.append(p)
             else:
                 ext = p.suffix.lower() or "no extension"
@@ -92,15 +104,11 @@ def _beside_classes(root: Path, classes: list[str]) -> list[str]:
         if e.name.startswith("."):
             continue
         p = Path(e.path)
-        try:
-            mode = os.stat(p).st_mode
-        except FileNotFoundError:
-            out.append(f"{show_path(p)}: broken symlink beside the class folders (a class folder not there?), skipped")
+        mode, why = _file_mode(p, " beside the class folders (a class folder not there?)")
+        if mode is None:
+            out.append(why)
             continue
-        except OSError as err:
-            out.append(f"{show_path(p)}: cannot stat ({err.strerror or err}), skipped")
-            continue
-        if stat.S_ISREG(mode) and (p.suffix.lower() in SUPPORTED_EXTS or is_dicom(p)):
+        if stat.S_ISREG(mode) and _is_image(p):
             out.append(f"{show_path(p)}: an image beside the class folders ({', '.join(classes)}), left out: a folder "
                        "with sub-folders is read as one sub-folder per class")  # fmt: skip
     return out
