@@ -151,7 +151,7 @@ class Study(StudyGenerators):
         if cfg.generator:  # trained on none of the images any run is evaluated on: test, external and probe sets
             held_out = {"the test split": self.fp[sp["test"]]}
             for kind, sets in (("external", self.external), ("probe", self.probe)):
-                held_out |= {f"the {kind} set {n}": fingerprints(e["images"]) for n, e in sets.items()}
+                held_out |= {f"the {kind} set {n}": e["fp"] for n, e in sets.items()}
             gen_seen = check_generator_unseen(cfg.generator, held_out)
         self._syn_cache: dict[str, np.ndarray] = {}
         self._syn_labels: dict[str, np.ndarray | None] = {}
@@ -166,8 +166,8 @@ class Study(StudyGenerators):
             "patients": len(set(ds.patient_ids)), "errors": ds.errors,
             "class_source_table": self.table, "confounding": self.confounding,
             "test_patients": [ds.patient_ids[i] for i in te],
-            "external": {n: {k: v for k, v in e.items() if k != "images"} for n, e in self.external.items()},
-            "probe": {n: {k: v for k, v in e.items() if k != "images"} for n, e in self.probe.items()},
+            "external": {n: {k: v for k, v in e.items() if k not in ("images", "fp")} for n, e in self.external.items()},
+            "probe": {n: {k: v for k, v in e.items() if k not in ("images", "fp")} for n, e in self.probe.items()},
             "generator": ({"checkpoint": cfg.generator, "training_images_checked": gen_seen} if cfg.generator
                           else {"trained_by_study": to_dict(cfg.gan)} if cfg.gan else None),
         })  # fmt: skip
@@ -183,10 +183,11 @@ class Study(StudyGenerators):
             e, _ = load_labelled([s], self.cfg.size, class_names=self.names, progress=self.progress)
             imgs = np.asarray(e.images)
             check_no_synthetic(e.sources, e.paths, where=f"the {kind} set {name}")
-            keep, n_pat, n_dup = screen_against_training(fingerprints(imgs), e.patient_ids, self.fp[fit_idx],
-                                                         train_patients)  # fmt: skip
+            fp = fingerprints(imgs)
+            keep, n_pat, n_dup = screen_against_training(fp, e.patient_ids, self.fp[fit_idx], train_patients)
             lab = e.label_index[keep]
-            out[name] = {"path": s.path, "images": imgs[keep], "y": lab.tolist(), "pos": (lab == self.k_min).tolist(),
+            out[name] = {"path": s.path, "images": imgs[keep], "fp": fp[keep], "y": lab.tolist(),
+                         "pos": (lab == self.k_min).tolist(),
                          "patients": [p for p, k in zip(e.patient_ids, keep) if k], "n_loaded": len(imgs),
                          "n": int(keep.sum()), "dropped_same_patient": n_pat, "dropped_near_duplicate": n_dup,
                          "counts": {c: int((lab == k).sum()) for k, c in enumerate(self.names)}}  # fmt: skip
