@@ -10,7 +10,7 @@ from cxraug.errors import CheckpointError, CXRAugError, show_path
 from cxraug.io import load_checkpoint, new_run_dir
 from cxraug.train.checks import check_resumable, check_train_config, fit_to_data
 from cxraug.train.config import PRESETS, TrainConfig, preset, resolve_steps, steps_over_epochs
-from cxraug.train.engine import RESUME_FREE, Trainer, load_generator, pick_device
+from cxraug.train.engine import Trainer, changed_settings, load_generator, pick_device
 
 __all__ = ["PRESETS", "TrainConfig", "Trainer", "load_generator", "preset", "resume", "train"]
 
@@ -50,8 +50,7 @@ def _check_config_not_edited(path: Path, cfg: TrainConfig) -> None:
         on_disk = to_dict(load_config(TrainConfig, path, []))
     except CXRAugError as e:
         raise CheckpointError(f"{show_path(path)} no longer reads as the run's config ({e})") from e
-    saved = to_dict(cfg)
-    diff = sorted(k for k in saved if k not in RESUME_FREE and on_disk.get(k) != saved[k])
+    diff = changed_settings(to_dict(cfg), on_disk)
     if diff:
         raise CheckpointError(f"{show_path(path)} was edited since the checkpoint ({', '.join(diff)}): a resume "
                               f"continues the checkpoint's settings; to train with the edited ones, start a new run: "

@@ -532,7 +532,7 @@ class Trainer:
         except (CXRAugError, TypeError, ValueError):
             saved = st["config"]
         mine = to_dict(self.cfg)
-        diff = sorted(k for k in saved.keys() | mine.keys() if k not in RESUME_FREE and saved.get(k) != mine.get(k))
+        diff = changed_settings(saved, mine)
         if diff:
             shown = "; ".join(f"{k}: {saved.get(k)!r} there, {mine.get(k)!r} here" for k in diff[:4])
             raise CheckpointError(f"{show_path(source)} was trained with other settings ({shown}"
@@ -603,6 +603,11 @@ class Trainer:
 # Settings a resume may change: how long the run goes on and how it runs, not what it computes
 RESUME_FREE = frozenset({"steps", "epochs", "device", "threads", "amp", "channels_last", "compile", "cuda_graphs",
                          "log_every", "sample_every", "ckpt_every", "fid_every", "fid_n", "sample_batch"})  # fmt: skip
+
+
+def changed_settings(a: dict, b: dict) -> list[str]:
+    """The fields two resolved configs (``to_dict``) differ in, but for what a resume may change."""
+    return sorted(k for k in a.keys() | b.keys() if k not in RESUME_FREE and a.get(k) != b.get(k))
 
 
 def config_from_checkpoint(st: dict) -> TrainConfig:
