@@ -10,6 +10,7 @@ from badinput.corpus import N_GOOD, N_SKIPPED, make_corpus
 from conftest import shared, snapshot
 from cxraug.cli import main
 from cxraug.data import read_folder, read_image
+from cxraug.data.skipped import SHOWN
 from cxraug.errors import CXRAugError, ImageReadError
 
 
@@ -98,8 +99,17 @@ def test_prepare_writes_run_folder_and_preview(phantom_root, tmp_path, capsys):
 def test_prepare_skips_bad_files(corpus, tmp_path, capsys):
     root, expected = corpus
     assert main(["data", "prepare", str(root), "--out", str(tmp_path / "r"), "-q"]) == 0
-    err = capsys.readouterr().err
-    assert err.count("skipped:") == len(expected) + N_SKIPPED  # + the FIFO, left out before decoding
+    cap = capsys.readouterr()
+    # the FIFO (left out before decoding), then the first 10 unreadable files by name and a count of the rest
+    shown = min(len(expected), SHOWN)
+    assert cap.err.count("skipped:") == N_SKIPPED + shown + (len(expected) > SHOWN), cap.err
+    if len(expected) > SHOWN:
+        assert f"skipped: ... and {len(expected) - SHOWN} more (all {len(expected)} are listed" in cap.err
+    (run,) = (tmp_path / "r").iterdir()
+    listed = (run / "skipped.csv").read_text()  # every one of them, with its reason
+    for name, frag in expected.items():
+        assert name in listed and frag in listed, (name, listed)
+    assert f"skipped {len(expected) + N_SKIPPED} file(s) (unreadable or left out), listed in {run}" in cap.out
 
 
 @pytest.mark.shared_data

@@ -283,10 +283,44 @@ def test_verdict_words():
     assert verdict([0.01, 0.05], 0.02)["word"] == "better"
     assert verdict([-0.05, -0.01], 0.02)["word"] == "worse"
     v = verdict([-0.015, 0.012], 0.02)
-    assert v["word"] == "no detectable difference" and "larger than 0.02" in v["text"]
+    assert v["word"] == "no difference that matters" and "±0.02" in v["text"]
     v = verdict([-0.1, 0.08], 0.02)
     assert v["word"] == "underpowered" and "±0.02" in v["text"]
     assert verdict([float("nan"), float("nan")], 0.02)["word"] == "underpowered"
+
+
+def test_a_ci_that_excludes_0_inside_the_margin_is_no_difference_that_matters():
+    """The margin is the smallest difference that matters: a CI [+0.004, +0.015] is a real but negligible
+    difference (it was "better" before), on either side of 0."""
+    for ci in ([0.004, 0.015], [-0.015, -0.004]):
+        assert verdict(ci, 0.02)["word"] == "no difference that matters"
+    assert verdict([0.004, 0.025], 0.02)["word"] == "better"  # reaches beyond X: it may matter
+
+
+def test_margin_relative_to_headroom():
+    from cxraug.classify.stats import margin_value, parse_margin
+
+    assert parse_margin(0.02) == ("absolute", 0.02) and parse_margin("0.05") == ("absolute", 0.05)
+    assert parse_margin("10%-of-headroom") == ("headroom", 0.1)
+    assert margin_value("10%-of-headroom", 0.95) == pytest.approx(0.005)  # 10 % of the 0.05 left to a perfect AUC
+    assert margin_value("25%-of-headroom", 0.6) == pytest.approx(0.1)
+    assert np.isnan(margin_value("10%-of-headroom", float("nan")))
+    for bad in ("10%", "-5%-of-headroom", "150%-of-headroom", 0, 1.5, float("inf"), True, "x"):
+        with pytest.raises(CXRAugError, match="margin"):
+            parse_margin(bad)
+
+
+def test_holm_adjustment_matches_the_definition_worked_by_hand():
+    """Holm's step-down adjustment against values computed by hand from the definition (p sorted: 0.01, 0.02,
+    0.03, 0.04 with m = 4 -> 0.04, 0.06, 0.06 (monotone), 0.06 (monotone)); NaN stays out of m."""
+    from cxraug.classify.stats import holm_adjust
+
+    adj = holm_adjust([0.03, 0.01, 0.04, 0.02])
+    np.testing.assert_allclose(adj, [0.06, 0.04, 0.06, 0.06])
+    adj = holm_adjust([0.5, float("nan"), 0.01])
+    assert adj[2] == pytest.approx(0.02) and adj[0] == pytest.approx(0.5) and np.isnan(adj[1])
+    assert holm_adjust([0.9, 0.8]) == [1.0, 1.0]  # 2 x 0.8 capped at 1; monotone after it
+    assert holm_adjust([]) == []
 
 
 def test_midranks_match_scipy_rankdata_ties_nan_and_empty():

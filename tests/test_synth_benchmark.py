@@ -181,11 +181,12 @@ def test_tiny_end_to_end_study_report_and_resume(tmp_path, monkeypatch):
     summary = Study(cfg, study, progress=False).run()
     (gan,) = list((study / "gans").iterdir())  # the study trained its generator on the training split only
     assert load_checkpoint(gan / "checkpoints" / "last.pt")["step"] == 3
-    assert set(summary["table"]["1.0"]) == {"real", "standard-aug", "gan-aug", "synthetic-only"}
+    assert set(summary["table"]["1.0"]) == {"real", "standard-aug", "oversample", "class-weighted", "gan-aug",
+                                            "synthetic-only"}  # the default protocols, the controls among them
     for m in summary["table"]["1.0"].values():
         assert {"accuracy", "precision", "recall", "specificity", "f1", "auc", "false_negatives"} <= set(m)
     assert "1.0" in summary["paired_gan_vs_standard"]
-    assert set(summary["verdict"]["1.0"]) == {"gan-aug vs standard-aug", "gan-aug vs real"}
+    assert set(summary["verdict"]["1.0"]) == {"gan-aug vs best-control", "gan-aug vs standard-aug", "gan-aug vs real"}
     # the test split is real only
     st = Study(cfg, study, progress=False)
     st.prepare()

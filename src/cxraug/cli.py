@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     except CXRAugError as e:
         print(f"cxraug: error: {one_line(str(e))}", file=sys.stderr)
         return 2
+    except OSError as e:  # permission denied, a full or read-only disk where no writer above named it
+        from cxraug.io import os_error_line
+
+        print(f"cxraug: error: {one_line(os_error_line(e))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("cxraug: interrupted", file=sys.stderr)
         return 130

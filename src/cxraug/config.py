@@ -7,6 +7,7 @@ repeated exactly with ``--config RUN/config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -36,8 +37,116 @@ _Loader.add_implicit_resolver(
 )
 
 
+# Bounds of a config document, checked while it is read and before any value is used (issue 32): a YAML alias
+# bomb ("billion laughs": nested anchors, each alias repeating the one before) is a file of a few hundred bytes
+# that expands to billions of values, and deep nesting overflows the recursion of the reader and of every
+# function that walks the config. Real configs are a few hundred values a handful of levels deep.
+MAX_YAML_DEPTH = 50  # levels of nesting, counted through aliases
+MAX_YAML_SIZE = 1_000_000  # values plus characters of text, aliases expanded
+MAX_CONFIG_BYTES = 10_000_000  # a config file larger than this is not read
+
+
+class YAMLLimitError(yaml.YAMLError):
+    """A YAML document refused before use: too large once expanded, too deep, a duplicate key, a non-finite number."""
+
+
+def _line(node: yaml.Node) -> str:
+    return f" (line {node.start_mark.line + 1})" if node.start_mark is not None else ""
+
+
+class _SafeLoader(_Loader):
+    """:class:`_Loader` with the bounds above; duplicate keys and non-finite numbers (``.inf``, ``.nan``, ``1e999``)
+    are refused (YAML would keep the last key silently; an infinite step count overflowed much later)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise YAMLLimitError(f"nested deeper than {MAX_YAML_DEPTH} levels (line {mark.line + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node: Any) -> Any:
+        _check_expansion(node)
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    dup = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the constructor below says so
+                    continue
+                if dup:
+                    raise YAMLLimitError(f"duplicate key {key!r}{_line(key_node)}: give each key once")
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_float(self, node: Any) -> float:
+        v = super().construct_yaml_float(node)
+        if not math.isfinite(v):
+            raise YAMLLimitError(f"non-finite number {node.value!r}{_line(node)}: give a finite value")
+        return v
+
+
+_SafeLoader.add_constructor("tag:yaml.org,2002:float", _SafeLoader.construct_yaml_float)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph whose aliases expand past :data:`MAX_YAML_SIZE` or :data:`MAX_YAML_DEPTH`, or refer to
+    themselves. Each distinct node is visited once (an alias is the node it names), iteratively, so a bomb is
+    refused in time and memory proportional to its file, never to its expansion."""
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, depth)
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            kids = [done[id(c)] for c in _children(node)]
+            size = 1 + (len(node.value) if isinstance(node, yaml.ScalarNode) else 0) + sum(k[0] for k in kids)
+            depth = 1 + max((k[1] for k in kids), default=0)
+            open_.discard(key)
+            if size > MAX_YAML_SIZE:
+                raise YAMLLimitError(f"the document expands to more than {MAX_YAML_SIZE:,} values and characters "
+                                     f"(aliases *name repeat what &name marks){_line(node)}; refused")  # fmt: skip
+            if depth > MAX_YAML_DEPTH:
+                raise YAMLLimitError(f"nested deeper than {MAX_YAML_DEPTH} levels through aliases{_line(node)}")
+            done[key] = (size, depth)
+            continue
+        if key in done:
+            continue
+        if key in open_:
+            raise YAMLLimitError(f"an alias refers to the node that contains it{_line(node)}")
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node))
+
+
 def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    """Parse one YAML document within the bounds above; any refusal or parse failure is a ``yaml.YAMLError``."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise YAMLLimitError(f"{len(text):,} characters; a config holds at most {MAX_CONFIG_BYTES:,}")
+    try:
+        return yaml.load(text, Loader=_SafeLoader)
+    except (ValueError, OverflowError, RecursionError, MemoryError) as e:  # e.g. an integer of 5,000 digits
+        raise YAMLLimitError(" ".join(str(e).split()) or type(e).__name__) from None
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -107,7 +216,7 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise CXRAugError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+        raise CXRAugError(f"{where}: unknown key(s) {sorted(unknown, key=str)}; known: {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     return cls(**kwargs)
 
@@ -141,6 +250,8 @@ def load_config(
         if not p.is_file():
             raise CXRAugError(f"config file not found: {show_path(p)}")
         try:
+            if p.stat().st_size > MAX_CONFIG_BYTES:
+                raise YAMLLimitError(f"{p.stat().st_size:,} bytes; a config holds at most {MAX_CONFIG_BYTES:,}")
             loaded = load_yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise CXRAugError(f"{show_path(p)}: invalid YAML ({_one_line(e)})") from e

@@ -1,7 +1,7 @@
 """``cxraug demo``: the whole pipeline, offline, on the embedded phantoms, in a few CPU minutes.
 
 phantoms -> cache -> patient split -> a DCGAN on the COVID-like training images of each regime ->
-classifier benchmark (4 protocols x 2 regimes) -> FID/KID/PR + memorization with an offline encoder
+classifier benchmark (6 protocols, the rebalancing controls among them, x 2 regimes) -> FID/KID/PR + memorization with an offline encoder
 (trained on other phantoms) -> report.html.
 
 The defaults are sized for a 2-core x86 CPU running float32 (no bf16): under 5 minutes there
@@ -48,8 +48,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
     study = run / "study"
     encoder = run / "encoder.safetensors"
     print(f"[1/3] an offline feature encoder ({a.encoder_steps} steps); DCGANs on the COVID-like phantoms of each "
-          f"training split ({a.steps} steps); the classifier benchmark: real / standard-aug / GAN-aug / "
-          "synthetic-only ...")  # fmt: skip
+          f"training split ({a.steps} steps); the classifier benchmark: real / standard-aug / the rebalancing "
+          "controls (oversample, class-weighted) / GAN-aug / synthetic-only ...")  # fmt: skip
     gan = GanSpec(preset="dcgan-64", steps=a.steps, width=a.width, batch_size=64, diffaug="", seed=a.seed,
                   overrides=["sample_every=100", "ckpt_every=100"])  # fmt: skip
     cfg = StudyConfig(sources=[Source(DEMO_DATA)], minority="covid", gan=gan, regimes=[0.5, 1.0], seeds=[a.seed],
@@ -68,6 +68,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
               f"{m['sensitivity']['mean']:.3f}  specificity {m['specificity']['mean']:.3f}")  # fmt: skip
     for label, sets in res["summary"]["verdict"]["1.0"].items():
         print(f"      {label}: {sets['internal']['text']}")
+    print(f"      {res['summary']['power']['text']}")
+    print(f"      {res['summary']['headline']['text']}")
+    print("      (the demo runs one seed on a few dozen phantom test images: it shows the pipeline, it can conclude "
+          "nothing; a study needs >= 3 seeds and enough test images, see the power line)")  # fmt: skip
     print(f"done in {time.perf_counter() - t0:.0f} s\nrun folder: {run}\nsample grid: {study / 'synthetic_samples.png'}\n"
           f"report: {report}")  # fmt: skip
     return 0

@@ -36,7 +36,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         os.close(fd)
     except OSError as e:
-        raise _write_error(dest, e) from e
+        raise write_error(dest, e) from e
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -46,20 +46,60 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, dest)
     except OSError as e:
         tmp_path.unlink(missing_ok=True)
-        raise _write_error(dest, e) from e
+        raise write_error(dest, e) from e
+    except RuntimeError as e:
+        if not _is_torch_write_failure(e):
+            tmp_path.unlink(missing_ok=True)
+            raise
+        full = _nearly_full(tmp_path.parent)  # before the temp file is removed, which frees its space again
+        tmp_path.unlink(missing_ok=True)
+        why = "disk full" if full else f"write failed ({str(e).splitlines()[0]})"
+        raise CXRAugError(f"cannot write {show_path(dest)}: {why}") from e
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
 
 
-def _write_error(dest: Path, e: OSError) -> CXRAugError:
-    if e.errno == errno.ENOSPC:
-        why = "disk full"
-    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = "permission denied"
-    else:
-        why = e.strerror or str(e)
-    return CXRAugError(f"cannot write {show_path(dest)}: {why}")
+# torch.save's zip writer reports a failed write (ENOSPC, EIO, ...) as a RuntimeError without the errno:
+# "[enforce fail at inline_container.cc:672] unexpected pos 64 vs 0", "PytorchStreamWriter failed writing file".
+_TORCH_WRITE_FAILURES = ("inline_container.cc", "PytorchStreamWriter failed", "unexpected pos", "file write failed")
+
+
+def _is_torch_write_failure(e: RuntimeError) -> bool:
+    return any(m in str(e) for m in _TORCH_WRITE_FAILURES)
+
+
+def _nearly_full(folder: Path, margin: int = 64 * 2**20) -> bool:
+    """Less than ``margin`` bytes free where ``folder`` lies (how a failed torch write tells a full disk)."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
+
+
+def _reason(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if e.errno == errno.EROFS:
+        return "permission denied (read-only file system)"
+    return e.strerror or str(e) or type(e).__name__
+
+
+def write_error(dest: str | os.PathLike, e: OSError) -> CXRAugError:
+    """One line for a failed write to ``dest``: disk full, permission denied (also a read-only file system), or
+    the system's own words."""
+    return CXRAugError(f"cannot write {show_path(dest)}: {_reason(e)}")
+
+
+def os_error_line(e: OSError) -> str:
+    """An OS error that reached the command line, as one line naming its file(s): the last resort of
+    :func:`cxraug.cli.main` (the writers above name what they were writing where they can)."""
+    where = " -> ".join(show_path(f) for f in (e.filename, e.filename2) if f is not None)
+    return f"{where}: {_reason(e)}" if where else _reason(e)
 
 
 def write_text_atomic(dest: str | os.PathLike, text: str) -> Path:
@@ -116,7 +156,7 @@ def new_run_dir(base: str | os.PathLike, name: str) -> Path:
         except FileExistsError:
             continue
         except OSError as e:
-            raise _write_error(d, e) from e
+            raise write_error(d, e) from e
     raise CXRAugError(f"could not create a new run folder under {show_path(base)}")
 
 

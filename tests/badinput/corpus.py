@@ -137,6 +137,8 @@ def make_corpus(root: Path) -> dict[str, str]:
     ds.Rows = ds.Columns = 20000  # the header claims 400 M pixels (a deflated file of kilobytes can hold them)
     ds.save_as(bomb_dcm)
     expected["bomb.dcm"] = "decompression-bomb"
+    # Issue 32: files that `data split` and `train` used to leave out without a word.
+    expected.update(add_round3_bad_files(bad))
     # Unusual but valid: these must load.
     rgba = np.dstack([gray(64, 4)] * 3 + [np.full((64, 64), 255, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(good / "rgba.png")
@@ -159,6 +161,33 @@ def make_corpus(root: Path) -> dict[str, str]:
     if hasattr(os, "mkfifo"):
         os.mkfifo(bad / "pipe.png")  # skipped (not a regular file), never opened: it would block forever
     return expected
+
+
+def add_round3_bad_files(folder: Path) -> dict[str, str]:
+    """Issue 32's unreadable files, written into ``folder``; returns {file name: expected reason fragment}."""
+    import pydicom
+
+    def dicom(name: str) -> Path:
+        return write_dicom(folder / name, gray(64, 21).astype(np.uint16) * 16, bits=12)
+
+    out: dict[str, str] = {}
+    p = dicom("truncated.dcm")
+    p.write_bytes(p.read_bytes()[:-3000])  # the pixel data cut short
+    out["truncated.dcm"] = "pixel data is less than expected"
+    for name, field, value, frag in (
+        ("rows0.dcm", "Rows", 0, "'Rows' value of '0' is invalid"),
+        ("photometric.dcm", "PhotometricInterpretation", "GARBAGE", "'Photometric Interpretation' value 'GARBAGE'"),
+        ("bitsstored.dcm", "BitsStored", 40, "'Bits Stored' value of '40' is invalid"),
+    ):
+        ds = pydicom.dcmread(dicom(name))
+        setattr(ds, field, value)
+        ds.save_as(folder / name)
+        out[name] = frag
+    (folder / "png-named.dcm").write_bytes(png_bytes(gray(64, 22)))
+    out["png-named.dcm"] = "not a DICOM file (a PNG image by its content)"
+    (folder / "bomb9500.png").write_bytes(bomb_png(9500, 9500))  # 90 M pixels: PIL only warns below 179 M
+    out["bomb9500.png"] = "decompression-bomb"
+    return out
 
 
 #: Images in ``good/`` that must load (3 plain, RGBA, palette, 16-bit, MONOCHROME1, non-UTF-8 name,

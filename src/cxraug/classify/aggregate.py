@@ -1,24 +1,68 @@
 """Summaries across seeds, and the verdict.
 
 Per regime and protocol: every metric's mean and 95 % t-CI across seeds (internal test, each external
-source, external pooled), and patient-clustered bootstrap CIs on the pooled test predictions. Per
-regime, GAN-aug against standard-aug and against real: the paired difference per seed with a paired
-t-test, DeLong's test on the same images, a bootstrap CI of the AUC difference, and a verdict in words.
+source, external pooled), and patient-clustered bootstrap CIs on the pooled test predictions. Per regime, the
+comparisons that attribute an effect to the generator: GAN-aug against the strongest non-generative control
+(oversample, class-weighted, standard-aug, ...: the one with the best mean *validation* AUC), and GAN-aug against
+real and standard-aug as secondary lines. Each gives the paired difference per seed (paired t-test), DeLong's test on
+the same images, a patient-bootstrap CI of the AUC difference and a verdict in words under rules that cannot
+overclaim (3 seeds, 10 test images a class, the margin, the power of the test split). One pre-specified primary
+comparison decides the headline; every other is exploratory, with Holm-adjusted p-values.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from cxraug.classify.config import StudyConfig
+from cxraug.classify.calibration import reliability_curve
+from cxraug.classify.config import CONTROL_PROTOCOLS, PROTOCOLS, StudyConfig
 from cxraug.classify.metrics import mean_ci, paired_comparison
-from cxraug.classify.stats import auc_of, average_precision, cluster_bootstrap, delong_test, verdict
+from cxraug.classify.stats import (
+    auc_of,
+    average_precision,
+    cluster_bootstrap,
+    delong_test,
+    holm_adjust,
+    margin_value,
+    verdict,
+)
+from cxraug.errors import CXRAugError
 
 METRIC_KEYS = ("auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "threshold", "accuracy",
-               "precision", "recall", "f1", "false_negatives")  # fmt: skip
+               "precision", "recall", "f1", "false_negatives", "brier", "ece", "sensitivity_at_90_specificity")  # fmt: skip
 MULTICLASS_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_specificity", "macro_auc", "macro_pr_auc")
-MIN_PER_CLASS = 10  # fewer positive or negative test images than this: never "no detectable difference"
-COMPARISONS = (("gan-aug", "standard-aug"), ("gan-aug", "real"))
+MIN_PER_CLASS = 10  # fewer positive or negative test images than this: no verdict ("cannot conclude")
+MIN_SEEDS = 3  # fewer seeds than this: no verdict (1 seed calls better/worse 65-75 % of the time with no effect)
+BEST_CONTROL = "best-control"
+# what every study compares, when both arms ran: (a, b) with b possibly the validation-chosen best control
+COMPARISONS = (("gan-aug", BEST_CONTROL), ("standard-aug+gan-aug", BEST_CONTROL), ("gan-aug", "real"),
+               ("gan-aug", "standard-aug"))  # fmt: skip
+
+
+def parse_primary(comparison: str) -> tuple[str, str]:
+    """``"gan-aug vs best-control"`` -> ("gan-aug", "best-control"); both sides must name protocols (the right
+    side may be best-control)."""
+    a, sep, b = str(comparison).partition(" vs ")
+    a, b = a.strip(), b.strip()
+    if not sep or a not in PROTOCOLS or (b not in PROTOCOLS and b != BEST_CONTROL) or a == b:
+        raise CXRAugError(f"primary.comparison {comparison!r}: expected 'A vs B' with A a protocol and B a protocol "
+                          f"or {BEST_CONTROL}, e.g. 'gan-aug vs best-control'; protocols: {', '.join(PROTOCOLS)}")  # fmt: skip
+    return a, b
+
+
+def best_control(by_p: dict[str, list[dict]]) -> str | None:
+    """The non-generative protocol with the best mean validation AUC across seeds (ties: the simpler one, in
+    :data:`CONTROL_PROTOCOLS` order); None when the study ran no control. Never chosen on a test set."""
+    best, best_auc = None, -np.inf
+    for p in CONTROL_PROTOCOLS:
+        if p not in by_p:
+            continue
+        v = [r.get("validation", {}).get("auc", float("nan")) for r in by_p[p]]
+        v = [x for x in v if x is not None and np.isfinite(x)]
+        m = float(np.mean(v)) if v else -np.inf
+        if best is None or m > best_auc:
+            best, best_auc = p, m
+    return best
 
 
 def method_text(cfg: StudyConfig) -> str:
@@ -35,9 +79,16 @@ def method_text(cfg: StudyConfig) -> str:
         "evidence; with one image per patient it is DeLong's; results.json says which under `delong_variance`), "
         "and the patient-bootstrap CI of the "
         "seed-averaged AUC difference. The verdict reads the union of the seed CI and the bootstrap CI (the more "
-        "cautious of the two sources of variation): 'better' or 'worse' when it excludes 0; 'no detectable "
-        f"difference' when it lies within ±{cfg.margin:g} (the margin X, config `margin`); 'underpowered' when it "
-        f"includes 0 but reaches beyond ±X, or when a set has fewer than {MIN_PER_CLASS} images of a class."
+        "cautious of the two sources of variation): 'no difference that matters' when it lies within ±X (the margin, "
+        f"config `margin`: {cfg.margin}), whichever side of 0; 'better' or 'worse' when it excludes 0 and reaches "
+        f"beyond X; 'underpowered' when it includes 0 and reaches beyond ±X; 'cannot conclude' with fewer than "
+        f"{MIN_SEEDS} seeds or fewer than {MIN_PER_CLASS} test images of a class; 'underpowered by design' when the "
+        "power line (before training) shows the internal test split cannot detect a difference of X. GAN-aug is "
+        "compared with the strongest non-generative control (chosen by mean validation AUC, never on a test set); "
+        "every protocol of a (regime, seed) takes the same number of optimiser steps. One comparison is primary "
+        f"(config `primary`: {cfg.primary.comparison}); the others are exploratory, their p-values (the larger of "
+        "DeLong's on the seed-averaged scores and the paired t-test's) Holm-adjusted over all of them, and a "
+        "better/worse whose adjusted p is 0.05 or more is reported as underpowered."
     )
 
 
@@ -50,6 +101,8 @@ def _sets(r: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if ext:
         out["external:pooled"] = (np.concatenate([out[f"external:{n}"][0] for n in ext]),
                                   np.concatenate([out[f"external:{n}"][1] for n in ext]))  # fmt: skip
+    for lab, s in (r.get("test_prob_labels") or {}).items():  # multi-label: each other augmented label
+        out[f"internal:{lab}"] = (np.asarray(s, float), np.asarray(r["test_true_labels"][lab], int))
     return out
 
 
@@ -82,6 +135,13 @@ def _pooled(runs: list[dict], name: str, groups: list[str], cfg: StudyConfig) ->
     return out
 
 
+def _p_value(seeds: dict, dl: dict) -> float:
+    """One p-value per comparison for the multiplicity adjustment: the larger (more cautious) of the paired t-test's
+    across seeds and DeLong's on the seed-averaged scores, as the verdict reads the union of their CIs."""
+    ps = [p for p in (seeds.get("p_value"), dl.get("p_value")) if p is not None and np.isfinite(p)]
+    return float(max(ps)) if ps else float("nan")
+
+
 def compare(a_runs: list[dict], b_runs: list[dict], name: str, groups: list[str], cfg: StudyConfig,
             confounded: str = "", patients_known: bool = True) -> dict:  # fmt: skip
     """Protocol a against protocol b on one evaluation set, paired by seed and by image. ``patients_known``:
@@ -90,7 +150,7 @@ def compare(a_runs: list[dict], b_runs: list[dict], name: str, groups: list[str]
     sa, sb = [_sets(r)[name] for r in a_runs], [_sets(r)[name] for r in b_runs]
     y = sa[0][1]
     if len(y) == 0 or y.all() or not y.any():
-        return {"verdict": {"word": "underpowered", "text": "not comparable: this set lacks one of the classes"}}
+        return {"verdict": {"word": "cannot conclude", "text": "cannot conclude: this set lacks one of the classes"}}
     auc_a, auc_b = [auc_of(y, s) for s, _ in sa], [auc_of(y, s) for s, _ in sb]
     seeds = paired_comparison(auc_a, auc_b)
     dg = groups if patients_known else None
@@ -101,37 +161,55 @@ def compare(a_runs: list[dict], b_runs: list[dict], name: str, groups: list[str]
     lo, hi = boot["ci"]
     if np.isfinite(seeds["ci"]):
         lo, hi = min(lo, seeds["mean"] - seeds["ci"]), max(hi, seeds["mean"] + seeds["ci"])
-    v = verdict([lo, hi], cfg.margin)
+    ref = float(np.mean(auc_b)) if auc_b else float("nan")
+    margin = margin_value(cfg.margin, ref)
+    v = verdict([lo, hi], margin)
     m, n = int(y.sum()), int((1 - y).sum())
-    if min(m, n) < MIN_PER_CLASS and v["word"] == "no detectable difference":
-        v = {"word": "underpowered", "text": f"underpowered (only {m} positive and {n} negative test images; at "
-             f"least {MIN_PER_CLASS} of each are needed before a CI inside ±{cfg.margin:g} means anything)"}  # fmt: skip
+    if min(m, n) < MIN_PER_CLASS:
+        v = {"word": "cannot conclude", "text": f"cannot conclude: only {m} positive and {n} negative test images, "
+             f"at least {MIN_PER_CLASS} of each are needed (CI [{lo:+.3f}, {hi:+.3f}])"}  # fmt: skip
+    elif len(a_runs) < MIN_SEEDS:
+        v = {"word": "cannot conclude", "text": f"cannot conclude: {len(a_runs)} seed(s), at least {MIN_SEEDS} are "
+             f"needed for training noise to be in the CI (CI [{lo:+.3f}, {hi:+.3f}])"}  # fmt: skip
     if confounded:
         v["confounded"] = True
         v["text"] += (
             "; but class and source are confounded: this result cannot separate disease from acquisition source"
         )
-    if len(a_runs) < 2:
-        v["text"] += "; one seed only: training randomness is not in the CI (default 5 seeds)"
     return {"auc_difference_per_seed": [a - b for a, b in zip(auc_a, auc_b)], "paired_seeds": seeds,
             "delong_per_seed": [{"difference": d["difference"], "p_value": d["p_value"]} for d in delong],
             "delong_pooled": pooled_delong, "delong_variance": pooled_delong["variance"],
-            "bootstrap_difference": boot, "ci": [lo, hi], "verdict": v}  # fmt: skip
+            "bootstrap_difference": boot, "ci": [lo, hi], "margin": margin, "p_value": _p_value(seeds, pooled_delong),
+            "verdict": v}  # fmt: skip
+
+
+def _variance_label(groups: dict | None, patients_known: bool | None) -> str:
+    if not groups or patients_known is False:
+        return ("image-level (DeLong 1988): no patient ids in the data, so every image is its own patient; the split "
+                "is image-level too: images of one patient may sit in train and test")  # fmt: skip
+    return "patient-clustered (Obuchowski 1997)"
 
 
 def aggregate(results: list[dict], cfg: StudyConfig, groups: dict[str, list[str]] | None = None,
-              confounding: dict | None = None) -> dict:  # fmt: skip
+              confounding: dict | None = None, *, patients_known: bool | None = None, power: dict | None = None,
+              generator_note: str = "") -> dict:  # fmt: skip
     """``groups``: patient id per image of each set ("internal", "external:NAME"); without it every image
-    is its own cluster. ``confounding``: :func:`cxraug.classify.assemble.confounding`'s result."""
+    is its own cluster. ``confounding``: :func:`cxraug.classify.assemble.confounding`'s result.
+    ``patients_known``: the ids came from the data (default: when ``groups`` is given); else DeLong's variance is
+    the image-level one and the label says the split is image-level. ``power``: the study's power line
+    (:func:`cxraug.classify.power.power_line`); when it cannot reach the margin, internal-test verdicts are
+    "underpowered by design". ``generator_note``: how the generators were seeded, for the method text."""
+    known = bool(groups) if patients_known is None else bool(patients_known and groups)
     by: dict = {}
     for r in results:
         by.setdefault(str(r["regime"]), {}).setdefault(r["protocol"], []).append(r)
     conf_text = (confounding or {}).get("text", "")
     out: dict = {"table": {}, "external": {}, "pooled": {}, "paired_gan_vs_standard": {}, "comparisons": {},
-                 "verdict": {}, "confounding": confounding or {"confounded": False, "text": ""},
-                 "method": method_text(cfg),
-                 "delong_variance": "patient-clustered (Obuchowski 1997)" if groups else
-                                    "image-level (DeLong 1988; no patient ids)"}  # fmt: skip
+                 "verdict": {}, "best_control": {}, "confounding": confounding or {"confounded": False, "text": ""},
+                 "method": method_text(cfg) + (f" {generator_note}" if generator_note else ""),
+                 "delong_variance": _variance_label(groups, known), "power": power,
+                 "generator_variance": generator_note}  # fmt: skip
+    family: list[tuple[str, str, str]] = []  # every (regime, label, set) compared: the multiplicity family
     for regime, by_p in by.items():
         for p in by_p:
             by_p[p] = sorted(by_p[p], key=lambda r: r["seed"])
@@ -157,13 +235,79 @@ def aggregate(results: list[dict], cfg: StudyConfig, groups: dict[str, list[str]
                 k: paired_comparison([r["metrics"][k] for r in ga], [r["metrics"][k] for r in sa])
                 for k in (key, "accuracy" if multiclass else "recall")
             }
+        if not multiclass:  # calibration: every seed's internal test scores, per protocol
+            out.setdefault("reliability", {})[regime] = {
+                p: reliability_curve(np.concatenate([_sets(r)["internal"][1] for r in runs]),
+                                     np.concatenate([_sets(r)["internal"][0] for r in runs]))
+                for p, runs in by_p.items()
+            }  # fmt: skip
+        ctrl = best_control(by_p)
+        out["best_control"][regime] = ctrl
         out["comparisons"][regime], out["verdict"][regime] = {}, {}
-        for a, b in COMPARISONS:
-            if a in by_p and b in by_p:
-                label = f"{a} vs {b}"
-                cmp = {s: compare(by_p[a], by_p[b], s, grp[s], cfg, conf_text, patients_known=bool(groups))
-                       for s in sets if s in ("internal", "external:pooled")}  # fmt: skip
-                out["comparisons"][regime][label] = cmp
-                out["verdict"][regime][label] = {s.replace("external:pooled", "external"): c["verdict"]
-                                                 for s, c in cmp.items()}  # fmt: skip
+        primary = parse_primary(cfg.primary.comparison)
+        for a, b in (*COMPARISONS, *([primary] if primary not in COMPARISONS else [])):
+            b_name = ctrl if b == BEST_CONTROL else b
+            if a not in by_p or b_name is None or b_name not in by_p or a == b_name:
+                continue
+            label = f"{a} vs {b}"
+            cmp_sets = [s for s in sets if s == "internal" or s == "external:pooled" or s.startswith("internal:")]
+            cmp = {s: compare(by_p[a], by_p[b_name], s, grp[s], cfg, conf_text, patients_known=known)
+                   for s in cmp_sets}  # fmt: skip
+            for c in cmp.values():
+                c["against"] = b_name
+            out["comparisons"][regime][label] = cmp
+            family += [(regime, label, s) for s in cmp]
+    _primary_and_holm(out, cfg, family, power)
+    for regime, by_label in out["comparisons"].items():
+        out["verdict"][regime] = {
+            label: {s.replace("external:pooled", "external"): c["verdict"] for s, c in sets.items()}
+            for label, sets in by_label.items()
+        }
     return out
+
+
+def _primary_and_holm(out: dict, cfg: StudyConfig, family: list[tuple[str, str, str]], power: dict | None) -> None:
+    """Mark the pre-specified primary comparison (the headline), Holm-adjust every other comparison's p-value, and
+    apply the power line: a study whose internal test split cannot detect the margin says so instead of a word."""
+    a, b = parse_primary(cfg.primary.comparison)
+    regimes = sorted(out["comparisons"], key=float)
+    reg = cfg.primary.regime if cfg.primary.regime is not None else (float(regimes[0]) if regimes else None)
+    label, key = f"{a} vs {b}", None
+    for r in regimes:
+        if reg is not None and float(r) == float(reg) and label in out["comparisons"][r]:
+            key = (r, label, "internal")
+    explore = [f for f in family if f != key]
+    adj = holm_adjust([out["comparisons"][r][lab][s].get("p_value", float("nan")) for r, lab, s in explore])
+    for (r, lab, s), pa in zip(explore, adj):
+        c = out["comparisons"][r][lab][s]
+        c["role"], c["p_holm"] = "exploratory", pa
+        v = c["verdict"]
+        if v["word"] in ("better", "worse") and not pa < 0.05:
+            c["verdict"] = {**v, "word": "underpowered",
+                            "text": f"underpowered after Holm's adjustment over {len(explore)} exploratory comparisons "
+                                    f"(p {c['p_value']:.3f}, adjusted {pa:.3f}; unadjusted: {v['text']})"}  # fmt: skip
+        if "p_value" in c:
+            c["verdict"]["text"] += f" [exploratory; Holm-adjusted p {pa:.3f}]" if np.isfinite(pa) else " [exploratory]"
+    by_design = power is not None and not power.get("reachable", True)
+    for r, lab, s in family:
+        c = out["comparisons"][r][lab][s]
+        if by_design and s == "internal" and c["verdict"]["word"] != "cannot conclude":
+            c["verdict"] = {**c["verdict"], "word": "underpowered by design",
+                            "text": f"underpowered by design: {power['text']} (the CI was {c['verdict']['text']})"}  # fmt: skip
+    if key is None:
+        out["headline"] = {"comparison": label, "regime": reg, "set": "internal", "available": False,
+                           "text": f"primary comparison {label} at {_pct(reg)}: not run by this study "
+                                   f"(protocols or regime missing)"}  # fmt: skip
+        return
+    c = out["comparisons"][key[0]][label]["internal"]
+    c["role"] = "primary"
+    against = c.get("against", b)
+    name = f"{a} vs the strongest control ({against}, chosen on validation)" if b == BEST_CONTROL else label
+    out["headline"] = {"comparison": label, "against": against, "regime": float(key[0]), "set": "internal",
+                       "available": True, "verdict": c["verdict"],
+                       "text": f"Primary (pre-specified): {name} at {_pct(float(key[0]))}, internal test: "
+                               f"{c['verdict']['text']}"}  # fmt: skip
+
+
+def _pct(regime: float | None) -> str:
+    return "no regime" if regime is None else f"{float(regime) * 100:g} %"

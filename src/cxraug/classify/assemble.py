@@ -18,24 +18,30 @@ from cxraug.models.artifact import GeneratorArtifact
 
 
 def load_labelled(
-    sources: list[Source], size: int, class_names: list[str] | None = None, progress: bool = True
+    sources: list[Source], size: int, class_names: list[str] | None = None, progress: bool = True,
+    info: dict | None = None,
 ) -> tuple[CachedDataset, list[str]]:
     """One dataset from ``sources`` (folders/phantoms: one class each via ``label``, or folder-per-class;
     or one multi-label CSV manifest, its label vectors kept as they are) and, per image, the name of
     the source it came from. ``class_names``: label the images over these classes (external and probe
-    sets use the study's classes; a class the study does not have is refused)."""
+    sets use the study's classes; a class the study does not have is refused). ``info``, if given, gets
+    ``unknown_patients``: how many listed images have no patient id from the data (only a file name)."""
     samples, names = [], []
     colls: list[tuple[Collection, str | None]] = []
     for s in sources:
         c = open_source(s.path, size=max(size, 64), manifest=s.manifest)
         colls.append((c, s.label))
         names += [s.label] if s.label else c.class_names
+    if info is not None:
+        info["unknown_patients"] = int(sum(c.unknown_patients for c, _ in colls))
+        info["listed"] = int(sum(len(c) for c, _ in colls))
     src_names = source_names(sources)
     if any(c.multilabel for c, _ in colls):
         if len(colls) != 1 or class_names is not None:
             raise CXRAugError("a multi-label study takes exactly one source (a CSV manifest with label columns); "
                               "external and probe sources take one class each (`label:`)")  # fmt: skip
         ds = build_cache(colls[0][0], Preprocess(size), progress=progress)
+        _announce_skipped(ds, colls)
         return ds, [src_names[0]] * len(ds)
     if class_names is not None:
         unknown = sorted(set(names) - set(class_names))
@@ -55,7 +61,16 @@ def load_labelled(
             origin_of.setdefault(smp.path, sname)
     merged = Collection(samples, names, root="+".join(s.path for s in sources))
     ds = build_cache(merged, Preprocess(size), progress=progress)
+    _announce_skipped(ds, colls)
     return ds, [origin_of.get(p, "?") for p in ds.paths]
+
+
+def _announce_skipped(ds: CachedDataset, colls: list[tuple[Collection, str | None]]) -> None:
+    """Name every file the study's sources left out (listing, then decoding) on stderr, as every command does."""
+    from cxraug.data import skipped
+
+    ds.listing_skipped = [x for c, _ in colls for x in c.skipped]
+    skipped.announce([*ds.listing_skipped, *ds.errors])
 
 
 def load_sources(cfg: StudyConfig, progress: bool = True) -> CachedDataset:

@@ -23,9 +23,34 @@ def _check_study(cfg) -> None:
             f"split must be three fractions train,val,test summing to 1, got {cfg.split}")  # fmt: skip
     require(16 <= cfg.size <= 1024, f"size must be within 16..1024, got {cfg.size}")
     require(bool(cfg.sources), "sources is empty: name at least one data source")
-    require(math.isfinite(cfg.margin) and 0 < cfg.margin < 1, f"margin must be within (0, 1), got {cfg.margin}")
     require(cfg.bootstrap >= 20, f"bootstrap must be >= 20 resamples, got {cfg.bootstrap}")
     check_device(cfg.device)
+    _check_study_bounds(cfg)
+
+
+def _check_study_bounds(cfg) -> None:
+    """Upper bounds of the study's counts, its classifier by name, and its `gan:` block through the same
+    validator as ``cxraug train`` (:func:`cxraug.train.checks.check_train_config`): all before the study folder
+    exists (a `gan: {preset: stylegan9}` was a KeyError, `gan: {steps: -5}` failed after the folder was made)."""
+    from cxraug.classify.models import CLASSIFIERS
+    from cxraug.errors import ConfigError, CXRAugError
+
+    require(len(cfg.seeds) <= 1000 and all(s < 2**32 for s in cfg.seeds),
+            f"seeds must be at most 1000 integers below 2^32, got {len(cfg.seeds)} up to {max(cfg.seeds)}")  # fmt: skip
+    require(cfg.epochs <= 100_000, f"epochs must be <= 100000, got {cfg.epochs}")
+    require(cfg.batch_size <= 65_536, f"batch_size must be <= 65536, got {cfg.batch_size}")
+    require(cfg.bootstrap <= 1_000_000, f"bootstrap must be <= 1000000 resamples, got {cfg.bootstrap}")
+    require(cfg.model in CLASSIFIERS, f"model {cfg.model!r} is not a classifier here; choose from "
+            f"{', '.join(CLASSIFIERS)}")  # fmt: skip
+    if cfg.gan is None:
+        return
+    from cxraug.classify.generators import gan_train_config
+    from cxraug.train.checks import check_train_config
+
+    try:
+        check_train_config(gan_train_config(cfg.gan, cfg.size, cfg.minority))
+    except CXRAugError as e:
+        raise ConfigError(f"gan: {e}") from None
 
 
 def _apply_source_flags(cfg, a: argparse.Namespace) -> None:
@@ -87,9 +112,15 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
             print(f"  external {name}:")
             for p, m in tab.items():
                 print("    " + f"{p:<14}" + "  ".join(f"{k}={v['mean']:.3f}" for k, v in m.items() if k in shown))
+        if summary.get("best_control", {}).get(regime):
+            print(f"  strongest control (mean validation AUC): {summary['best_control'][regime]}")
         for label, sets in summary["verdict"].get(regime, {}).items():
             for s, v in sets.items():
                 print(f"  {label} ({s}): {v['text']}")
+    if summary.get("power"):
+        print(summary["power"]["text"])
+    if summary.get("headline"):
+        print(summary["headline"]["text"])
     print(f"study folder: {out}   (cxraug report {out})")
     return 0
 
@@ -100,9 +131,11 @@ def _register(sub: argparse._SubParsersAction) -> None:
 
     b = sub.add_parser(
         "benchmark",
-        help="classifier study: real / standard-aug / GAN-aug / synthetic-only x regimes x seeds",
-        description="Run every protocol x data regime x seed on a fixed real-only test split. Interrupted studies "
-        "continue with --resume STUDY_DIR (finished runs are not redone).",
+        help="classifier study: real / standard-aug / controls / GAN-aug / synthetic-only x regimes x seeds",
+        description="Run every protocol x data regime x seed on a fixed real-only test split and say whether GAN "
+        "augmentation beats the strongest non-generative control (oversample, class-weighted, standard-aug, chosen on "
+        "validation), with the test split's power printed before anything trains. Interrupted studies continue with "
+        "--resume STUDY_DIR (finished runs are not redone).",
     )
     b.add_argument("--config", help="study YAML (fields of StudyConfig: sources, generator, regimes, seeds, ...)")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field; repeatable")

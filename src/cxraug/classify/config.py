@@ -9,10 +9,28 @@ from pathlib import Path
 from cxraug.config import load_config
 from cxraug.data.manifests import ManifestSpec
 
-# synthetic-only replaces the real minority by as many synthetic images; synthetic-only-full by as many as
-# the largest class (Zunair & Hamza train on synthetic images at full volume)
-PROTOCOLS = ("real", "standard-aug", "gan-aug", "synthetic-only", "synthetic-only-full")
-SYNTHETIC_PROTOCOLS = ("gan-aug", "synthetic-only", "synthetic-only-full")
+# real: the training split as it is; standard-aug: with the standard augmentation (flips). The controls that
+# isolate the generator: oversample repeats the real minority images up to the class balance gan-aug reaches;
+# class-weighted weighs the loss by inverse class frequency instead. gan-aug adds synthetic minority images to that
+# balance; synthetic-only replaces the real minority by as many synthetic images, synthetic-only-full by as many as
+# the largest class (Zunair & Hamza train on synthetic images at full volume). "standard-aug+X" is X with the
+# standard augmentation. Every protocol of a (regime, seed) takes the same number of optimiser steps.
+PROTOCOLS = ("real", "standard-aug", "oversample", "class-weighted", "standard-aug+oversample", "gan-aug",
+             "standard-aug+gan-aug", "synthetic-only", "synthetic-only-full")  # fmt: skip
+SYNTHETIC_PROTOCOLS = ("gan-aug", "standard-aug+gan-aug", "synthetic-only", "synthetic-only-full")
+# the non-generative protocols: the strongest of them (on validation) is what gan-aug must beat
+CONTROL_PROTOCOLS = ("real", "standard-aug", "oversample", "class-weighted", "standard-aug+oversample")
+DEFAULT_PROTOCOLS = ("real", "standard-aug", "oversample", "class-weighted", "gan-aug", "synthetic-only")
+
+
+def base_protocol(protocol: str) -> tuple[str, bool]:
+    """("oversample", True) for "standard-aug+oversample": the training set's protocol and whether the standard
+    augmentation is applied on top ("standard-aug" alone is ("real", True))."""
+    if protocol == "standard-aug":
+        return "real", True
+    if protocol.startswith("standard-aug+"):
+        return protocol.removeprefix("standard-aug+"), True
+    return protocol, False
 
 
 @dataclass
@@ -59,6 +77,30 @@ class GanSpec:
 
 
 @dataclass
+class Primary:
+    """The one pre-specified comparison that decides the study's headline verdict; every other comparison is
+    exploratory (reported with Holm-adjusted p-values). ``comparison``: "A vs B" with protocols, or B =
+    ``best-control`` (the non-generative protocol with the best mean validation AUC in that regime); ``regime``:
+    None = the smallest regime of the study (the scarce-data question); ``metric``: auc."""
+
+    comparison: str = "gan-aug vs best-control"
+    regime: float | None = None
+    metric: str = "auc"
+
+
+@dataclass
+class PowerSpec:
+    """What the power line assumes before anything trains: the AUC expected of the comparator (from a pilot or
+    the literature) and the correlation of two protocols' AUC estimates on the same test images (Hanley &
+    McNeil 1983; classifiers trained on the same data correlate strongly, 0.5 is a cautious default)."""
+
+    auc: float = 0.85
+    correlation: float = 0.5
+    alpha: float = 0.05
+    power: float = 0.8
+
+
+@dataclass
 class StudyConfig:
     sources: list[Source] = field(default_factory=lambda: [Source("phantom:normal=240,covid=48")])
     size: int = 64
@@ -66,7 +108,7 @@ class StudyConfig:
     generator: str | None = None  # a checkpoint trained on the minority class, used for every run ...
     gan: GanSpec | None = None  # ... or let the study train its own generators (leak-free by construction)
     model: str = "lightweight"
-    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS[:4]))
+    protocols: list[str] = field(default_factory=lambda: list(DEFAULT_PROTOCOLS))
     regimes: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.5, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     epochs: int = 10
@@ -87,7 +129,14 @@ class StudyConfig:
     # (e.g. normal images from the positive class's hospital: a direct test of a source shortcut).
     probe: list[Source] = field(default_factory=list)
     operating_point: str = "youden"  # youden | sensitivity:0.9 | fixed:0.5, chosen on the validation split
-    margin: float = 0.02  # X: the smallest AUC difference that matters, for the verdict's words
+    # X: the smallest AUC difference that matters, for the verdict's words: a number (0.02), or relative to the
+    # comparator's headroom, "10%-of-headroom" = 0.1 x (1 - the comparator's mean AUC in that regime)
+    margin: float | str = 0.02
+    primary: Primary = field(default_factory=Primary)
+    power: PowerSpec = field(default_factory=PowerSpec)
+    # per-run: one generator per (regime, seed), its seed derived from the run, so the CIs hold the generator's
+    # own training variance; shared: one per distinct training set (at 100 % every seed shares one)
+    generator_seeds: str = "per-run"
     bootstrap: int = 1000  # patient-clustered bootstrap resamples for the pooled CIs
     # The standard-augmentation baseline: flips (Sundaram & Hulkund: horizontal and vertical flips, p = 0.5),
     # mild (flip + 10 degree rotation + brightness/contrast 0.2), or torchvision v2 transforms such as

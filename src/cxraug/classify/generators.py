@@ -21,12 +21,24 @@ from cxraug.train.config import TrainConfig, preset
 from cxraug.train.engine import Trainer
 
 
-def gan_train_config(spec: GanSpec, size: int, minority: str = "minority", n_images: int = 0) -> TrainConfig:
+def gan_seed(spec: GanSpec, regime: float, seed: int, per_run: bool = True) -> int:
+    """The seed a study's generator for the (regime, seed) run trains with: ``per_run``, one derived from the run
+    key and the `gan:` block's seed (BLAKE2b, so neighbouring runs get unrelated streams and the seed never
+    depends on the order runs are scheduled in); else the block's seed for every run."""
+    if not per_run:
+        return spec.seed
+    h = hashlib.blake2b(f"study-gan/{spec.seed}/{regime:g}/{seed}".encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little") % (2**31 - 1)
+
+
+def gan_train_config(spec: GanSpec, size: int, minority: str = "minority", n_images: int = 0,
+                     seed: int | None = None) -> TrainConfig:  # fmt: skip
     """The training config of a study's `gan:` block for ``n_images`` minority training images (the batch
-    is capped at that many; 0: not known yet, no cap)."""
+    is capped at that many; 0: not known yet, no cap); ``seed``: the generator's (default the block's)."""
     batch = min(spec.batch_size, n_images) if n_images else spec.batch_size
+    seed = spec.seed if seed is None else seed
     return load_config(TrainConfig, None, [f"width={spec.width}", f"steps={spec.steps}", f"batch_size={batch}",
-                                           f"diffaug={spec.diffaug}", f"seed={spec.seed}", f"data.size={size}",
+                                           f"diffaug={spec.diffaug}", f"seed={seed}", f"data.size={size}",
                                            f"data.path=study:{n_images} {minority} training images",
                                            "epochs=0",  # length in steps
                                            *spec.overrides],
@@ -46,13 +58,16 @@ class StudyGenerators:
         return idx[self.pos[idx]]
 
     def generator_for(self, regime: float, seed: int) -> str:
-        """The checkpoint whose samples augment the (regime, seed) run; trains it first if needed."""
+        """The checkpoint whose samples augment the (regime, seed) run; trains it first if needed. With
+        ``generator_seeds: per-run`` (the default) every (regime, seed) has a generator of its own, so the seeds'
+        spread holds the generator's training variance as well as the classifier's."""
         if self.cfg.generator:
             return self.cfg.generator
         mins = self._minority_train(regime, seed)
         spec = self.cfg.gan
         assert spec is not None
-        tcfg = gan_train_config(spec, self.cfg.size, self.cfg.minority, len(mins))
+        per_run = self.cfg.generator_seeds == "per-run"
+        tcfg = gan_train_config(spec, self.cfg.size, self.cfg.minority, len(mins), gan_seed(spec, regime, seed, per_run))
         # keyed by its training images and its training config (less the step count, so more steps continue it)
         h = hashlib.sha1(mins.astype(np.int64).tobytes())
         h.update(repr(sorted((k, str(v)) for k, v in to_dict(tcfg).items() if k != "steps")).encode())

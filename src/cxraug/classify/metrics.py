@@ -6,6 +6,8 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
+from cxraug.classify.calibration import brier_score, expected_calibration_error, sensitivity_at_specificity
+
 
 def _safe_div(a: float, b: float) -> float:
     """a / b, 0 when nothing was counted (precision with no positive call, F1 with nothing right: scikit-learn's
@@ -49,7 +51,15 @@ def binary_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float = 0.5
         "threshold": float(threshold),
         "false_negatives": int(fn),
         "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
+        # calibration of the score as a probability, and the ROC's sensitivity at 90 % specificity (threshold-free)
+        "brier": brier_score(y_true, score) if len(y_true) and _in_unit(score) else float("nan"),
+        "ece": expected_calibration_error(y_true, score) if len(y_true) and _in_unit(score) else float("nan"),
+        "sensitivity_at_90_specificity": sensitivity_at_specificity(y_true, score, 0.9),
     }
+
+
+def _in_unit(score: np.ndarray) -> bool:
+    return bool(np.isfinite(score).all() and (score >= 0).all() and (score <= 1).all())
 
 
 def multiclass_metrics(y_true: np.ndarray, prob: np.ndarray, class_names: list[str]) -> dict:

@@ -58,9 +58,17 @@ def input_spec(name: str) -> dict:
     return {"size": int(t.crop_size[0]), "mean": [float(v) for v in t.mean], "std": [float(v) for v in t.std]}
 
 
+#: The classifiers a study can train (``model:``).
+CLASSIFIERS = ("lightweight", "densenet121", "densenet161", "resnet50", "vgg16", "inception_v3")
+
+
 def build_classifier(name: str, n_out: int, pretrained: bool = True) -> tuple[nn.Module, str]:
     """(model, weights description). ImageNet weights when they can be had, else from scratch; either way
     the input is resized and normalized as the ImageNet weights expect (so a reloaded model matches)."""
+    if name not in CLASSIFIERS:
+        from cxraug.errors import ConfigError
+
+        raise ConfigError(f"unknown classifier {name!r} (model:); choose from {', '.join(CLASSIFIERS)}")
     if name == "lightweight":
         return LightweightCNN(n_out), "from scratch"
     import torchvision.models as tvm

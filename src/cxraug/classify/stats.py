@@ -6,7 +6,7 @@ operating characteristic curves: a nonparametric approach", Biometrics 44 (1988)
 implementation of DeLong's algorithm for comparing the areas under correlated receiver operating
 characteristic curves", IEEE Signal Processing Letters 21 (2014) (mid-ranks instead of the O(mn)
 kernel); Obuchowski, "Nonparametric analysis of clustered ROC curve data", Biometrics 53 (1997) (the
-structural components summed per patient, for patients with several images); Youden, "Index for rating diagnostic tests", Cancer 3 (1950); Field & Welsh, "Bootstrapping
+structural components summed per patient, for patients with several images); Youden, "Index for rating diagnostic tests", Cancer 3 (1950); Holm (1979) for the exploratory comparisons; Field & Welsh, "Bootstrapping
 clustered data", JRSS-B 69 (2007) (resample whole clusters, here patients).
 """
 
@@ -237,23 +237,79 @@ def average_precision(y: np.ndarray, s: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------- verdict
+VERDICT_WORDS = ("better", "worse", "no difference that matters", "underpowered", "underpowered by design",
+                 "cannot conclude")  # fmt: skip
+
+
+def parse_margin(margin: float | str) -> tuple[str, float]:
+    """The smallest AUC difference that matters: a number in (0, 1) -> ("absolute", X); ``"P%-of-headroom"`` ->
+    ("headroom", P/100): X = P/100 x (1 - the comparator's AUC), so that near the ceiling, where a fixed 0.02 can
+    no longer be exceeded, the margin shrinks with the room left."""
+    if isinstance(margin, int | float) and not isinstance(margin, bool):
+        if np.isfinite(margin) and 0 < margin < 1:
+            return "absolute", float(margin)
+    elif isinstance(margin, str):
+        text = margin.strip()
+        if text.endswith("%-of-headroom"):
+            try:
+                pct = float(text.removesuffix("%-of-headroom"))
+            except ValueError:
+                pct = float("nan")
+            if np.isfinite(pct) and 0 < pct < 100:
+                return "headroom", pct / 100
+        else:
+            try:
+                return parse_margin(float(text))
+            except ValueError:
+                pass
+    raise CXRAugError(f"margin {margin!r}: expected a number within (0, 1) such as 0.02, or P%-of-headroom such as "
+                      "10%-of-headroom")  # fmt: skip
+
+
+def margin_value(margin: float | str, reference_auc: float) -> float:
+    """X for a comparison whose comparator's AUC is ``reference_auc`` (see :func:`parse_margin`); a headroom margin
+    of a comparator without an AUC (NaN) is NaN."""
+    kind, v = parse_margin(margin)
+    if kind == "absolute":
+        return v
+    return float(v * (1 - reference_auc)) if np.isfinite(reference_auc) else float("nan")
+
+
+def holm_adjust(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm, "A simple sequentially rejective multiple test procedure",
+    Scand. J. Statist. 6, 1979): sorted ascending, p_(i) x (m - i + 1), made monotone, capped at 1; NaN p-values
+    are left out of m and stay NaN. Rejecting where the adjusted p < alpha controls the family-wise error rate."""
+    p = np.asarray(p_values, float)
+    out = np.full(len(p), np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    running = 0.0
+    for rank, j in enumerate(ok[np.argsort(p[ok], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[j]))
+        out[j] = running
+    return out.tolist()
+
+
 def verdict(ci: list[float] | tuple[float, float], margin: float, metric: str = "AUC") -> dict:
     """Plain words for a difference's 95 % CI [lo, hi] against the smallest difference that matters (X).
 
-    better / worse: the CI excludes 0; no detectable difference: the CI lies inside (-X, X), so
-    differences larger than X are excluded (an equivalence reading, as in two one-sided tests);
-    underpowered: the CI includes 0 and reaches beyond ±X, so the data cannot tell."""
+    no difference that matters: the CI lies inside (-X, X), whichever side of 0 (an equivalence reading, as in
+    two one-sided tests: a CI that excludes 0 but stays within X is a difference too small to matter);
+    better / worse: the CI excludes 0 and reaches beyond X; underpowered: the CI includes 0 and reaches beyond
+    ±X, so the data cannot tell."""
     lo, hi = float(ci[0]), float(ci[1])
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return {"word": "underpowered", "text": f"underpowered (no confidence interval for the {metric} difference)"}
+    if not np.isfinite(margin):
+        return {"word": "underpowered", "text": f"underpowered (no margin: the comparator has no {metric})"}
+    if -margin < lo and hi < margin:
+        return {"word": "no difference that matters",
+                "text": f"no difference that matters (the CI [{lo:+.3f}, {hi:+.3f}] lies within ±{margin:.3g}, the "
+                        f"smallest {metric} difference that matters)"}  # fmt: skip
     if lo > 0:
         return {"word": "better", "text": f"better ({metric} difference CI [{lo:+.3f}, {hi:+.3f}] excludes 0)"}
     if hi < 0:
         return {"word": "worse", "text": f"worse ({metric} difference CI [{lo:+.3f}, {hi:+.3f}] excludes 0)"}
-    if -margin < lo and hi < margin:
-        return {"word": "no detectable difference",
-                "text": f"no detectable difference (the CI [{lo:+.3f}, {hi:+.3f}] excludes {metric} differences "
-                        f"larger than {margin:g})"}  # fmt: skip
     return {"word": "underpowered",
-            "text": f"underpowered (the CI [{lo:+.3f}, {hi:+.3f}] is wider than ±{margin:g}: more seeds or test "
+            "text": f"underpowered (the CI [{lo:+.3f}, {hi:+.3f}] is wider than ±{margin:.3g}: more seeds or test "
                     "images are needed to tell)"}  # fmt: skip

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cxraug.classify.aggregate import METRIC_KEYS, aggregate
+from cxraug.classify.aggregate import METRIC_KEYS, aggregate, parse_primary
 from cxraug.classify.assemble import (
     check_generator_unseen,
     class_source_table,
     confounding,
     load_labelled,
     load_sources,
+    min_fraction_pool_size,
     parse_augment_rule,
     plan_min_fraction,
     reduce_minority,
@@ -36,6 +37,7 @@ from cxraug.classify.config import (
     GanSpec,
     Source,
     StudyConfig,
+    base_protocol,
     load_config_dict,
     load_study_config,
     source_names,
@@ -43,8 +45,8 @@ from cxraug.classify.config import (
 from cxraug.classify.generators import StudyGenerators, gan_train_config
 from cxraug.classify.metrics import binary_metrics, multiclass_metrics, multilabel_auc
 from cxraug.classify.models import build_classifier
-from cxraug.classify.stats import choose_threshold, parse_operating_point
-from cxraug.classify.train import fit_classifier, predict_proba, standard_augmentation
+from cxraug.classify.stats import auc_of, choose_threshold, parse_margin, parse_operating_point
+from cxraug.classify.train import balanced_class_weight, fit_classifier, predict_proba, standard_augmentation
 from cxraug.config import save_config, to_dict
 from cxraug.data.splits import (
     check_no_synthetic,
@@ -57,7 +59,8 @@ from cxraug.errors import CXRAugError
 from cxraug.io import crash_hook, load_checkpoint, save_checkpoint, write_json
 from cxraug.models.artifact import family_of
 
-RAW_KEYS = ("test_prob", "test_true", "external_prob", "external_true")  # per-image, kept in runs/*/result.json
+# per-image, kept in runs/*/result.json
+RAW_KEYS = ("test_prob", "test_true", "external_prob", "external_true", "test_prob_labels", "test_true_labels")
 
 __all__ = ["METRIC_KEYS", "PROTOCOLS", "GanSpec", "Source", "Study", "StudyConfig", "aggregate",
            "check_generator_unseen", "load_config_dict", "load_sources", "load_study_config"]  # fmt: skip
@@ -93,6 +96,20 @@ class Study(StudyGenerators):
                                   "makes only the minority")  # fmt: skip
         parse_operating_point(cfg.operating_point)
         standard_augmentation(cfg.standard_aug)
+        parse_margin(cfg.margin)
+        parse_primary(cfg.primary.comparison)
+        if cfg.primary.regime is not None and cfg.primary.regime not in cfg.regimes:
+            raise CXRAugError(f"primary.regime {cfg.primary.regime:g} is not one of the study's regimes {cfg.regimes}")
+        if cfg.primary.metric != "auc":
+            raise CXRAugError(f"primary.metric {cfg.primary.metric!r}: only auc (ROC-AUC; macro AUC for several "
+                              "classes) decides a verdict")  # fmt: skip
+        pw = cfg.power
+        if not (0.5 < pw.auc < 1 and 0 <= pw.correlation < 1 and 0 < pw.alpha < 1 and 0 < pw.power < 1):
+            raise CXRAugError(f"power: auc must be within (0.5, 1), correlation within [0, 1), alpha and power within "
+                              f"(0, 1); got {to_dict(pw)}")  # fmt: skip
+        if cfg.generator_seeds not in ("per-run", "shared"):
+            raise CXRAugError(f"generator_seeds {cfg.generator_seeds!r}: expected per-run (one generator per regime "
+                              "and seed, the default) or shared")  # fmt: skip
         return fraction
 
     def __init__(self, cfg: StudyConfig, out: str | os.PathLike, progress: bool = True):
@@ -103,7 +120,11 @@ class Study(StudyGenerators):
         cfg = self.cfg
         self.dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.dir / "config.yaml")
-        ds, self.origin = load_labelled(cfg.sources, cfg.size, progress=self.progress)
+        info: dict = {}
+        ds, self.origin = load_labelled(cfg.sources, cfg.size, progress=self.progress, info=info)
+        # patient ids that came from the data (a column, DICOM tags, NIH file names, the phantoms' own): only then
+        # are the splits patient-level and DeLong's variance patient-clustered
+        self.patients_known = info["unknown_patients"] == 0
         if cfg.minority not in ds.class_names:
             raise CXRAugError(f"minority class {cfg.minority!r} not in {ds.class_names}")
         self.ds, self.names = ds, ds.class_names
@@ -147,6 +168,12 @@ class Study(StudyGenerators):
         for e in (*self.external.values(), *self.probe.values()):
             h.update(np.ascontiguousarray(e["images"]).tobytes())
         self.data_hash = h.hexdigest()
+        self.power = self._power_line(te)
+        self.acquisition = self._acquisition_check()
+        if self.progress:
+            tqdm.write(self.power["text"])
+            if self.acquisition.get("flagged"):
+                tqdm.write(self.acquisition["text"])
         gen_seen = None
         if cfg.generator:  # trained on none of the images any run is evaluated on: test, external and probe sets
             held_out = {"the test split": self.fp[sp["test"]]}
@@ -166,11 +193,56 @@ class Study(StudyGenerators):
             "patients": len(set(ds.patient_ids)), "errors": ds.errors,
             "class_source_table": self.table, "confounding": self.confounding,
             "test_patients": [ds.patient_ids[i] for i in te],
+            "test_patients_by_label": {self.names[k]: [ds.patient_ids[i] for i in sp["test"]
+                                                       if not np.isnan(ds.labels[i, k])]
+                                       for k in self.aug_k[1:]} if self.multilabel else {},
+            "patient_ids": {"from_data": self.patients_known, "unknown": info["unknown_patients"],
+                            "listed": info["listed"]},
+            "power": self.power, "acquisition": self.acquisition,
             "external": {n: {k: v for k, v in e.items() if k not in ("images", "fp")} for n, e in self.external.items()},
             "probe": {n: {k: v for k, v in e.items() if k not in ("images", "fp")} for n, e in self.probe.items()},
             "generator": ({"checkpoint": cfg.generator, "training_images_checked": gen_seen} if cfg.generator
                           else {"trained_by_study": to_dict(cfg.gan)} if cfg.gan else None),
         })  # fmt: skip
+
+    def _power_line(self, te: np.ndarray) -> dict:
+        """Before any training: the smallest AUC difference the internal test split can detect (Hanley & McNeil;
+        the patient clustering as a design effect, Obuchowski 1997), next to the margin that matters."""
+        from cxraug.classify.power import design_effect_from_clusters, power_line
+        from cxraug.classify.stats import parse_margin
+
+        pw = self.cfg.power
+        kind, x = parse_margin(self.cfg.margin)
+        margin = x if kind == "absolute" else x * (1 - pw.auc)
+        n_pos = int(self.pos[te].sum())
+        de = design_effect_from_clusters([self.ds.patient_ids[i] for i in te]) if self.patients_known else 1.0
+        return power_line(pw.auc, n_pos, len(te) - n_pos, correlation=pw.correlation, alpha=pw.alpha, power=pw.power,
+                          design_effect=de, margin=margin)  # fmt: skip
+
+    def _acquisition_check(self) -> dict:
+        """Do image properties that are not anatomy (native size, bit depth, format, borders, sharpness, noise)
+        alone tell the minority from the rest? (DeGrave et al. 2021.) Works on a single folder-per-class source,
+        where the class x source table cannot see anything."""
+        from cxraug.classify.acquisition import acquisition_cue_check
+        from cxraug.data.acquisition import acquisition_features
+
+        known = self.known
+        feats, names = acquisition_features([self.ds.paths[i] for i in np.flatnonzero(known)], self.images[known])
+        return acquisition_cue_check(feats, names, self.pos[known],
+                                     [self.ds.patient_ids[i] for i in np.flatnonzero(known)], seed=self.cfg.split_seed,
+                                     positive_name=self.cfg.minority)  # fmt: skip
+
+    def generator_note(self) -> str:
+        """How the study's generators were seeded: whether the CIs hold the generator's own training variance."""
+        if not (self.cfg.generator or self.cfg.gan):
+            return ""
+        if self.cfg.generator:
+            return "One given generator (`generator:`) for every run: its own training variance is not in the CI."
+        if self.cfg.generator_seeds == "shared":
+            return ("One generator per distinct training set (generator_seeds: shared): at 100 % every seed shares "
+                    "one generator, whose training variance is not in the CI.")  # fmt: skip
+        return ("One generator per (regime, seed), its seed derived from the run (generator_seeds: per-run): the "
+                "CIs hold the generator's training variance as well as the classifier's.")  # fmt: skip
 
     def _held_out_sets(self, sources: list[Source], fit_idx: np.ndarray, kind: str) -> dict[str, dict]:
         """External-test or probe sets, one per source, with every image of a training/validation patient
@@ -210,11 +282,23 @@ class Study(StudyGenerators):
         """Class indices [N] (single-label) or multi-hot vectors [N,K] with NaN = unknown (multi-label)."""
         return self.ds.labels[idx].astype(np.float32) if self.multilabel else self.y[idx]
 
+    def steps_per_epoch(self, regime: float, seed: int) -> int:
+        """Optimiser steps per epoch for every protocol of the (regime, seed): the batches of the class-balanced
+        training set (the real training images plus the images the augment rule adds), so that real, the controls
+        and GAN-aug differ in what they train on, not in how long they train."""
+        idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
+        return max(1, int(np.ceil((len(idx) + self._n_to_add(idx)) / self.cfg.batch_size)))
+
     def train_set(self, protocol: str, regime: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(images, targets, is_synthetic) for one run."""
+        """(images, targets, is_synthetic) for one run. ``standard-aug+X`` trains on X's set (the augmentation is
+        applied per batch); oversample's repeated real images are not synthetic."""
+        protocol, _ = base_protocol(protocol)
         idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
         x, y = self.images[idx], self.targets(idx)
         syn_flag = np.zeros(len(y), bool)
+        if protocol == "oversample":
+            xs, ys = self._oversample_set(idx, seed)
+            return np.concatenate([x, xs]), np.concatenate([y, ys]), np.zeros(len(y) + len(ys), bool)
         if protocol == "gan-aug" and self.fraction is not None:
             xs, ys = self._min_fraction_set(idx, regime, seed)
             return (np.concatenate([x, xs]), np.concatenate([y, ys]),
@@ -241,6 +325,33 @@ class Study(StudyGenerators):
             y = np.concatenate([y, y_syn])
             syn_flag = np.concatenate([syn_flag, np.ones(len(pick), bool)])
         return x, y, syn_flag
+
+    def _real_pool(self, idx: np.ndarray, k: int, n: int, seed: int) -> np.ndarray:
+        """``n`` training rows (indices into the dataset) positive for label k, repeated as evenly as possible:
+        consecutive seeded permutations of those rows, so no row is used twice before every row is used once."""
+        rows = idx[(np.nan_to_num(self.ds.labels[idx, k]) > 0.5)]
+        if n <= 0 or len(rows) == 0:
+            return np.zeros(0, np.int64)
+        rng = np.random.default_rng([seed, k, 7919])  # its own stream: not the synthetic pools' order
+        reps = -(-n // len(rows))
+        return np.concatenate([rows[rng.permutation(len(rows))] for _ in range(reps)])[:n]
+
+    def _oversample_set(self, idx: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The oversample control: real minority training images repeated to exactly the balance gan-aug reaches
+        with synthetic ones (``equalize``: as many copies as gan-aug adds; ``min-fraction:F``: the same greedy
+        plan, drawing copies of real rows positive for each short label). Returns (images, targets)."""
+        if self.fraction is None:
+            rows = self._real_pool(idx, self.k_min, self._n_to_add(idx), seed)
+        else:
+            bound = min_fraction_pool_size(len(idx), len(self.aug_k), self.fraction)
+            pools = {k: self._real_pool(idx, k, bound, seed) for k in self.aug_k}
+            for k, r in pools.items():
+                if len(r) == 0:
+                    raise CXRAugError(f"oversample: no real training image is positive for {self.names[k]!r} to repeat")
+            picks = plan_min_fraction(self.ds.labels[idx], self.aug_k, float(self.fraction),
+                                      {k: self.ds.labels[r] for k, r in pools.items()})  # fmt: skip
+            rows = np.array([pools[k][j] for k, j in picks], np.int64)
+        return self.images[rows], self.targets(rows)
 
     def _pool(self, k: int, regime: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Synthetic candidates for label k: images [M,S,S] and label vectors [M,K] (a conditional
@@ -329,21 +440,37 @@ class Study(StudyGenerators):
             torch.manual_seed(seed)
             model, weights = build_classifier(cfg.model, len(self.names))
         v = self.split["val"]
-        aug = standard_augmentation(cfg.standard_aug) if protocol == "standard-aug" else False
+        base, with_aug = base_protocol(protocol)
+        aug = standard_augmentation(cfg.standard_aug) if with_aug else False
+        cw = balanced_class_weight(y, len(self.names)) if base == "class-weighted" else None
+        steps = self.steps_per_epoch(regime, seed)
         model, curves = fit_classifier(model, x, y, self.images[v], self.targets(v), cfg.epochs, cfg.batch_size,
-                                       cfg.lr, augment=aug, seed=seed, device=cfg.device)  # fmt: skip
+                                       cfg.lr, augment=aug, seed=seed, device=cfg.device, steps_per_epoch=steps,
+                                       class_weight=cw)  # fmt: skip
         ml = self.multilabel
         # operating point: chosen on validation only, then applied unchanged to every test set
         binary = ml or len(self.names) == 2
+        v_all = v
         v = v[self.known[v]]
-        thr = choose_threshold(self.pos[v], self._scores(predict_proba(model, self.images[v], multilabel=ml)),
-                               cfg.operating_point) if binary else None  # fmt: skip
+        v_prob = predict_proba(model, self.images[v], multilabel=ml)
+        thr = choose_threshold(self.pos[v], self._scores(v_prob), cfg.operating_point) if binary else None
+        # the validation AUC: how the strongest control is chosen, never from the test split
+        if binary:
+            val_auc = auc_of(self.pos[v], self._scores(v_prob))
+        else:
+            val_auc = multiclass_metrics(self.y[v_all], predict_proba(model, self.images[v_all]), self.names)["macro_auc"]
         te = self.split["test"]
         te = te[self.known[te]]  # multi-label: where the minority label is recorded (single-label: all)
         prob = predict_proba(model, self.images[te], multilabel=ml)
         metrics = self._evaluate(prob, self.y[te], self.pos[te], thr)
+        label_prob, label_true = {}, {}
         if ml:  # the minority label as a binary task + per-label AUC
             metrics.update(multilabel_auc(self.ds.labels[te], prob, self.names))
+            for k in self.aug_k[1:]:  # every other augmented label: its own scores, for a verdict per label
+                te_k = self.split["test"][~np.isnan(self.ds.labels[self.split["test"], k])]
+                p_k = predict_proba(model, self.images[te_k], multilabel=True)[:, k].astype(np.float64)
+                label_prob[self.names[k]] = p_k.tolist()
+                label_true[self.names[k]] = (self.ds.labels[te_k, k] == 1).astype(int).tolist()
         ext, ext_prob, ext_true, parts = {}, {}, {}, []
         for name, e in self.external.items():
             p = predict_proba(model, e["images"], multilabel=ml) if e["n"] else np.zeros((0, len(self.names)))
@@ -362,10 +489,14 @@ class Study(StudyGenerators):
                            "median_score": float(np.median(self._scores(p))) if e["n"] else float("nan")}  # fmt: skip
         res = {"key": key, "protocol": protocol, "regime": regime, "seed": seed, "model": cfg.model,
                "weights": weights, "n_train": len(y), "n_synthetic": int(syn.sum()), "curves": curves,
+               "optimizer_steps": steps * cfg.epochs, "class_weight": None if cw is None else cw.tolist(),
+               "validation": {"auc": val_auc},
                "operating_point": cfg.operating_point if binary else "argmax", "threshold": thr,
                "metrics": metrics, "external": ext, "probe": probe, "fingerprint": fp, "augment": augment,
                "test_prob": self._scores(prob).tolist(), "test_true": self.pos[te].astype(int).tolist(),
                "external_prob": ext_prob, "external_true": ext_true}  # fmt: skip
+        if label_prob:
+            res["test_prob_labels"], res["test_true_labels"] = label_prob, label_true
         rdir.mkdir(parents=True, exist_ok=True)
         if seed == cfg.seeds[0]:
             save_checkpoint({"state_dict": model.state_dict()}, rdir / "model.pt")
@@ -383,10 +514,14 @@ class Study(StudyGenerators):
             if not reused:
                 n_new += 1
                 crash_hook("after-run", n_new)
-        groups = {"internal": json.loads((self.dir / "data.json").read_text())["test_patients"]}
+        data = json.loads((self.dir / "data.json").read_text())
+        groups = {"internal": data["test_patients"]}
+        for lab, pats in data.get("test_patients_by_label", {}).items():
+            groups[f"internal:{lab}"] = pats
         for n, e in self.external.items():
             groups[f"external:{n}"] = [f"{n}/{p}" for p in e["patients"]]
-        summary = aggregate(results, cfg, groups, self.confounding)
+        summary = aggregate(results, cfg, groups, self.confounding, patients_known=self.patients_known,
+                            power=data.get("power"), generator_note=self.generator_note())  # fmt: skip
         write_json(self.dir / "results.json", {"config": load_config_dict(self.dir), "summary": summary,
                                                "runs": [{k: v for k, v in r.items() if k not in RAW_KEYS}
                                                         for r in results]})  # fmt: skip

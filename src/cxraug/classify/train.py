@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -72,38 +72,65 @@ def fit_classifier(
     augment: bool | Callable[[torch.Tensor], torch.Tensor] = False,
     seed: int = 0,
     device: str = "cpu",
+    *,
+    steps_per_epoch: int | None = None,
+    class_weight: np.ndarray | None = None,
 ) -> tuple[nn.Module, dict]:
     """Returns the best-validation model and per-epoch train/val loss curves.
 
     Targets: class indices [N] (binary / multi-class head, cross-entropy) or multi-hot float vectors
     [N,K] (multi-label head, one sigmoid per label; NaN = unknown label, masked out of the loss).
-    ``augment``: True for the default standard augmentation (flips), or a transform of one [1,S,S] image."""
+    ``augment``: True for the default standard augmentation (flips), or a transform of one [1,S,S] image.
+    ``steps_per_epoch``: an "epoch" is this many full batches drawn from consecutive seeded permutations of the
+    training set (a pass may end inside one epoch and the next start there), so that runs on training sets of
+    different sizes take the same number of optimiser steps; None: one pass over the data (the last, partial
+    batch kept when it holds at least 2 images). ``class_weight``: loss weights, one per class (cross-entropy's
+    ``weight``) or, multi-label, one per label for its positives (BCE's ``pos_weight``)."""
     dev = torch.device(device)
     # dropout and torchvision's random transforms draw from torch's global RNG: seed them inside a fork, so
     # the run is reproducible and the caller's RNG state (a notebook's, the next study run's) is left alone
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
-        return _fit(model, x_train, y_train, x_val, y_val, epochs, batch_size, lr, augment, seed, device)
+        return _fit(model, x_train, y_train, x_val, y_val, epochs, batch_size, lr, augment, seed, device,
+                    steps_per_epoch, class_weight)  # fmt: skip
 
 
-def _fit(model, x_train, y_train, x_val, y_val, epochs, batch_size, lr, augment, seed, device):
+def _epoch_batches(n: int, batch_size: int, steps: int | None, gen: torch.Generator) -> Iterator[list[torch.Tensor]]:
+    """Index batches per epoch: one pass over a seeded permutation (``steps`` None), or ``steps`` batches of
+    exactly ``batch_size`` cut from a stream of consecutive seeded permutations of range(n)."""
+    if steps is None:
+        while True:
+            perm = torch.randperm(n, generator=gen)
+            yield [perm[i : i + batch_size] for i in range(0, n, batch_size) if len(perm[i : i + batch_size]) >= 2]
+    buf = torch.empty(0, dtype=torch.long)
+    while True:
+        need = steps * batch_size
+        while len(buf) < need:
+            buf = torch.cat([buf, torch.randperm(n, generator=gen)])
+        yield list(buf[:need].split(batch_size))
+        buf = buf[need:]
+
+
+def _fit(model, x_train, y_train, x_val, y_val, epochs, batch_size, lr, augment, seed, device, steps_per_epoch=None,
+         class_weight=None):  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     multilabel = np.ndim(y_train) == 2
     dtype = torch.float32 if multilabel else torch.long
-    loss_fn = masked_bce if multilabel else F.cross_entropy
+    w = None if class_weight is None else torch.as_tensor(np.asarray(class_weight), dtype=torch.float32).to(device)
+    if multilabel:
+        loss_fn = (lambda z, t: masked_bce(z, t, pos_weight=w)) if w is not None else masked_bce
+    else:
+        loss_fn = (lambda z, t: F.cross_entropy(z, t, weight=w)) if w is not None else F.cross_entropy
     xt, yt = to_float(x_train), torch.as_tensor(y_train, dtype=dtype)
     xv, yv = to_float(x_val).to(device), torch.as_tensor(y_val, dtype=dtype).to(device)
     best, best_loss, curves = None, float("inf"), {"train_loss": [], "val_loss": []}
+    batches = _epoch_batches(len(xt), batch_size, steps_per_epoch, gen)
     for _ in range(epochs):
         model.train()
-        perm = torch.randperm(len(xt), generator=gen)
-        tot = 0.0
-        for i in range(0, len(perm), batch_size):
-            idx = perm[i : i + batch_size]
-            if len(idx) < 2:
-                continue
+        tot, seen = 0.0, 0
+        for idx in next(batches):
             xb = xt[idx]
             xb = _augment(xb, STANDARD_AUG if augment is True else augment) if augment else xb
             loss = loss_fn(model((xb * 2 - 1).to(device)), yt[idx].to(device))
@@ -111,8 +138,10 @@ def _fit(model, x_train, y_train, x_val, y_val, epochs, batch_size, lr, augment,
             loss.backward()
             opt.step()
             tot += loss.item() * len(idx)
-        val_loss = loss_fn(predict_logits(model, xv), yv).item()
-        curves["train_loss"].append(tot / len(xt))
+            seen += len(idx)
+        # the validation loss is unweighted in every protocol: the checkpoint is chosen on the same criterion
+        val_loss = (masked_bce if multilabel else F.cross_entropy)(predict_logits(model, xv), yv).item()
+        curves["train_loss"].append(tot / (seen if steps_per_epoch else len(xt)))
         curves["val_loss"].append(val_loss)
         if val_loss < best_loss:
             best_loss, best = val_loss, copy.deepcopy(model.state_dict())
@@ -127,10 +156,27 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch
     return torch.cat([model((x[i : i + batch] * 2 - 1).to(dev)) for i in range(0, len(x), batch)])
 
 
-def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Multi-label BCE over the known labels only (NaN = not recorded / uncertain-ignored)."""
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-label BCE over the known labels only (NaN = not recorded / uncertain-ignored); ``pos_weight`` [K]:
+    each label's positives weighted as BCE's ``pos_weight`` does."""
     known = ~torch.isnan(target)
-    return F.binary_cross_entropy_with_logits(logits[known], target[known])
+    if pos_weight is None:
+        return F.binary_cross_entropy_with_logits(logits[known], target[known])
+    pw = pos_weight.to(logits.dtype).expand_as(logits)[known]
+    return F.binary_cross_entropy_with_logits(logits[known], target[known], pos_weight=pw)
+
+
+def balanced_class_weight(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse-frequency loss weights: N / (K n_k) per class present (scikit-learn's ``class_weight="balanced"``;
+    a class absent from ``y`` gets 1), or for multi-label targets [N,K] (NaN = unknown) each label's negatives
+    over its positives (BCE's ``pos_weight``; 1 for a label without positives)."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        pos, neg = (np.nan_to_num(y, nan=-1) == 1).sum(0), (np.nan_to_num(y, nan=-1) == 0).sum(0)
+        return np.where(pos > 0, neg / np.maximum(pos, 1), 1.0).astype(np.float32)
+    counts = np.bincount(y.astype(np.int64), minlength=n_classes)
+    present = counts > 0
+    return np.where(present, len(y) / (present.sum() * np.maximum(counts, 1)), 1.0).astype(np.float32)
 
 
 def predict_proba(model: nn.Module, u8: np.ndarray, multilabel: bool = False) -> np.ndarray:

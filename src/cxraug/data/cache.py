@@ -78,6 +78,9 @@ class CachedDataset(torch.utils.data.Dataset):
     prep: dict = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     root: str = ""
+    # files set aside while listing the data (not decoded): kept beside ``errors`` for the skipped-files report
+    # (cxraug.data.skipped), not saved with the cache
+    listing_skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)

@@ -225,7 +225,8 @@ def cmd_data_prepare(a: argparse.Namespace) -> int:
     import numpy as np
 
     from cxraug.config import save_config
-    from cxraug.data.source import load_dataset
+    from cxraug.data import skipped
+    from cxraug.data.source import load_dataset, skipped_lines
     from cxraug.io import new_run_dir, write_json
     from cxraug.plotting import save_grid
 
@@ -240,8 +241,7 @@ def cmd_data_prepare(a: argparse.Namespace) -> int:
     write_json(run / "summary.json", {"n": len(ds), "counts": ds.counts(), "errors": ds.errors, "size": ds.size,
                                       "cache": str(cache) if cache else None,
                                       "skipped": list(coll.skipped) if coll is not None else []})  # fmt: skip
-    for e in ds.errors:
-        print(f"skipped: {e}", file=sys.stderr)
+    skipped.save(run, skipped_lines(ds))
     print(f"prepared {len(ds)} images at {ds.size}px ({', '.join(f'{k}={v}' for k, v in ds.counts().items())})")
     print(f"run folder: {run}")
     return 0
@@ -253,7 +253,8 @@ def cmd_data_split(a: argparse.Namespace) -> int:
     import numpy as np
 
     from cxraug.config import save_config
-    from cxraug.data.source import load_dataset
+    from cxraug.data import skipped
+    from cxraug.data.source import load_dataset, skipped_lines
     from cxraug.data.splits import check_patient_disjoint, near_duplicates_in_test, patient_split
     from cxraug.data.stats import fingerprints
     from cxraug.data.tables import write_csv
@@ -286,6 +287,7 @@ def cmd_data_split(a: argparse.Namespace) -> int:
                                       "removed_from_test": bool(a.dedupe), "errors": ds.errors})  # fmt: skip
     for k, c in counts.items():
         print(f"{k:<6} " + "  ".join(f"{n}={v}" for n, v in c.items()))
+    skipped.save(run, skipped_lines(ds))
     for k, f in zip(("train", "val", "test"), fr):
         if f > 0 and len(sp[k]) == 0:
             print(f"warning: the {k} split is empty: {len(ds)} image(s) of {len(set(ds.patient_ids))} patient(s) "

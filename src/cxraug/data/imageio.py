@@ -158,6 +158,20 @@ def _first(v) -> float | None:
         return None
 
 
+_MAGIC = {b"\x89PNG\r\n\x1a\n": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"II*\x00": "a TIFF image",
+          b"MM\x00*": "a TIFF image", b"GIF8": "a GIF image", b"BM": "a BMP image"}  # fmt: skip
+
+
+def _sniff_other(path: Path) -> str | None:
+    """What a file named .dcm holds when pydicom found no pixels in it: another image format by its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+
+
 def _read_dicom(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -168,7 +182,8 @@ def _read_dicom(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except (InvalidDicomError, OSError, ValueError, EOFError) as e:
         raise ImageReadError(path, f"corrupt DICOM ({e})") from e
     if "PixelData" not in ds:
-        raise ImageReadError(path, "DICOM has no pixel data")
+        kind = _sniff_other(path)
+        raise ImageReadError(path, f"not a DICOM file ({kind} by its content)" if kind else "DICOM has no pixel data")
     try:  # the header's size, before decoding: a deflated or compressed file of kilobytes can claim gigapixels
         rows, cols = int(_first(ds.get("Rows", 0)) or 0), int(_first(ds.get("Columns", 0)) or 0)
         frames = int(_first(ds.get("NumberOfFrames", 1)) or 1)

@@ -24,7 +24,7 @@ from cxraug.data.phantom import phantom_collection
 from cxraug.data.preprocess import Preprocess
 from cxraug.data.readers import is_manifest, open_collection
 from cxraug.data.sample import Collection
-from cxraug.errors import CXRAugError
+from cxraug.errors import ConfigError, CXRAugError
 from cxraug.io import ensure_outside
 
 log = logging.getLogger("cxraug")
@@ -52,13 +52,22 @@ class DataConfig:
         """Raise a one-line :class:`~cxraug.errors.ConfigError` for any out-of-range value."""
         self.prep  # noqa: B018 -- Preprocess checks size, resize, CLAHE clip and tile
         self.manifest.validate()
+        if self.is_phantom:
+            parse_phantom_spec(str(self.path))  # bounded counts
 
     @property
     def is_phantom(self) -> bool:
         return is_phantom(self.path)
 
 
+#: The most phantom images one spec may ask for (all classes together): each is drawn in memory.
+MAX_PHANTOM = 100_000
+
+
 def parse_phantom_spec(spec: str) -> dict[str, int]:
+    """``phantom:normal=300,covid=60`` -> {"normal": 300, "covid": 60}; each count >= 1, at most
+    :data:`MAX_PHANTOM` images in all (``normal=100000000`` used to end in a segmentation fault, ``normal=-5`` in a
+    torch traceback)."""
     if spec == "phantom":
         return dict(DEFAULT_PHANTOM)
     body = spec.split(":", 1)[1]
@@ -68,7 +77,11 @@ def parse_phantom_spec(spec: str) -> dict[str, int]:
             k, v = part.split("=")
             out[k.strip()] = int(v)
         except ValueError as e:
-            raise CXRAugError(f"bad phantom spec {spec!r}; expected phantom:normal=300,covid=60") from e
+            raise ConfigError(f"bad phantom spec {spec!r}; expected phantom:normal=300,covid=60") from e
+        if out[k.strip()] < 1 or not k.strip():
+            raise ConfigError(f"phantom spec {spec!r}: {part.strip()!r} must name a class and a count >= 1")
+    if sum(out.values()) > MAX_PHANTOM:
+        raise ConfigError(f"phantom spec {spec!r} asks for {sum(out.values()):,} images; at most {MAX_PHANTOM:,} in all")
     return out
 
 
@@ -92,26 +105,51 @@ def open_config(cfg: DataConfig) -> Collection:
     return open_source(cfg.path, size=max(cfg.size, 64), seed=cfg.seed, manifest=cfg.manifest)
 
 
-def load_dataset(cfg: DataConfig, progress: bool = True, collection: Collection | None = None) -> CachedDataset:
+def load_dataset(
+    cfg: DataConfig, progress: bool = True, collection: Collection | None = None, announce: bool = True
+) -> CachedDataset:
     """Return the cached, preprocessed dataset for ``cfg`` (building the cache if needed).
 
-    ``collection``: the result of :func:`open_config` when the caller already listed it. The cache is
-    refused inside any input folder (see :func:`check_outputs`).
+    ``collection``: the result of :func:`open_config` when the caller already listed it (and reported what
+    the listing skipped). The cache is refused inside any input folder (see :func:`check_outputs`). With
+    ``announce``, every file left out (listing or decoding) is named on stderr (:mod:`cxraug.data.skipped`);
+    :func:`skipped_lines` gives them for the run folder's ``skipped.csv``.
     """
+    from cxraug.data import skipped
+
     cfg.validate()
     p = Path(cfg.path) if not cfg.is_phantom else None
     if p is not None and is_cache(p):
         ds = CachedDataset.load(p)
         if ds.size != cfg.size:
             raise CXRAugError(f"cache {cfg.path} holds {ds.size}px images, but size={cfg.size} was asked for")
+        ds.listing_skipped = []
+    else:
+        reported = collection is not None  # the caller listed it and named what the listing skipped
+        if collection is None:
+            collection = open_config(cfg)
+            for msg in collection.problems:  # encoding fallback, label spellings
+                log.warning(f"warning: {msg}")
+        coll = collection
+        _check_cache(cfg, collection_folders(cfg.path, coll, cfg.manifest))
+        ds = build_cache(coll, cfg.prep, cache_root=cfg.cache_dir, progress=progress)
+        ds.listing_skipped = list(coll.skipped)  # bad rows, FIFOs, broken links
+        if announce:
+            skipped.announce(ds.errors if reported else skipped_lines(ds))
         return ds
-    if collection is None:
-        collection = open_config(cfg)
-        for msg in [*collection.problems, *collection.skipped]:  # encoding fallback, label spellings, bad rows
-            log.warning(f"warning: {msg}")
-    coll = collection
-    _check_cache(cfg, collection_folders(cfg.path, coll, cfg.manifest))
-    return build_cache(coll, cfg.prep, cache_root=cfg.cache_dir, progress=progress)
+    if announce:
+        skipped.announce(skipped_lines(ds))
+    return ds
+
+
+def skipped_lines(*datasets: CachedDataset | None) -> list[str]:
+    """Every file :func:`load_dataset` left out of ``datasets``: set aside while listing, then unreadable."""
+    out: list[str] = []
+    for ds in datasets:
+        for line in [*(ds.listing_skipped if ds is not None else []), *(ds.errors if ds is not None else [])]:
+            if line not in out:
+                out.append(line)
+    return out
 
 
 def collection_folders(path: str | os.PathLike, coll: Collection | None, spec: ManifestSpec | None = None) -> list[Path]:

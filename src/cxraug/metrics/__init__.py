@@ -21,6 +21,10 @@ __all__ = [
 ]
 
 
+#: The fewest images per set the metrics can be computed on.
+MIN_IMAGES = 2
+
+
 def encoder_split(n: int, patient_ids: list[str] | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Patient-level halves of n images: (encoder-training indices, reference indices)."""
     pids = patient_ids if patient_ids is not None else [str(i) for i in range(n)]
@@ -84,6 +88,10 @@ def evaluate_images(
         real_u8 = real_u8[keep]
         patient_ids = [patient_ids[i] for i in keep] if patient_ids is not None else None
     fake_u8 = np.asarray(fake_u8[:n])
+    if len(fake_u8) < MIN_IMAGES or len(real_u8) < MIN_IMAGES:
+        raise CXRAugError(f"the metrics need at least {MIN_IMAGES} real and {MIN_IMAGES} generated images (KID "
+                          f"compares subsets of 2, precision/recall a nearest neighbour); got {len(real_u8)} real "
+                          f"and {len(fake_u8)} generated")  # fmt: skip
     reference = real_u8
     encoder_note = None
     if features == "auto" and not inception_weights_present():

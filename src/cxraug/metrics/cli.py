@@ -10,45 +10,57 @@ import numpy as np
 from cxraug.commands import register, require
 
 
-def _dataset(src, size: int, progress: bool):
-    """The cached dataset of one input: a path (auto-detected) or a ``DataConfig`` from the source flags."""
+def _dataset(src, size: int, progress: bool, left_out: list[str] | None = None):
+    """The cached dataset of one input: a path (auto-detected) or a ``DataConfig`` from the source flags.
+    ``left_out`` collects the files it skipped (for the run folder's skipped.csv)."""
     from dataclasses import replace
 
-    from cxraug.data.source import DataConfig, load_dataset
+    from cxraug.data.source import DataConfig, load_dataset, skipped_lines
 
     cfg = replace(src, size=size) if isinstance(src, DataConfig) else DataConfig(path=str(src), size=size)
-    return load_dataset(cfg, progress=progress)
+    ds = load_dataset(cfg, progress=progress)
+    if left_out is not None:
+        left_out += [x for x in skipped_lines(ds) if x not in left_out]
+    return ds
 
 
-def _real_images(src, size: int, cls: str | None, progress: bool) -> np.ndarray:
-    ds = _dataset(src, size, progress)
+def _real_images(src, size: int, cls: str | None, progress: bool, left_out: list[str] | None = None) -> np.ndarray:
+    ds = _dataset(src, size, progress, left_out)
     return np.asarray((ds.only_class(cls) if cls else ds).images)
 
 
-def _real_with_patients(src, size: int, cls: str | None, progress: bool) -> tuple[np.ndarray, list[str]]:
-    ds = _dataset(src, size, progress)
+def _real_with_patients(src, size: int, cls: str | None, progress: bool,
+                        left_out: list[str] | None = None) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+    ds = _dataset(src, size, progress, left_out)
     ds = ds.only_class(cls) if cls else ds
     return np.asarray(ds.images), list(ds.patient_ids)
 
 
-def _fake_images(fake: str, n: int, size: int, seed: int, progress: bool, source=None) -> tuple[np.ndarray, str]:
+def _fake_images(fake: str, n: int, size: int, seed: int, progress: bool, source=None,
+                 left_out: list[str] | None = None) -> tuple[np.ndarray, str]:  # fmt: skip
     """``n`` generated images: from a checkpoint (a translating one translates each ``source`` image once;
     ``source`` is a path or a ``DataConfig``), or the first ``n`` of a folder/CSV of generated images."""
     p = Path(fake)
     if p.is_file() and p.suffix in (".pt", ".pth"):
         from cxraug.synth.generate import generate
 
-        imgs, _, info = generate(p, n, seed=seed, source=source)  # a translating generator: each source image once
+        # a translating generator: each source image once
+        imgs, _, info = generate(p, n, seed=seed, source=source, left_out=left_out)
         if imgs.shape[-1] != size:
             from cxraug.data.preprocess import resize
 
             imgs = np.stack([resize(i, size, "direct") for i in imgs])
         return imgs, f"checkpoint {p} ({info['preset']})"
-    return _real_images(fake, size, None, progress)[:n], f"folder {p}"
+    return _real_images(fake, size, None, progress, left_out)[:n], f"folder {p}"
+
+
+#: The most images per set ``evaluate`` compares (each set is held in memory with its features).
+MAX_EVAL_N = 200_000
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from cxraug.config import save_config
+    from cxraug.data import skipped
     from cxraug.data.cli import source_config
     from cxraug.data.source import check_outputs
     from cxraug.io import check_device, new_run_dir, write_json
@@ -56,6 +68,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from cxraug.metrics.memorization import closest_pairs_grid
 
     require(a.n >= 2, f"--n must be >= 2 images per set, got {a.n}")
+    require(a.n <= MAX_EVAL_N, f"--n must be <= {MAX_EVAL_N:,} images per set, got {a.n:,}")
     require(1 <= a.k < a.n, f"--k must be within 1..n-1 ({a.n - 1}), got {a.k}")
     require(16 <= a.size <= 1024, f"--size must be within 16..1024, got {a.size}")
     require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
@@ -63,9 +76,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     real_src, source, held = (source_config(a, x, a.size) for x in (a.real, a.source, a.heldout))
     check_outputs([x for x in (real_src, a.fake, source, held) if x], a.out)  # before any work: none in an input
 
-    real, pids = _real_with_patients(real_src, a.size, a.cls, not a.quiet)
-    heldout = _real_images(held, a.size, a.cls, not a.quiet) if held else None
-    fake, fake_desc = _fake_images(a.fake, a.n, a.size, a.seed, not a.quiet, source)
+    left_out: list[str] = []  # every input's skipped files, for the run folder's skipped.csv
+    real, pids = _real_with_patients(real_src, a.size, a.cls, not a.quiet, left_out)
+    heldout = _real_images(held, a.size, a.cls, not a.quiet, left_out) if held else None
+    fake, fake_desc = _fake_images(a.fake, a.n, a.size, a.seed, not a.quiet, source, left_out)
     res = evaluate_images(real, fake, a.features, a.n, a.k, a.seed, progress=not a.quiet, device=a.device,
                           heldout_u8=heldout, patient_ids=pids, allow_encoder_overlap=a.allow_encoder_overlap)  # fmt: skip
     res.update({"real": a.real, "real_class": a.cls, "fake": fake_desc, "size": a.size, "heldout": a.heldout})
@@ -74,6 +88,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     write_json(run / "metrics.json", res)
     closest_pairs_grid(real, fake, res["memorization"], run / "closest_pairs.png")
     print(format_table(res))
+    skipped.save(run, left_out)
     print(f"run folder: {run}")
     return 0
 
@@ -129,6 +144,7 @@ def format_table(res: dict) -> str:
 
 
 def cmd_encoder_train(a: argparse.Namespace) -> int:
+    from cxraug.data import skipped
     from cxraug.data.cli import source_config
     from cxraug.data.source import check_outputs
     from cxraug.io import new_run_dir
@@ -140,12 +156,14 @@ def cmd_encoder_train(a: argparse.Namespace) -> int:
     data = source_config(a, a.data, a.size)
     check_outputs([data], a.out)
 
-    real = _real_images(data, a.size, a.cls, not a.quiet)
+    left_out: list[str] = []
+    real = _real_images(data, a.size, a.cls, not a.quiet, left_out)
     length = {"steps": a.steps} if a.steps is not None else {}  # else train_encoder's default
     enc = train_encoder(real, seed=a.seed, progress=not a.quiet, **length)
     run = new_run_dir(a.out, "encoder")
     path = save_encoder(enc, run / "encoder.safetensors")
     print(f"encoder: {path}  (use --features encoder:{path})")
+    skipped.save(run, left_out)
     return 0
 
 

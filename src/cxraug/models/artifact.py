@@ -71,6 +71,44 @@ class GeneratorArtifact:
 
     @classmethod
     def from_dict(cls, st: dict[str, Any], source: str | os.PathLike = "checkpoint") -> GeneratorArtifact:
+        """The artifact of a loaded checkpoint dict, its fields checked (a missing or mistyped one is a
+        :class:`CheckpointError` naming ``source``, not a KeyError or TypeError deep in the loading code)."""
+        try:
+            art = cls._from_dict(st, source)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            why = f"no {e}" if isinstance(e, KeyError) else str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{show_path(source)} is not a usable cxraug GAN checkpoint ({why})") from None
+        art.validate(source)
+        return art
+
+    def validate(self, source: str | os.PathLike = "checkpoint") -> None:
+        """Types of every field: weights are name -> {parameter name: tensor} mappings, labels and hashes tensors."""
+        where = show_path(source)
+
+        def bad(what: str) -> CheckpointError:
+            return CheckpointError(f"{where} is not a usable cxraug GAN checkpoint ({what})")
+
+        if not isinstance(self.family, str):
+            raise bad(f"family is {type(self.family).__name__}, not a name")
+        family_of(self.family)  # a known family
+        if not isinstance(self.config, dict) or not isinstance(self.config.get("data"), dict):
+            raise bad("its config is not a mapping with a data section")
+        for what, nets in (("weights", self.weights), ("ema", self.ema)):
+            if nets is None and what == "ema":
+                continue
+            if not isinstance(nets, dict):
+                raise bad(f"{what} is a {type(nets).__name__}, not a mapping of networks")
+            for name, sd in nets.items():
+                if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                       for k, v in sd.items()):  # fmt: skip
+                    raise bad(f"{what}[{name!r}] is not a mapping of parameter names to tensors")
+        if not isinstance(self.real_labels, torch.Tensor) or not isinstance(self.train_phash, torch.Tensor):
+            raise bad("real_labels / train_phash are not tensors")
+        if not all(isinstance(c, str) for c in self.class_names):
+            raise bad("class_names are not names")
+
+    @classmethod
+    def _from_dict(cls, st: dict[str, Any], source: str | os.PathLike) -> GeneratorArtifact:
         fmt = st.get("format") if isinstance(st, dict) else None
         if fmt == FORMAT:
             return cls(family=st["family"], config=st["config"], weights=st["weights"], ema=st.get("ema"),
@@ -222,16 +260,40 @@ def load_generator(
 ) -> GeneratorFamily:
     """The family object of a checkpoint, its network in eval mode on ``device`` (EMA weights when present)."""
     art = path if isinstance(path, GeneratorArtifact) else GeneratorArtifact.load(path)
+    where = show_path(path) if not isinstance(path, GeneratorArtifact) else "the artifact"
     fam = family_of(art.family)
+    dev = pick_device(device) if isinstance(device, str) else device
+    _check_buildable(fam, art, where, dev)
     net = fam.build(art.config, len(art.class_names))
-    weights = art.ema[fam.main] if use_ema and art.ema else art.weights[fam.main]
+    nets = art.ema if use_ema and art.ema else art.weights
+    if fam.main not in nets:
+        raise CheckpointError(f"{where}: no {fam.main!r} network among its weights ({', '.join(map(str, nets))})")
     try:
-        net.load_state_dict(weights)
+        net.load_state_dict(nets[fam.main])
     except RuntimeError as e:
-        where = show_path(path) if not isinstance(path, GeneratorArtifact) else "the artifact"
         msg = str(e).splitlines()[0]
         raise CheckpointError(f"{where}: weights do not fit its {art.family} config ({msg})") from e
-    dev = pick_device(device) if isinstance(device, str) else device
     g = fam(net.to(dev).eval(), art.config, art.class_names, art.real_labels)
     g.artifact = art
     return g
+
+
+def _check_buildable(fam: type[GeneratorFamily], art: GeneratorArtifact, where: str, device: torch.device) -> None:
+    """Build the checkpoint's generator on the meta device first (nothing allocated): a config lacking a field
+    (``z_dim``), holding a mistyped one, or asking for more memory than ``device`` has is one line naming the file
+    (a KeyError, a TypeError and the allocator's "can't allocate 512000000000 bytes" traceback before)."""
+    from cxraug.models.common import gb, memory_bytes, tensor_bytes
+
+    try:
+        with torch.device("meta"):
+            net = fam.build(art.config, len(art.class_names))
+    except KeyError as e:
+        raise CheckpointError(f"{where}: its config has no {e} for its {art.family} generator") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError, AttributeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{where}: its config does not build a {art.family} generator ({msg})") from None
+    need, have = 2 * tensor_bytes(net), memory_bytes(device)  # the network plus the state dict loaded into it
+    if have and need > have:
+        raise CheckpointError(f"{where}: its {art.family} generator (width {art.config.get('width')!r}, z_dim "
+                              f"{art.config.get('z_dim')!r}) needs about {gb(need)}, more than the {gb(have)} of "
+                              f"memory on {device}")  # fmt: skip

@@ -94,3 +94,29 @@ def as_labels(y: torch.Tensor | None, batch: int, dim: int, device) -> torch.Ten
     if y is None:
         return torch.zeros(batch, dim, device=device)
     return torch.nan_to_num(y.float(), nan=0.0)
+
+
+def tensor_bytes(*nets: nn.Module | None) -> int:
+    """Bytes of every parameter and buffer of ``nets`` at float32 (built on the meta device, nothing is allocated)."""
+    n = 0
+    for net in nets:
+        if net is not None:
+            n += sum(t.numel() for t in (*net.parameters(), *net.buffers()))
+    return 4 * n
+
+
+def memory_bytes(device: str | torch.device = "cpu") -> int:
+    """The memory of the device a network would live on: the GPU's, else the machine's RAM (0: unknown)."""
+    import os
+
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(dev.index or 0).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def gb(n: float) -> str:
+    return f"{n / 2**30:,.1f} GB" if n >= 2**30 / 10 else f"{n / 2**20:,.1f} MB"

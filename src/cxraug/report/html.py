@@ -33,10 +33,18 @@ TEMPLATE = """<!doctype html>
 operating point: {{ cfg.operating_point | default("fixed:0.5") }} on the validation split; standard augmentation: {{ cfg.standard_aug | default(["mild"]) | join(", ") }};
 the test split is real images only.</p>
 {% if conf.confounded %}<p class="warn">{{ conf.text }}</p>{% endif %}
+{% if acq.flagged %}<p class="warn">{{ acq.text }}</p>{% endif %}
+{% if power %}<p class="verdict">{{ power.text }}</p>{% endif %}
+{% if headline %}<p class="verdict">{{ headline.text }}</p>{% endif %}
+{% if gen_note %}<p class="note">{{ gen_note }}</p>{% endif %}
 <h2>Data</h2>
 {{ table(data_rows, ["class", "images", "train", "val", "test"]) }}
-<p class="note">{{ data.patients }} patients; patient-level splits; {{ data.test_duplicates_removed }} test images removed as
-(near-)duplicates of training images.</p>
+<p class="note">{% if patients_known %}{{ data.patients }} patients (ids from the data); patient-level splits{% else %}<b>image-level
+split: {{ unknown_patients }} of {{ listed }} images have no patient id in the data, so each counts as its own patient and
+images of one patient may sit in train and test</b>{% endif %}; {{ data.test_duplicates_removed }} test images removed as
+(near-)duplicates of training images. DeLong variance: {{ delong_variance }}.</p>
+{% if acq.auc is defined %}<p class="note">Acquisition-cue check: image properties that are not anatomy predict {{ cfg.minority }}
+with out-of-fold AUC {{ "%.3f"|format(acq.auc) }} (warning at {{ acq.threshold }}).</p>{% endif %}
 <h3>Class × source</h3>
 {{ table(source_rows, ["class"] + source_cols) }}
 <p class="note">{% if conf.confounded %}Class and source are confounded (see the warning above).{% else %}No class is drawn
@@ -72,6 +80,7 @@ Strongly negative: copying; strongly positive: under-fitting.</p>{% endif %}
 {{ img("figures/closest_pairs.png", "closest pairs: synthetic (top) and nearest real training image (bottom)") }}{% endif %}
 <h2>Benchmark</h2>
 {% for r in regimes %}<h3>{{ r.title }}</h3>
+{% if r.best_control %}<p class="note">strongest non-generative control (best mean validation AUC): {{ r.best_control }}</p>{% endif %}
 {% for v in r.verdicts %}<p class="verdict">{{ v }}</p>{% endfor %}
 {% if r.augment %}<p class="note">augmented training sets (rule {{ r.augment_rule }}): synthetic images added per label and
 each label's positive share of the training set, mean over seeds (min–max)</p>
@@ -86,6 +95,7 @@ each label's positive share of the training set, mean over seeds (min–max)</p>
 <h2>Plots ({{ top_pct }} % regime, seed {{ seed0 }})</h2>
 {{ img("figures/learning_curves.png", "learning curves") }}{{ img("figures/confusion.png", "confusion matrices") }}
 {{ img("figures/roc.png", "ROC curves") }}{{ img("figures/confidence.png", "per-image confidence, minority class") }}
+{{ img("figures/reliability.png", "reliability (calibration) of P(minority) on the internal test split, every seed's scores") }}
 {{ img("figures/gradcam.png", "Grad-CAM (GAN-aug model) on real and synthetic minority images") }}
 {{ img("figures/umap.png", "UMAP of classifier features, real vs synthetic") }}
 </body></html>
@@ -134,7 +144,7 @@ def _read(d: Path, name: str) -> dict:
     return json.loads(p.read_text())
 
 
-def _figures(d: Path, cfg: dict, data: dict, first: list[dict], inputs: dict) -> None:
+def _figures(d: Path, cfg: dict, data: dict, first: list[dict], inputs: dict, reliability: dict | None = None) -> None:
     from cxraug.report import plots
 
     fig = d / "figures"
@@ -145,6 +155,9 @@ def _figures(d: Path, cfg: dict, data: dict, first: list[dict], inputs: dict) ->
                              fig / "confusion.png")  # fmt: skip
     plots.roc_curves(first, fig / "roc.png")
     plots.confidence_plot(first, fig / "confidence.png")
+    curves = (reliability or {}).get(str(first[0]["regime"]))
+    if binary and curves:  # every seed's internal test scores of the top regime, per protocol (from results.json)
+        plots.plot_reliability(curves, fig / "reliability.png")
     rows = [(name, inputs[img], inputs[heat]) for name, img, heat in
             (("real", "test_minority", "gradcam_real"), ("synthetic", "synthetic", "gradcam_synthetic"))
             if heat in inputs]  # fmt: skip
@@ -182,6 +195,7 @@ def _regime_view(regime: str, summary: dict, runs: list[dict] | None = None) -> 
                   "rows": [[p] + [_fmt(by_p[p].get(k, {})) for k in keys] for p in by_p], "external": [],
                   "pooled": [], "verdicts": [], "comparisons": []}  # fmt: skip
     view["augment"], view["augment_rule"] = _augment_rows([r for r in runs or [] if str(r["regime"]) == regime])
+    view["best_control"] = summary.get("best_control", {}).get(regime)
     for name, tab in summary.get("external", {}).get(regime, {}).items():
         ek = list(next(iter(tab.values())))
         view["external"].append({"name": name, "cols": ek, "rows": [[p] + [_fmt(tab[p][k]) for k in ek] for p in tab]})
@@ -217,7 +231,7 @@ def build_report(study_dir: str | Path, progress: bool = True) -> Path:
     npz = d / "report_inputs.npz"
     inputs = dict(np.load(npz)) if npz.is_file() else {}
     if first:
-        _figures(d, cfg, data, first, inputs)
+        _figures(d, cfg, data, first, inputs, res["summary"].get("reliability"))
     quality = json.loads((d / "quality.json").read_text()) if (d / "quality.json").is_file() else None
     if quality:
         res["quality"] = quality
@@ -251,6 +265,12 @@ def build_report(study_dir: str | Path, progress: bool = True) -> Path:
         "has_gen": (d / "synthetic_samples.png").is_file(), "quality": quality, "mem": (quality or {}).get("memorization"),
         "regimes": [_regime_view(r, summary, full) for r in summary["table"]],
         "method": summary.get("method", ""), "top_pct": f"{top * 100:g}", "seed0": cfg["seeds"][0],
+        "acq": data.get("acquisition") or {}, "power": summary.get("power") or data.get("power"),
+        "headline": summary.get("headline"), "gen_note": summary.get("generator_variance", ""),
+        "patients_known": (data.get("patient_ids") or {}).get("from_data", True),
+        "unknown_patients": (data.get("patient_ids") or {}).get("unknown", 0),
+        "listed": (data.get("patient_ids") or {}).get("listed", 0),
+        "delong_variance": summary.get("delong_variance", ""),
     }  # fmt: skip
     html = _env(d).from_string(TEMPLATE).render(**ctx)
     return write_text_atomic(d / "report.html", html)

@@ -3,6 +3,7 @@ what the study saved (the heat maps and the embedding are computed by :mod:`cxra
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,28 @@ def umap_plot(emb: np.ndarray, labels: np.ndarray, synthetic: np.ndarray, names:
     ax.set_xticks([])
     ax.set_yticks([])
     return save_fig(fig, dest)
+
+
+def plot_reliability(curves: dict[str, dict], path: str | os.PathLike) -> Path:
+    """Reliability diagram (Guo et al., "On calibration of modern neural networks", ICML 2017): per protocol, the
+    fraction of positives against the mean predicted probability of each bin, from
+    :func:`cxraug.classify.calibration.reliability_curve`; marker area grows with the bin's image count, empty
+    bins (count 0, NaN) are left out, and the diagonal is perfect calibration."""
+    fig = new_figure((4, 4))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfectly calibrated")
+    largest = max((max(c.get("count") or [0]) for c in curves.values()), default=0) or 1
+    for name, c in curves.items():
+        conf, acc = np.asarray(c["confidence"], float), np.asarray(c["accuracy"], float)
+        count = np.asarray(c["count"], float)
+        used = (count > 0) & np.isfinite(conf) & np.isfinite(acc)
+        if not used.any():
+            continue
+        (line,) = ax.plot(conf[used], acc[used], lw=1.0, label=name)
+        ax.scatter(conf[used], acc[used], s=8 + 72 * count[used] / largest, color=line.get_color(), zorder=3)
+    ax.set_xlim(-0.02, 1.02)  # room for the markers of bins at 0 and 1
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("fraction positive")
+    ax.legend(fontsize=7)
+    return save_fig(fig, path)

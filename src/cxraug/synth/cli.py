@@ -11,12 +11,14 @@ from cxraug.commands import register, require
 
 
 def cmd_synthesize(a: argparse.Namespace) -> int:
+    from cxraug.data import skipped
     from cxraug.data.cli import source_config
     from cxraug.io import check_device, ensure_outside
-    from cxraug.synth.generate import generate
-    from cxraug.synth.write import write_manifest, write_synthetic
+    from cxraug.synth.generate import MAX_N, generate_batches
+    from cxraug.synth.write import checkpoint_hash, write_manifest, write_synthetic
 
     require(a.n is None or a.n >= 1, f"--n must be >= 1, got {a.n}")
+    require(a.n is None or a.n <= MAX_N, f"--n must be <= {MAX_N:,} images per run, got {a.n or 0:,}")
     require(a.seed >= 0, f"--seed must be >= 0, got {a.seed}")
     check_device(a.device)
     out = Path(a.out_dir)
@@ -30,9 +32,16 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
         from cxraug.data.source import check_outputs
 
         check_outputs([source], out)  # nothing written inside the source images' folders
-    imgs, labs, info = generate(a.checkpoint, a.n, seed=a.seed, label=a.label, device=a.device, source=source)
-    rows = write_synthetic(out, imgs, labs, info["class_names"], a.checkpoint, a.seed)
+    # batch by batch: a large --n holds one batch of images in memory, and each PNG is written as it is drawn
+    left_out: list[str] = []
+    info, batches = generate_batches(a.checkpoint, a.n, seed=a.seed, label=a.label, device=a.device, source=source,
+                                     left_out=left_out)  # fmt: skip
+    ck = checkpoint_hash(a.checkpoint)
+    rows: list[dict] = []
+    for imgs, labs in batches:
+        rows += write_synthetic(out, imgs, labs, info["class_names"], a.checkpoint, a.seed, start=len(rows), ck=ck)
     print(f"wrote {len(rows)} synthetic images + {write_manifest(out, rows)}")
+    skipped.save(out, left_out)  # --source files left out
     return 0
 
 
@@ -40,9 +49,10 @@ def cmd_balance(a: argparse.Namespace) -> int:
     import sys
 
     from cxraug.config import save_config
+    from cxraug.data import skipped
     from cxraug.data.cache import CachedDataset
     from cxraug.data.cli import source_config
-    from cxraug.data.source import check_outputs, is_cache, load_dataset
+    from cxraug.data.source import check_outputs, is_cache, load_dataset, skipped_lines
     from cxraug.io import new_run_dir, write_json
     from cxraug.synth.balance import plan_balance
     from cxraug.synth.generate import describe, generate
@@ -52,9 +62,8 @@ def cmd_balance(a: argparse.Namespace) -> int:
     data = source_config(a, a.data, CachedDataset.load(a.data).size if is_cache(a.data) else 64)
     source = source_config(a, a.source)
     check_outputs([x for x in (data, source) if x], a.out)  # data folders, a manifest's folder, its image folders
-    ds = load_dataset(data, progress=not a.quiet)  # unreadable files do not count
-    for e in ds.errors:
-        print(f"skipped: {e}", file=sys.stderr)
+    ds = load_dataset(data, progress=not a.quiet)  # unreadable files do not count (each is named on stderr)
+    left_out = skipped_lines(ds)
     counts = ds.counts()
     info = describe(a.generator)
     can = [info["trained_on_class"]] if not info["conditional"] and info["trained_on_class"] else None
@@ -72,7 +81,7 @@ def cmd_balance(a: argparse.Namespace) -> int:
     added: dict[str, int] = {}
     for c, n in plan.items():
         imgs, _labs, info = generate(a.generator, n, seed=a.seed, label=c if info["conditional"] else None,
-                                     source=source)  # fmt: skip
+                                     source=source, left_out=left_out)  # fmt: skip
         added[c] = len(imgs)  # a translating generator gives at most one image per source image
         lab = np.zeros((len(imgs), len(ds.class_names)), np.float32)
         lab[:, ds.class_names.index(c)] = 1
@@ -88,6 +97,7 @@ def cmd_balance(a: argparse.Namespace) -> int:
         if n < plan[c]:
             print(f"note: {c}: {n} of the planned {plan[c]} images (the generator translates each --source image "
                   "once)", file=sys.stderr)  # fmt: skip
+    skipped.save(run, left_out)
     print(f"run folder: {run} (manifest.csv lists real + synthetic; synthetic rows marked)")
     return 0
 

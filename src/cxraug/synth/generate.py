@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -27,16 +28,20 @@ def describe(checkpoint: str | os.PathLike) -> dict:
     return generator_info(load_generator(checkpoint))
 
 
-def load_source(source: Source, size: int) -> np.ndarray:
+def load_source(source: Source, size: int, left_out: list[str] | None = None) -> np.ndarray:
     """Source images as uint8 [N,size,size]: an array (resized if needed), any data path (folder, CSV, ...), or
-    a ``DataConfig`` (a manifest read with its flags), decoded at the generator's ``size``."""
+    a ``DataConfig`` (a manifest read with its flags), decoded at the generator's ``size``. ``left_out`` collects
+    the files skipped (each is also named on stderr)."""
     from dataclasses import replace
 
-    from cxraug.data.source import load_dataset
+    from cxraug.data.source import load_dataset, skipped_lines
 
     if isinstance(source, str | os.PathLike | DataConfig):
         cfg = replace(source, size=size) if isinstance(source, DataConfig) else DataConfig(path=str(source), size=size)
-        imgs = np.asarray(load_dataset(cfg, progress=False).images)
+        ds = load_dataset(cfg, progress=False)
+        if left_out is not None:
+            left_out += [x for x in skipped_lines(ds) if x not in left_out]
+        imgs = np.asarray(ds.images)
         if len(imgs) == 0:
             raise CXRAugError(f"{cfg.path}: no source images found")
         return imgs
@@ -46,7 +51,11 @@ def load_source(source: Source, size: int) -> np.ndarray:
     return imgs
 
 
-@torch.no_grad()
+#: The most images one ``synthesize`` / :func:`generate` call makes (a typo such as ``--n 100000000`` used to fill
+#: the memory for 45 s before the allocator failed).
+MAX_N = 1_000_000
+
+
 def generate(
     checkpoint: str | os.PathLike,
     n: int | None,
@@ -55,6 +64,7 @@ def generate(
     batch: int = 256,
     source: Source | None = None,
     device: str = "cpu",
+    left_out: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """``n`` images as uint8 [n,S,S], their label vectors [n,K], and :func:`generator_info`.
 
@@ -63,8 +73,35 @@ def generate(
     image exactly once (Zunair & Hamza translate every majority-class image): all of them, or ``n`` of
     them chosen at random without replacement; ``source`` is ignored by noise generators. Noise, labels
     and the choice of source images are drawn on the CPU from ``seed`` whatever the ``device``, so a GPU
-    gives the same images up to float rounding.
+    gives the same images up to float rounding. :func:`generate_batches` gives the same images batch by batch.
     """
+    info, batches = generate_batches(checkpoint, n, seed, label, batch, source, device, left_out)
+    out, labs = [], []
+    for imgs, y in batches:
+        out.append(imgs)
+        labs.append(y)
+    if not out:
+        size, k = info["size"], len(info["class_names"])
+        return np.zeros((0, size, size), np.uint8), np.zeros((0, k), np.float32), info
+    return np.concatenate(out), np.concatenate(labs).astype(np.float32), info
+
+
+def generate_batches(
+    checkpoint: str | os.PathLike,
+    n: int | None,
+    seed: int = 0,
+    label: str | None = None,
+    batch: int = 256,
+    source: Source | None = None,
+    device: str = "cpu",
+    left_out: list[str] | None = None,
+) -> tuple[dict, Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """(:func:`generator_info`, an iterator of (uint8 [b,S,S], float32 [b,K]) batches): :func:`generate`'s images
+    in the same order, ``batch`` at a time, so that a writer holds one batch in memory. The checkpoint, ``label``
+    and ``n`` are checked before this returns. ``left_out`` collects the source files skipped (translating
+    generators)."""
+    if n is not None and not 0 <= n <= MAX_N:
+        raise CXRAugError(f"--n {n}: at most {MAX_N:,} images per call (and >= 0)")
     g = load_generator(checkpoint, pick_device(device))
     names = g.class_names
     k = names.index(label) if label is not None and label in names else None
@@ -80,20 +117,20 @@ def generate(
     if g.takes_source:
         if source is None:
             g.sample(0)  # raises the family's one-line explanation
-        src = load_source(source, g.size)
+        src = load_source(source, g.size, left_out)
         pick = torch.randperm(len(src), generator=gen)[: len(src) if n is None else n].numpy()
         src = src[pick]  # each source image at most once
         n = len(src)
     elif n is None:
         raise CXRAugError("say how many images to generate (--n)")
     real = g.real_labels.numpy()
-    out, labs = [], []
-    for i in range(0, n, batch):
-        b = min(batch, n - i)
-        y = sample_label_vectors(real, b, k, seed=seed + i) if g.conditional else None
-        imgs, y = g.sample(b, labels=y, source=None if src is None else src[i : i + b], generator=gen)
-        out.append(tensor_to_u8(imgs))
-        labs.append(y.numpy())
-    if not out:
-        return np.zeros((0, g.size, g.size), np.uint8), np.zeros((0, len(names)), np.float32), generator_info(g)
-    return np.concatenate(out), np.concatenate(labs).astype(np.float32), generator_info(g)
+
+    @torch.no_grad()
+    def batches(total: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i in range(0, total, batch):
+            b = min(batch, total - i)
+            y = sample_label_vectors(real, b, k, seed=seed + i) if g.conditional else None
+            imgs, y = g.sample(b, labels=y, source=None if src is None else src[i : i + b], generator=gen)
+            yield tensor_to_u8(imgs), y.numpy().astype(np.float32)
+
+    return generator_info(g), batches(n)

@@ -26,15 +26,18 @@ def write_synthetic(
     checkpoint: str | os.PathLike,
     seed: int,
     prefix: str = "syn",
+    start: int = 0,
+    ck: str | None = None,
 ) -> list[dict]:
-    """PNGs under ``out/<first label>/`` carrying ``cxraug:synthetic=true``; returns manifest rows."""
+    """PNGs under ``out/<first label>/`` carrying ``cxraug:synthetic=true``; returns manifest rows. ``start``: the
+    index of the first image (a writer called batch by batch); ``ck``: the checkpoint's hash, if known."""
     out = Path(out)
-    ck = checkpoint_hash(checkpoint)
+    ck = ck or checkpoint_hash(checkpoint)
     rows = []
-    for i, (img, lab) in enumerate(zip(images, labels)):
+    for i, (img, lab) in enumerate(zip(images, labels), start):
         names = [c for c, v in zip(class_names, lab) if v > 0.5]
         folder = out / (names[0] if names else "unlabelled")
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(folder)
         dest = folder / f"{prefix}-{seed}-{i:06d}.png"
         with atomic_path(dest) as tmp:
             Image.fromarray(img).save(tmp, format="PNG", pnginfo=png_info({"checkpoint": ck, "seed": seed, "index": i}))
@@ -42,6 +45,16 @@ def write_synthetic(
                      "patient_id": f"synthetic-{ck}-{seed}-{i}", "checkpoint": ck, "seed": seed,
                      "synthetic": "true"})  # fmt: skip
     return rows
+
+
+def make_dirs(folder: Path) -> None:
+    """``mkdir -p``; permission denied, a read-only or full disk is one :class:`CXRAugError` naming the folder."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from cxraug.io import write_error
+
+        raise write_error(folder, e) from e
 
 
 def write_manifest(out: str | os.PathLike, rows: list[dict]) -> Path:

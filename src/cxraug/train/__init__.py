@@ -26,7 +26,8 @@ def train(
     **kwargs,
 ) -> Path:
     """Train a GAN; returns the run folder. ``kwargs`` are TrainConfig fields (``steps=500``)."""
-    from cxraug.data.source import check_outputs, load_dataset
+    from cxraug.data import skipped
+    from cxraug.data.source import check_outputs, load_dataset, skipped_lines
 
     ov = [f"data.path={data}"] + [f"{k}={v}" for k, v in kwargs.items()] + list(overrides or [])
     ov = steps_over_epochs(ov)  # --steps beats a preset's epochs
@@ -37,6 +38,7 @@ def train(
     fit_to_data(cfg, ds)  # an empty --class is refused; the batch is capped at the training images
     resolve_steps(cfg, ds.counts(), len(ds), int(os.environ.get("WORLD_SIZE", "1")))  # epochs -> steps, once
     run = _shared_run_dir(out, f"train-{cfg.preset}", cpu=pick_device(cfg.device).type == "cpu")
+    skipped.save(run, skipped_lines(ds))  # the files left out of the training set, named when loaded
     _finish(Trainer(cfg, ds, run, progress=progress, eval_hook=eval_hook))
     return run
 

@@ -121,8 +121,43 @@ def _check_size(cfg: Any) -> None:
             g, d = build_generator(cfg, 1), build_critic(cfg, 1)
     except TypeError as e:  # a layout option the networks do not take (--set g_layout.KEY=...)
         raise ConfigError(f"{cfg.preset}: g_layout / d_layout: {e} (--set g_layout.KEY=... or d_layout.KEY=...)") from None
+    except (ValueError, RuntimeError, OverflowError) as e:  # e.g. a negative channel width in g_layout.widths
+        raise ConfigError(f"{cfg.preset}: its networks cannot be built from this config ({_first_line(e)}); check "
+                          "width, z_dim, g_layout / d_layout and the family's sizes (--set KEY=...)") from None  # fmt: skip
+    check_network_memory(cfg, g, d)
     if family_of(cfg.family).takes_source:
         _check_translation_size(cfg, g, d)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+# Bytes per float32 parameter while training: the weights, their gradients, Adam's two moments, the EMA copy.
+TRAIN_BYTES_PER_WEIGHT = 5
+
+
+def check_network_memory(cfg: Any, g: Any, d: Any) -> None:
+    """Refuse networks (built on the meta device) whose training state would not fit the device's memory, with
+    one line naming the sizes that set them (``width: 10000000`` used to end in the allocator's "can't allocate
+    40960000000000 bytes" traceback when the networks were built)."""
+    from cxraug.models.artifact import family_of, pick_device
+    from cxraug.models.common import gb, memory_bytes, tensor_bytes
+
+    try:
+        device = pick_device(cfg.device)
+    except RuntimeError:
+        device = "cpu"
+    copies = 2 if family_of(cfg.family).takes_source else 1  # a CycleGAN trains two generators and two critics
+    need = TRAIN_BYTES_PER_WEIGHT * copies * tensor_bytes(g, d)
+    have = memory_bytes(device)
+    if have and need > have:
+        keys = {"ddpm": ("width", "unet_mult", "unet_layers"), "stylegan2": ("width", "z_dim", "w_dim", "map_layers"),
+                "wgan": ("z_dim",)}.get(cfg.family, ("width", "z_dim", "g_layout", "d_layout"))  # fmt: skip
+        sizes = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in keys if getattr(cfg, k, None) not in (None, {}, []))
+        raise ConfigError(f"{cfg.preset}: networks of {tensor_bytes(g, d) // 4:,} weights ({sizes}, "
+                          f"{cfg.data.size} px) need about {gb(need)} to train, more than the {gb(have)} of memory "
+                          f"on {device}; lower --set width / z_dim / g_layout")  # fmt: skip
 
 
 def _translates_at(g: Any, d: Any, size: int) -> str | None:

@@ -193,8 +193,10 @@ PRESETS: dict[str, dict] = {**PAPER_PRESETS, **TUNED_PRESETS}
 
 def preset(name: str) -> dict:
     """The preset as a config dict (``data.size`` from its ``size`` or else the name's suffix)."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
+    if not isinstance(name, str) or name not in PRESETS:
+        from cxraug.errors import ConfigError
+
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
     fields = dict(PRESETS[name])
     size = int(fields.pop("size", 0) or name.rsplit("-", 1)[1])
     return {"preset": name, **fields, "data": {"size": size}}
