@@ -395,6 +395,18 @@ def test_the_study_names_each_skipped_file(one_bad_each, capsys):
     _names_each(capsys, expected)
 
 
+def test_the_benchmark_lists_each_skipped_file_in_the_study_folder(one_bad_each, tmp_path, capsys):
+    """`cxraug benchmark`: the study folder gets skipped.csv, as every other command's run folder does."""
+    from cxraug.classify.config import Source, StudyConfig
+    from cxraug.classify.study import Study
+
+    root, expected = one_bad_each
+    st = Study(StudyConfig(sources=[Source(str(root))], size=32, protocols=["real"], regimes=[1.0], seeds=[0]),
+               tmp_path / "study", progress=False)  # fmt: skip
+    st.prepare()
+    _names_each(capsys, expected, tmp_path / "study")
+
+
 def test_more_skipped_files_than_shown_are_counted(tmp_path, capsys):
     from cxraug.data.skipped import SHOWN, announce
 

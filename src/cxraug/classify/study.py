@@ -125,6 +125,7 @@ class Study(StudyGenerators):
         # patient ids that came from the data (a column, DICOM tags, NIH file names, the phantoms' own): only then
         # are the splits patient-level and DeLong's variance patient-clustered
         self.patients_known = info["unknown_patients"] == 0
+        self._skipped = [*getattr(ds, "listing_skipped", []), *ds.errors]  # named on stderr as they were loaded
         if cfg.minority not in ds.class_names:
             raise CXRAugError(f"minority class {cfg.minority!r} not in {ds.class_names}")
         self.ds, self.names = ds, ds.class_names
@@ -168,6 +169,9 @@ class Study(StudyGenerators):
         for e in (*self.external.values(), *self.probe.values()):
             h.update(np.ascontiguousarray(e["images"]).tobytes())
         self.data_hash = h.hexdigest()
+        from cxraug.data import skipped
+
+        skipped.save(self.dir, self._skipped)  # every file the study left out, in STUDY/skipped.csv
         self.power = self._power_line(te)
         self.acquisition = self._acquisition_check()
         if self.progress:
@@ -253,6 +257,7 @@ class Study(StudyGenerators):
         train_patients = {self.ds.patient_ids[i] for i in fit_idx}
         for s, name in zip(sources, source_names(sources)):
             e, _ = load_labelled([s], self.cfg.size, class_names=self.names, progress=self.progress)
+            self._skipped += [*getattr(e, "listing_skipped", []), *e.errors]
             imgs = np.asarray(e.images)
             check_no_synthetic(e.sources, e.paths, where=f"the {kind} set {name}")
             fp = fingerprints(imgs)
