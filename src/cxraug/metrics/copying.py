@@ -156,7 +156,7 @@ def _detail(u8: np.ndarray, size: int) -> torch.Tensor:
     """uint8 [N,S,S] -> [N,1,size,size] float band-pass image: downsampled, a difference of Gaussians
     (sigma 0.7 px minus sigma size/16 px), so that neither the chest outline shared by all images nor
     the finest pixels (which a sub-pixel shift decorrelates) dominate the comparison."""
-    x = torch.as_tensor(np.asarray(u8), dtype=torch.float32)[:, None] / 255.0
+    x = torch.from_numpy(np.array(u8, dtype=np.float32))[:, None] / 255.0  # a copy: inputs may be read-only
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="area")
     return _gauss_blur(x, 0.7) - _gauss_blur(x, size / 16)
