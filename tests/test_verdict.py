@@ -185,6 +185,8 @@ def test_resume_after_set_epochs_reruns_instead_of_reusing(tmp_path, monkeypatch
     assert calls == [2]  # changed: run again, with the new epochs
     res = json.loads((study / "runs" / "real-r1-s0" / "result.json").read_text())
     assert len(res["curves"]["train_loss"]) == 2
+    sec = res["seconds"]  # where the run's time went (issue 31)
+    assert set(sec) == {"training", "validation", "total"} and 0 < sec["training"] + sec["validation"] <= sec["total"]
 
 
 def test_report_is_a_pure_function_of_the_study_folder(study, tmp_path):
@@ -252,6 +254,59 @@ def test_standard_aug_flips_recipe_is_sundaram_and_transforms_parse():
     for bad in ("os.system('x')", "Compose([])", "RandomRotation(degrees=__import__('os'))"):
         with pytest.raises(CXRAugError, match="standard_aug"):
             standard_augmentation([bad])
+
+
+def test_batched_flips_draw_each_image_as_torchvision_does():
+    """The study's flips run on the whole batch at once (no Python loop over images): each image still gets its own
+    independent H and V flip with p = 0.5 (the four corners 1/4 each, as torchvision's per-image transforms in the
+    test above), p = 1 is torch.flip, and any other transform falls back to torchvision image by image, bit for bit."""
+    from torchvision.transforms import v2
+
+    from cxraug.classify.train import batch_augment, standard_augmentation
+
+    x = torch.zeros(4000, 1, 4, 4)
+    x[:, 0, 0, 0] = 1  # every image marks its top-left corner
+    torch.manual_seed(0)
+    out = batch_augment(x, standard_augmentation("flips"))
+    where = torch.nonzero(out[:, 0])[:, 1:]  # [N,2] the marker's (row, col) per image
+    assert len(where) == len(x)
+    for r, c in [(0, 0), (0, 3), (3, 0), (3, 3)]:
+        f = ((where[:, 0] == r) & (where[:, 1] == c)).float().mean().item()
+        assert abs(f - 0.25) < 0.03, (r, c, f)
+    assert torch.equal(batch_augment(x, v2.RandomHorizontalFlip(p=1.0)), x.flip(-1))
+    assert torch.equal(batch_augment(x, v2.RandomVerticalFlip(p=1.0)), x.flip(-2))
+    other = standard_augmentation(["RandomRotation(degrees=10)", "flips"])
+    y = torch.rand(8, 1, 16, 16)
+    torch.manual_seed(1)
+    got = batch_augment(y, other)
+    torch.manual_seed(1)
+    assert torch.equal(got, torch.stack([other(img) for img in y]))
+
+
+def test_classifier_fit_is_reproducible_and_learns_in_the_machines_precision(monkeypatch):
+    """fit_classifier autocasts like the GAN engine (bf16 where the CPU has it, $CXRAUG_AMP=no: float32): the same
+    seed gives the same weights, a separable task is learnt in either precision, predictions come back float32."""
+    from cxraug.classify.models import build_classifier
+    from cxraug.classify.train import fit_classifier, predict_logits, to_float
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 96)
+    x = rng.integers(0, 120, (96, 16, 16)).astype(np.uint8)
+    x[y == 1, 4:12, 4:12] += 120  # the positives carry a bright square
+    for amp in ("bf16", "no"):
+        monkeypatch.setenv("CXRAUG_AMP", amp)
+        fits = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            model, _ = build_classifier("lightweight", 2, pretrained=False)
+            model, curves = fit_classifier(model, x[:64], y[:64], x[64:], y[64:], 4, 16, 3e-3, augment=True, seed=3)
+            fits.append(model.state_dict())
+        assert all(torch.equal(fits[0][k], fits[1][k]) for k in fits[0]), amp
+        logits = predict_logits(model, to_float(x[64:]))
+        assert logits.dtype == torch.float32
+        acc = (logits.argmax(1).numpy() == y[64:]).mean()
+        assert acc > 0.9, (amp, acc)
+        assert curves["seconds"]["training"] > 0 and curves["val_loss"][-1] < curves["val_loss"][0]
 
 
 def test_pretrained_backbones_get_their_weights_normalization_and_size():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -56,8 +57,42 @@ def to_float(u8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(u8)).float().div(255.0).unsqueeze(1)  # [N,1,S,S] in [0,1]
 
 
-def _augment(x: torch.Tensor, aug: Callable[[torch.Tensor], torch.Tensor] = STANDARD_AUG) -> torch.Tensor:
-    return torch.stack([aug(img) for img in x])
+def _flip_probs(aug: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float] | None:
+    """(p of a horizontal flip, p of a vertical flip) when ``aug`` is nothing but flips, else None."""
+    ts = aug.transforms if isinstance(aug, v2.Compose) else [aug]
+    ph, pv = 0.0, 0.0
+    for t in ts:
+        if type(t) is v2.RandomHorizontalFlip and ph == 0.0:
+            ph = float(t.p)
+        elif type(t) is v2.RandomVerticalFlip and pv == 0.0:
+            pv = float(t.p)
+        else:
+            return None
+    return ph, pv
+
+
+def batch_augment(x: torch.Tensor, aug: Callable[[torch.Tensor], torch.Tensor] = STANDARD_AUG) -> torch.Tensor:
+    """``aug`` applied to each image of the batch [B,1,S,S] independently. Flips (the ``flips`` recipe) are drawn
+    per image from torch's RNG and applied to the whole batch at once, the same distribution as torchvision's
+    per-image ``RandomHorizontalFlip``/``RandomVerticalFlip`` without a Python loop over the images; any other
+    transform runs image by image."""
+    probs = _flip_probs(aug)
+    if probs is None:
+        return torch.stack([aug(img) for img in x])
+    for p, dim in zip(probs, (-1, -2)):
+        if p > 0:
+            pick = (torch.rand(len(x)) < p).view(-1, 1, 1, 1)
+            x = torch.where(pick, x.flip(dim), x)
+    return x
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The classifier's autocast precision: the GAN engine's choice (bf16 on CUDA and on CPUs with native bf16,
+    float32 elsewhere; ``$CXRAUG_AMP`` overrides), so a study's networks all train in one precision. Predictions
+    and the validation loss that picks the epoch stay float32."""
+    from cxraug.train.engine import AMP_DTYPES, default_amp
+
+    return AMP_DTYPES[default_amp(device)]
 
 
 def fit_classifier(
@@ -76,7 +111,8 @@ def fit_classifier(
     steps_per_epoch: int | None = None,
     class_weight: np.ndarray | None = None,
 ) -> tuple[nn.Module, dict]:
-    """Returns the best-validation model and per-epoch train/val loss curves.
+    """Returns the best-validation model and per-epoch train/val loss curves (with ``seconds``: the wall time of
+    the training steps and of the validation passes).
 
     Targets: class indices [N] (binary / multi-class head, cross-entropy) or multi-hot float vectors
     [N,K] (multi-label head, one sigmoid per label; NaN = unknown label, masked out of the loss).
@@ -114,35 +150,49 @@ def _epoch_batches(n: int, batch_size: int, steps: int | None, gen: torch.Genera
 def _fit(model, x_train, y_train, x_val, y_val, epochs, batch_size, lr, augment, seed, device, steps_per_epoch=None,
          class_weight=None):  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
-    model = model.to(device)
+    dev = torch.device(device)
+    # channels_last: oneDNN's (and cuDNN's) fast layout for convolutions; measured in benchmarks/classifier_speed.py
+    model = model.to(dev, memory_format=torch.channels_last)
+    dtype = amp_dtype(dev)
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype is torch.float16)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     multilabel = np.ndim(y_train) == 2
-    dtype = torch.float32 if multilabel else torch.long
-    w = None if class_weight is None else torch.as_tensor(np.asarray(class_weight), dtype=torch.float32).to(device)
+    ydtype = torch.float32 if multilabel else torch.long
+    w = None if class_weight is None else torch.as_tensor(np.asarray(class_weight), dtype=torch.float32).to(dev)
     if multilabel:
         loss_fn = (lambda z, t: masked_bce(z, t, pos_weight=w)) if w is not None else masked_bce
     else:
         loss_fn = (lambda z, t: F.cross_entropy(z, t, weight=w)) if w is not None else F.cross_entropy
-    xt, yt = to_float(x_train), torch.as_tensor(y_train, dtype=dtype)
-    xv, yv = to_float(x_val).to(device), torch.as_tensor(y_val, dtype=dtype).to(device)
-    best, best_loss, curves = None, float("inf"), {"train_loss": [], "val_loss": []}
+    xt, yt = to_float(x_train), torch.as_tensor(y_train, dtype=ydtype)
+    xv, yv = to_float(x_val).to(dev), torch.as_tensor(y_val, dtype=ydtype).to(dev)
+    aug = STANDARD_AUG if augment is True else augment
+    best, best_loss = None, float("inf")
+    curves: dict = {"train_loss": [], "val_loss": [], "seconds": {"training": 0.0, "validation": 0.0}}
     batches = _epoch_batches(len(xt), batch_size, steps_per_epoch, gen)
     for _ in range(epochs):
+        t0 = time.perf_counter()
         model.train()
-        tot, seen = 0.0, 0
+        tot = torch.zeros((), device=dev)  # summed on the device: no host sync per step
+        seen = 0
         for idx in next(batches):
-            xb = xt[idx]
-            xb = _augment(xb, STANDARD_AUG if augment is True else augment) if augment else xb
-            loss = loss_fn(model((xb * 2 - 1).to(device)), yt[idx].to(device))
+            xb = batch_augment(xt[idx], aug) if aug else xt[idx]
+            xb = (xb * 2 - 1).to(dev).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = loss_fn(model(xb).float(), yt[idx].to(dev))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot += loss.item() * len(idx)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            tot += loss.detach() * len(idx)
             seen += len(idx)
+        t1 = time.perf_counter()
         # the validation loss is unweighted in every protocol: the checkpoint is chosen on the same criterion
-        val_loss = (masked_bce if multilabel else F.cross_entropy)(predict_logits(model, xv), yv).item()
-        curves["train_loss"].append(tot / (seen if steps_per_epoch else len(xt)))
+        # (in the training precision: it only ranks the epochs; predictions for the metrics are float32)
+        val_loss = (masked_bce if multilabel else F.cross_entropy)(predict_logits(model, xv, dtype=dtype), yv).item()
+        curves["train_loss"].append(tot.item() / (seen if steps_per_epoch else len(xt)))
         curves["val_loss"].append(val_loss)
+        curves["seconds"]["training"] += t1 - t0
+        curves["seconds"]["validation"] += time.perf_counter() - t1
         if val_loss < best_loss:
             best_loss, best = val_loss, copy.deepcopy(model.state_dict())
     model.load_state_dict(best)
@@ -150,10 +200,14 @@ def _fit(model, x_train, y_train, x_val, y_val, epochs, batch_size, lr, augment,
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = 256, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Logits [N,K] of images x [N,1,S,S] in [0,1]; ``dtype``: autocast to it (None: float32)."""
     model.eval()
     dev = next(model.parameters()).device
-    return torch.cat([model((x[i : i + batch] * 2 - 1).to(dev)) for i in range(0, len(x), batch)])
+    cl = torch.channels_last
+    with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        return torch.cat([model((x[i : i + batch] * 2 - 1).to(dev).contiguous(memory_format=cl)).float()
+                          for i in range(0, len(x), batch)])  # fmt: skip
 
 
 def masked_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
