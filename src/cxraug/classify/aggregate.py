@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from cxraug.classify.calibration import reliability_curve
-from cxraug.classify.config import CONTROL_PROTOCOLS, PROTOCOLS, StudyConfig
+from cxraug.classify.config import CONTROL_PROTOCOLS, PROTOCOLS, StudyConfig, arm_name, split_arm
 from cxraug.classify.metrics import mean_ci, paired_comparison
 from cxraug.classify.stats import (
     auc_of,
@@ -44,25 +44,72 @@ def parse_primary(comparison: str) -> tuple[str, str]:
     side may be best-control)."""
     a, sep, b = str(comparison).partition(" vs ")
     a, b = a.strip(), b.strip()
-    if not sep or a not in PROTOCOLS or (b not in PROTOCOLS and b != BEST_CONTROL) or a == b:
+
+    def known(arm: str) -> bool:
+        try:
+            return split_arm(arm)[0] in PROTOCOLS
+        except ValueError:
+            return False
+
+    if not sep or not known(a) or (not known(b) and b != BEST_CONTROL) or a == b:
         raise CXRAugError(f"primary.comparison {comparison!r}: expected 'A vs B' with A a protocol and B a protocol "
                           f"or {BEST_CONTROL}, e.g. 'gan-aug vs best-control'; protocols: {', '.join(PROTOCOLS)}")  # fmt: skip
     return a, b
 
 
-def best_control(by_p: dict[str, list[dict]]) -> str | None:
-    """The non-generative protocol with the best mean validation AUC across seeds (ties: the simpler one, in
-    :data:`CONTROL_PROTOCOLS` order); None when the study ran no control. Never chosen on a test set."""
+def _validation_auc(runs: list[dict]) -> float:
+    v = [r.get("validation", {}).get("auc", float("nan")) for r in runs]
+    v = [x for x in v if x is not None and np.isfinite(x)]
+    return float(np.mean(v)) if v else -np.inf
+
+
+def _best_by_validation(by_p: dict[str, list[dict]], candidates: list[str]) -> str | None:
     best, best_auc = None, -np.inf
-    for p in CONTROL_PROTOCOLS:
-        if p not in by_p:
-            continue
-        v = [r.get("validation", {}).get("auc", float("nan")) for r in by_p[p]]
-        v = [x for x in v if x is not None and np.isfinite(x)]
-        m = float(np.mean(v)) if v else -np.inf
+    for arm in candidates:
+        m = _validation_auc(by_p[arm])
         if best is None or m > best_auc:
-            best, best_auc = p, m
+            best, best_auc = arm, m
     return best
+
+
+def _arms_of(by_p: dict[str, list[dict]], protocol: str) -> list[str]:
+    """The arms a study ran for one protocol: the protocol itself, or its doses on a ratio axis (ascending)."""
+    arms = [a for a in by_p if split_arm(a)[0] == protocol]
+    return sorted(arms, key=lambda a: split_arm(a)[1] or 0.0)
+
+
+def best_control(by_p: dict[str, list[dict]]) -> str | None:
+    """The non-generative arm with the best mean validation AUC across seeds (ties: the simpler one, in
+    :data:`CONTROL_PROTOCOLS` order, then the smaller dose); None when the study ran no control. Never chosen on a
+    test set. On a ratio axis every dose of oversample is a control of its own."""
+    return _best_by_validation(by_p, [a for p in CONTROL_PROTOCOLS for a in _arms_of(by_p, p)])
+
+
+def resolve_arm(by_p: dict[str, list[dict]], name: str) -> str | None:
+    """The arm a comparison means by ``name``: the arm itself when the study ran it; for a protocol run on a ratio
+    axis, its dose with the best mean validation AUC (ties: the smaller dose), never chosen on a test set."""
+    if name in by_p:
+        return name
+    return _best_by_validation(by_p, _arms_of(by_p, name))
+
+
+def dose_response(by_p: dict[str, list[dict]], table: dict, key: str, sens_key: str | None, control: str | None) -> dict:
+    """The ratio axis of one regime: per protocol run at several doses, the test AUC (macro AUC for several classes)
+    and minority sensitivity per ratio (mean and 95 % t-CI across seeds, from ``table``), the dose chosen on
+    validation, and the strongest control's AUC beside them."""
+    out: dict = {"metric": key, "sensitivity_metric": sens_key, "curves": {}, "best": {}, "control": None}
+    for p in ("gan-aug", "standard-aug+gan-aug", "oversample", "standard-aug+oversample"):
+        arms = [a for a in _arms_of(by_p, p) if split_arm(a)[1] is not None]
+        if not arms:
+            continue
+        out["curves"][p] = [{"ratio": split_arm(a)[1], "arm": a, "auc": table[a][key],
+                             "sensitivity": table[a][sens_key] if sens_key else None,
+                             "validation_auc": _validation_auc(by_p[a])} for a in arms]  # fmt: skip
+        out["best"][p] = resolve_arm(by_p, p)
+    if control is not None:
+        out["control"] = {"arm": control, "auc": table[control][key],
+                          "sensitivity": table[control][sens_key] if sens_key else None}  # fmt: skip
+    return out
 
 
 def method_text(cfg: StudyConfig) -> str:
@@ -228,8 +275,9 @@ def aggregate(results: list[dict], cfg: StudyConfig, groups: dict[str, list[str]
         sets = list(_sets(first))
         grp = {s: (_groups(groups, s) if groups else [str(i) for i in range(len(_sets(first)[s][1]))]) for s in sets}
         out["pooled"][regime] = {s: {p: _pooled(runs, s, grp[s], cfg) for p, runs in by_p.items()} for s in sets}
-        if "gan-aug" in by_p and "standard-aug" in by_p:
-            ga, sa = by_p["gan-aug"], by_p["standard-aug"]
+        gan_arm = resolve_arm(by_p, "gan-aug")
+        if gan_arm is not None and "standard-aug" in by_p:
+            ga, sa = by_p[gan_arm], by_p["standard-aug"]
             key = "macro_auc" if multiclass else "auc"
             out["paired_gan_vs_standard"][regime] = {
                 k: paired_comparison([r["metrics"][k] for r in ga], [r["metrics"][k] for r in sa])
@@ -245,19 +293,32 @@ def aggregate(results: list[dict], cfg: StudyConfig, groups: dict[str, list[str]
         out["best_control"][regime] = ctrl
         out["comparisons"][regime], out["verdict"][regime] = {}, {}
         primary = parse_primary(cfg.primary.comparison)
-        for a, b in (*COMPARISONS, *([primary] if primary not in COMPARISONS else [])):
-            b_name = ctrl if b == BEST_CONTROL else b
-            if a not in by_p or b_name is None or b_name not in by_p or a == b_name:
+        pairs = [*COMPARISONS, *([primary] if primary not in COMPARISONS else [])]
+        for arm in _arms_of(by_p, "gan-aug"):  # a ratio axis: each dose against repeating the real images as often
+            r = split_arm(arm)[1]
+            if r is not None and arm_name("oversample", r) in by_p:
+                pairs.append((arm, arm_name("oversample", r)))
+        for a, b in pairs:
+            a_name = resolve_arm(by_p, a)
+            b_name = ctrl if b == BEST_CONTROL else resolve_arm(by_p, b)
+            if a_name is None or b_name is None or a_name == b_name:
                 continue
             label = f"{a} vs {b}"
             cmp_sets = [s for s in sets if s == "internal" or s == "external:pooled" or s.startswith("internal:")]
-            cmp = {s: compare(by_p[a], by_p[b_name], s, grp[s], cfg, conf_text, patients_known=known)
+            cmp = {s: compare(by_p[a_name], by_p[b_name], s, grp[s], cfg, conf_text, patients_known=known)
                    for s in cmp_sets}  # fmt: skip
             for c in cmp.values():
-                c["against"] = b_name
+                c["arm"], c["against"] = a_name, b_name
             out["comparisons"][regime][label] = cmp
             family += [(regime, label, s) for s in cmp]
+        if cfg.synthetic_ratios:
+            key = "macro_auc" if multiclass else "auc"
+            sens = None if multiclass else "sensitivity"
+            dr = dose_response(by_p, out["table"][regime], key, sens, ctrl)
+            out.setdefault("dose_response", {})[regime] = dr
     _primary_and_holm(out, cfg, family, power)
+    for regime, dr in out.get("dose_response", {}).items():
+        dr["text"] = _dose_text(regime, dr, out["comparisons"][regime])
     for regime, by_label in out["comparisons"].items():
         out["verdict"][regime] = {
             label: {s.replace("external:pooled", "external"): c["verdict"] for s, c in sets.items()}
@@ -302,11 +363,27 @@ def _primary_and_holm(out: dict, cfg: StudyConfig, family: list[tuple[str, str, 
     c = out["comparisons"][key[0]][label]["internal"]
     c["role"] = "primary"
     against = c.get("against", b)
-    name = f"{a} vs the strongest control ({against}, chosen on validation)" if b == BEST_CONTROL else label
+    arm = c.get("arm", a)
+    side = a if arm == a else f"{a} at {split_arm(arm)[1]:g}x (the dose best on validation)"
+    name = f"{side} vs the strongest control ({against}, chosen on validation)" if b == BEST_CONTROL else f"{side} vs {b}"
     out["headline"] = {"comparison": label, "against": against, "regime": float(key[0]), "set": "internal",
                        "available": True, "verdict": c["verdict"],
                        "text": f"Primary (pre-specified): {name} at {_pct(float(key[0]))}, internal test: "
                                f"{c['verdict']['text']}"}  # fmt: skip
+
+
+def _dose_text(regime: str, dr: dict, comparisons: dict) -> str:
+    """One sentence per regime: the dose chosen on validation and what the test says of it against the strongest
+    control (the comparison's verdict, after Holm and the power line)."""
+    best = dr["best"].get("gan-aug")
+    if best is None:
+        return ""
+    text = f"{_pct(float(regime))}: the dose chosen on validation is {split_arm(best)[1]:g} synthetic image(s) per real "
+    text += "minority image"
+    c = comparisons.get(f"gan-aug vs {BEST_CONTROL}", {}).get("internal")
+    if c is not None:
+        text += f"; against the strongest control ({c['against']}), internal test: {c['verdict']['text']}"
+    return text
 
 
 def _pct(regime: float | None) -> str:

@@ -21,6 +21,35 @@ SYNTHETIC_PROTOCOLS = ("gan-aug", "standard-aug+gan-aug", "synthetic-only", "syn
 # the non-generative protocols: the strongest of them (on validation) is what gan-aug must beat
 CONTROL_PROTOCOLS = ("real", "standard-aug", "oversample", "class-weighted", "standard-aug+oversample")
 DEFAULT_PROTOCOLS = ("real", "standard-aug", "oversample", "class-weighted", "gan-aug", "synthetic-only")
+# the protocols that add minority images, synthetic or repeated: with ``synthetic_ratios`` each runs once per ratio
+RATIO_PROTOCOLS = ("gan-aug", "standard-aug+gan-aug", "oversample", "standard-aug+oversample")
+MAX_RATIO = 20.0
+
+
+def arm_name(protocol: str, ratio: float | None) -> str:
+    """A study arm: the protocol, with the dose when the study has a ratio axis: ``gan-aug@2x`` adds two
+    synthetic minority images per real minority training image, ``oversample@2x`` two repeats of them."""
+    return protocol if ratio is None else f"{protocol}@{float(ratio):g}x"
+
+
+def split_arm(arm: str) -> tuple[str, float | None]:
+    """``"gan-aug@2x"`` -> ("gan-aug", 2.0); a plain protocol -> (protocol, None)."""
+    p, sep, r = arm.partition("@")
+    if not sep:
+        return arm, None
+    try:
+        return p, float(r.removesuffix("x"))
+    except ValueError:
+        raise ValueError(f"not a study arm: {arm!r}") from None
+
+
+def study_arms(protocols: list[str], ratios: list[float]) -> list[str]:
+    """Every arm a study runs: each protocol, and each of :data:`RATIO_PROTOCOLS` once per ratio when the study
+    has a ratio axis (ascending)."""
+    out = []
+    for p in protocols:
+        out += [arm_name(p, r) for r in sorted(ratios)] if ratios and p in RATIO_PROTOCOLS else [p]
+    return out
 
 
 def base_protocol(protocol: str) -> tuple[str, bool]:
@@ -149,6 +178,12 @@ class StudyConfig:
     # generator when augment_labels holds more than the minority).
     augment_labels: list[str] = field(default_factory=list)
     augment_rule: str = "equalize"
+    # How much synthetic data (a dose-response axis): synthetic minority images per real minority training image,
+    # e.g. [0.5, 1, 2, 4]. Each of gan-aug, standard-aug+gan-aug and their controls oversample and
+    # standard-aug+oversample (the same number of repeated real images) then runs once per ratio, as arms
+    # "gan-aug@2x", "oversample@2x"; the gan-aug ratio compared with the controls is the one with the best mean
+    # validation AUC. Empty: the augment rule decides the count. Every arm takes the same optimiser steps.
+    synthetic_ratios: list[float] = field(default_factory=list)
 
 
 def load_study_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> StudyConfig:

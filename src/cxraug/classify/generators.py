@@ -109,6 +109,8 @@ class StudyGenerators:
             return self._syn_cache[key]
         train = self.split["train"]
         need = 1 if other else max(self._n_to_add(train) + int(self.pos[train].sum()), 1)
+        if self.cfg.synthetic_ratios and not other:  # the largest dose of the ratio axis
+            need = max(need, self._n_to_add(train, max(self.cfg.synthetic_ratios)))
         if self.fraction is not None:
             need = max(need, min_fraction_pool_size(len(train), len(self.aug_k), self.fraction))
         name = f"synthetic-{self.generator_hash(regime, seed)[:16]}"  # keyed by the checkpoint's bytes

@@ -33,7 +33,9 @@ from cxraug.classify.assemble import (
     screen_against_training,
 )
 from cxraug.classify.config import (
+    MAX_RATIO,
     PROTOCOLS,
+    RATIO_PROTOCOLS,
     SYNTHETIC_PROTOCOLS,
     GanSpec,
     Source,
@@ -42,6 +44,8 @@ from cxraug.classify.config import (
     load_config_dict,
     load_study_config,
     source_names,
+    split_arm,
+    study_arms,
 )
 from cxraug.classify.generators import StudyGenerators, gan_train_config
 from cxraug.classify.metrics import binary_metrics, multiclass_metrics, multilabel_auc
@@ -82,6 +86,16 @@ class Study(StudyGenerators):
         if bad:
             raise CXRAugError(f"unknown protocols {sorted(bad)}; choose from {PROTOCOLS}")
         fraction = parse_augment_rule(cfg.augment_rule)
+        ratios = [float(r) for r in cfg.synthetic_ratios]
+        if ratios:
+            if not all(np.isfinite(r) and 0 < r <= MAX_RATIO for r in ratios) or len(set(ratios)) < len(ratios):
+                raise CXRAugError(f"synthetic_ratios {cfg.synthetic_ratios}: distinct numbers within (0, {MAX_RATIO:g}]"
+                                  " (synthetic minority images per real minority training image)")  # fmt: skip
+            if fraction is not None:
+                raise CXRAugError("synthetic_ratios set the number of synthetic images; augment_rule min-fraction:F "
+                                  "sets it too: give one of them")  # fmt: skip
+            if not set(RATIO_PROTOCOLS) & set(cfg.protocols):
+                raise CXRAugError(f"synthetic_ratios need at least one of the protocols {', '.join(RATIO_PROTOCOLS)}")
         several = bool(set(cfg.augment_labels) - {cfg.minority})
         if several and fraction is None:
             raise CXRAugError("several augment_labels need augment_rule: min-fraction:F (e.g. 0.15, Sundaram & "
@@ -272,10 +286,13 @@ class Study(StudyGenerators):
         return out
 
     # ------------------------------------------------------------------ runs
-    def _n_to_add(self, idx: np.ndarray) -> int:
+    def _n_to_add(self, idx: np.ndarray, ratio: float | None = None) -> int:
         """Synthetic minority images the rule asks for: ``equalize``: to the largest class (single-label), or
         its positives to its negatives (multi-label); ``min-fraction:F`` for the minority alone: the closed
-        form ceil((F N - c) / (1 - F)) (synthetic-only-full's volume; gan-aug uses :meth:`_min_fraction_set`)."""
+        form ceil((F N - c) / (1 - F)) (synthetic-only-full's volume; gan-aug uses :meth:`_min_fraction_set`).
+        ``ratio`` (an arm of the ratio axis): that many per real minority training image, rounded."""
+        if ratio is not None:
+            return round(ratio * int(self.pos[idx].sum()))  # half to even
         if self.fraction is not None:
             f, c = self.fraction, int(self.pos[idx].sum())
             return int(max(np.ceil((f * len(idx) - c) / (1 - f) - 1e-9), 0))
@@ -297,13 +314,14 @@ class Study(StudyGenerators):
 
     def train_set(self, protocol: str, regime: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(images, targets, is_synthetic) for one run. ``standard-aug+X`` trains on X's set (the augmentation is
-        applied per batch); oversample's repeated real images are not synthetic."""
-        protocol, _ = base_protocol(protocol)
+        applied per batch); oversample's repeated real images are not synthetic. An arm of the ratio axis
+        (``gan-aug@2x``, ``oversample@2x``) adds that many images per real minority training image."""
+        protocol, ratio = split_arm(base_protocol(protocol)[0])
         idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
         x, y = self.images[idx], self.targets(idx)
         syn_flag = np.zeros(len(y), bool)
         if protocol == "oversample":
-            xs, ys = self._oversample_set(idx, seed)
+            xs, ys = self._oversample_set(idx, seed, ratio)
             return np.concatenate([x, xs]), np.concatenate([y, ys]), np.zeros(len(y) + len(ys), bool)
         if protocol == "gan-aug" and self.fraction is not None:
             xs, ys = self._min_fraction_set(idx, regime, seed)
@@ -311,7 +329,7 @@ class Study(StudyGenerators):
                     np.concatenate([syn_flag, np.ones(len(xs), bool)]))  # fmt: skip
         if protocol in SYNTHETIC_PROTOCOLS:
             if protocol == "gan-aug":
-                n_add = self._n_to_add(idx)
+                n_add = self._n_to_add(idx, ratio)
             else:  # replace the real minority: by as many synthetic images, or (full) as many as the largest class
                 n_add = int(self.pos[idx].sum()) + (self._n_to_add(idx) if protocol == "synthetic-only-full" else 0)
                 keep = ~self.pos[idx]
@@ -402,11 +420,12 @@ class Study(StudyGenerators):
         data and splits, the held-out sets, and the generator checkpoint's bytes for synthetic protocols.
         A finished run whose fingerprint differs is not reused."""
         c = to_dict(self.cfg)
-        for k in ("protocols", "regimes", "seeds", "device", "features", "bootstrap", "margin"):
+        for k in ("protocols", "regimes", "seeds", "synthetic_ratios", "device", "features", "bootstrap", "margin"):
             c.pop(k, None)
         if not c.get("augment_labels") and c.get("augment_rule") == "equalize":  # defaults: older runs' keys stand
             c.pop("augment_labels"), c.pop("augment_rule")
-        gen = self.generator_hash(regime, seed) if protocol in SYNTHETIC_PROTOCOLS else None
+        synthetic = split_arm(protocol)[0] in SYNTHETIC_PROTOCOLS
+        gen = self.generator_hash(regime, seed) if synthetic else None
         blob = json.dumps({"config": c, "run": [protocol, regime, seed], "data": self.data_hash, "generator": gen},
                           sort_keys=True, default=str)  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -494,7 +513,8 @@ class Study(StudyGenerators):
             called = self._scores(p) >= thr if thr is not None else p.argmax(1) == self.k_min
             probe[name] = {"n": e["n"], "counts": e["counts"], "fraction_called_positive": float(called.mean()) if e["n"] else float("nan"),
                            "median_score": float(np.median(self._scores(p))) if e["n"] else float("nan")}  # fmt: skip
-        res = {"key": key, "protocol": protocol, "regime": regime, "seed": seed, "model": cfg.model,
+        res = {"key": key, "protocol": protocol, "ratio": split_arm(protocol)[1], "regime": regime, "seed": seed,
+               "model": cfg.model,
                "weights": weights, "n_train": len(y), "n_synthetic": int(syn.sum()), "curves": curves,
                # where the run's time went (not part of any result: two executors compare everything else)
                "seconds": {**curves.pop("seconds"), "total": time.perf_counter() - t_run},
@@ -515,7 +535,7 @@ class Study(StudyGenerators):
     def run(self) -> dict:
         self.prepare()
         cfg = self.cfg
-        jobs = [(p, r, s) for r in cfg.regimes for p in cfg.protocols for s in cfg.seeds]
+        jobs = [(p, r, s) for r in cfg.regimes for p in study_arms(cfg.protocols, cfg.synthetic_ratios) for s in cfg.seeds]
         results, n_new = [], 0
         for job in tqdm(jobs, desc="benchmark", unit="run", disable=not self.progress):
             reused = self.finished(*job) is not None
@@ -546,8 +566,11 @@ class Study(StudyGenerators):
 
         top, s0 = max(self.cfg.regimes), self.cfg.seeds[0]
         te, tr = self.split["test"], self.split["train"]
-        protocol = "gan-aug" if "gan-aug" in self.cfg.protocols else self.cfg.protocols[0]
-        x, y, syn = self.train_set("gan-aug" if self.syn is not None else "real", top, s0)
+        arms = study_arms(self.cfg.protocols, self.cfg.synthetic_ratios)
+        gan = [a for a in arms if split_arm(a)[0] == "gan-aug"]
+        # the GAN-aug model (the arm nearest one synthetic image per real one on a ratio axis), else the first arm
+        protocol = min(gan, key=lambda a: abs(np.log(split_arm(a)[1] or 1.0))) if gan else arms[0]
+        x, y, syn = self.train_set((protocol if gan else "gan-aug") if self.syn is not None else "real", top, s0)
         if self.multilabel:  # colour by the minority label
             y = (np.nan_to_num(y[:, self.k_min]) == 1).astype(int)
         pick = np.sort(np.random.default_rng(0).permutation(len(x))[:cap])

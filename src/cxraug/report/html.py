@@ -232,6 +232,12 @@ def build_report(study_dir: str | Path, progress: bool = True) -> Path:
     inputs = dict(np.load(npz)) if npz.is_file() else {}
     if first:
         _figures(d, cfg, data, first, inputs, res["summary"].get("reliability"))
+    doses = res["summary"].get("dose_response") or {}
+    if doses:
+        from cxraug.report import plots
+
+        (d / "figures").mkdir(exist_ok=True)
+        plots.dose_response_plot(doses, d / "figures" / "dose_response.png")
     quality = json.loads((d / "quality.json").read_text()) if (d / "quality.json").is_file() else None
     if quality:
         res["quality"] = quality
@@ -266,7 +272,9 @@ def build_report(study_dir: str | Path, progress: bool = True) -> Path:
         "regimes": [_regime_view(r, summary, full) for r in summary["table"]],
         "method": summary.get("method", ""), "top_pct": f"{top * 100:g}", "seed0": cfg["seeds"][0],
         "acq": data.get("acquisition") or {}, "power": summary.get("power") or data.get("power"),
-        "headline": summary.get("headline"), "gen_note": summary.get("generator_variance", ""),
+        "headline": summary.get("headline"),
+        "doses": [dr["text"] for _, dr in sorted(doses.items(), key=lambda kv: float(kv[0])) if dr.get("text")],
+        "gen_note": summary.get("generator_variance", ""),
         "patients_known": (data.get("patient_ids") or {}).get("from_data", True),
         "unknown_patients": (data.get("patient_ids") or {}).get("unknown", 0),
         "listed": (data.get("patient_ids") or {}).get("listed", 0),

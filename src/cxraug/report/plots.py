@@ -121,3 +121,51 @@ def plot_reliability(curves: dict[str, dict], path: str | os.PathLike) -> Path:
     ax.set_ylabel("fraction positive")
     ax.legend(fontsize=7)
     return save_fig(fig, path)
+
+
+def dose_response_plot(doses: dict[str, dict], path: str | os.PathLike) -> Path:
+    """How much synthetic data: per regime (a column of panels), test AUC (top) and minority sensitivity (bottom,
+    binary studies) against synthetic images per real minority image, mean and 95 % t-CI across seeds, one line per
+    protocol run at several doses (GAN-aug, and oversample: the same number of repeated real images); the strongest
+    control's mean and CI as a grey band; the dose chosen on validation circled. From
+    :func:`cxraug.classify.aggregate.dose_response` (results.json's ``dose_response``)."""
+    regimes = sorted(doses, key=float)
+    rows = [("auc", "metric")] + ([("sensitivity", "sensitivity_metric")] if any(
+        doses[r].get("sensitivity_metric") for r in regimes) else [])  # fmt: skip
+    fig = new_figure((3.6 * len(regimes), 2.9 * len(rows)))
+    axes = fig.subplots(len(rows), len(regimes), squeeze=False)
+    for j, reg in enumerate(regimes):
+        dr = doses[reg]
+        for i, (field, name) in enumerate(rows):
+            ax = axes[i][j]
+            ctrl = (dr.get("control") or {}).get(field)
+            if ctrl and np.isfinite(ctrl["mean"]):
+                half = ctrl["ci"] if np.isfinite(ctrl["ci"]) else 0.0
+                ax.axhspan(ctrl["mean"] - half, ctrl["mean"] + half, color="0.85", zorder=0)
+                ax.axhline(ctrl["mean"], color="0.5", lw=1, label=f"best control ({dr['control']['arm']})")
+            for n, (p, pts) in enumerate(dr.get("curves", {}).items()):
+                x = np.array([q["ratio"] for q in pts], float) * 1.05**n  # side by side: CIs do not hide each other
+                m = np.array([q[field]["mean"] if q[field] else np.nan for q in pts], float)
+                e = np.array([q[field]["ci"] if q[field] else np.nan for q in pts], float)
+                bar = ax.errorbar(x, m, yerr=np.nan_to_num(e), marker="o", ms=4, capsize=3, lw=1.2, label=p)
+                best = dr.get("best", {}).get(p)
+                k = [q["arm"] for q in pts].index(best) if best in [q["arm"] for q in pts] else None
+                if k is not None:
+                    ax.plot(x[k], m[k], "o", ms=11, mfc="none", color=bar.lines[0].get_color())
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(max(lo, -0.02), min(hi, 1.02))  # a t-CI may reach past what the metric can be
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted({q["ratio"] for pts in dr.get("curves", {}).values() for q in pts}))
+            ax.get_xaxis().set_major_formatter(_ratio_formatter())
+            ax.set_title(f"{float(reg) * 100:g} % of the training data", fontsize=9)
+            ax.set_ylabel(f"test {dr.get(name) or field}", fontsize=8)
+            if i == len(rows) - 1:
+                ax.set_xlabel("synthetic (or repeated) per real minority image", fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    return save_fig(fig, path)
+
+
+def _ratio_formatter():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v:g}")
