@@ -1,5 +1,5 @@
-"""Quality metrics: FID / KID / precision-recall / density-coverage, MS-SSIM diversity, memorization
-audit and Meehan et al.'s data-copying test."""
+"""Quality metrics: FID / KID / precision-recall / density-coverage, MS-SSIM diversity, the spectral
+check (radial power spectra), memorization audit and Meehan et al.'s data-copying test."""
 
 from __future__ import annotations
 
@@ -75,11 +75,13 @@ def evaluate_images(
     ``features="auto"`` without Inception weights trains the offline encoder on images disjoint
     from the FID reference: ``encoder_images`` if given, else a patient-level half of ``real_u8``
     (the other half is then the reference). An ``encoder:PATH`` trained on reference images is
-    refused unless ``allow_encoder_overlap``. ``heldout_u8``: real images the generator never saw
+    refused unless ``allow_encoder_overlap``. The spectral check (``res["spectral"]``, training-free) compares
+    all of ``real_u8`` with ``fake_u8``. ``heldout_u8``: real images the generator never saw
     (e.g. the test split), for Meehan et al.'s three-sample data-copying test."""
     from cxraug.metrics.copying import three_sample_test
     from cxraug.metrics.diversity import ms_ssim_diversity
     from cxraug.metrics.features import auto_encoder_path, encoder_extractor, inception_weights_present
+    from cxraug.metrics.spectral import spectral_distance
 
     real_u8 = np.asarray(real_u8)
     rng = np.random.default_rng(seed)
@@ -130,6 +132,8 @@ def evaluate_images(
         "synthetic": ms_ssim_diversity(fake_u8, seed=seed),
         "real": ms_ssim_diversity(reference, seed=seed),
     }
+    # training-free, so against every real image given (the encoder's half too)
+    res["spectral"] = spectral_distance(real_u8, fake_u8, seed=seed)
     if audit:
         f_train = fr if reference is real_u8 else cached_features(ext, real_u8, progress)
         mem = memorization_audit(real_u8, fake_u8, f_train, ff)

@@ -120,6 +120,10 @@ def format_table(res: dict) -> str:
             f"  diversity  MS-SSIM synthetic {sy['ms_ssim']:.3f} ± {sy['se']:.3f}, real {re_['ms_ssim']:.3f} ± "
             f"{re_['se']:.3f}  ({sy['pairs']} random pairs, {sy['scales']} scales; higher = less diverse)"
         )
+    if res.get("spectral"):
+        from cxraug.metrics.spectral import format_spectral
+
+        lines += format_spectral(res["spectral"])
     if m:
         th = m["thresholds"]
         lines.append(
@@ -139,7 +143,7 @@ def format_table(res: dict) -> str:
             )
         elif "three_sample" in m:
             lines.append("data-copying test: not run (give --heldout: real images the generator never saw)")
-    lines.append("(numbers are comparable only within one feature extractor)")
+    lines.append("(numbers are comparable only within one feature extractor; spectral ones only at one image size)")
     return "\n".join(lines)
 
 
@@ -173,9 +177,10 @@ def _register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "evaluate",
-        help="FID / KID / precision-recall / density-coverage + memorization audit",
+        help="FID / KID / precision-recall / density-coverage, spectral check + memorization audit",
         description="Compare generated images (a folder or a checkpoint) with real ones. Writes metrics.json and "
-        "closest_pairs.png to a new run folder. Numbers are comparable only within one feature extractor.",
+        "closest_pairs.png to a new run folder. Numbers are comparable only within one feature extractor; the "
+        "spectral check (the sets' radial power spectra, training-free) only at one --size.",
     )
     p.add_argument("--real", required=True, help="real images: folder, CSV, cache or phantom spec")
     p.add_argument("--fake", required=True, help="generated images: folder, or a training checkpoint (.pt)")
