@@ -225,3 +225,29 @@ def test_an_unconditional_generator_of_several_classes_makes_unlabelled_images_a
     assert main(["synthesize", "--checkpoint", ck["one"], "--n", "4", "--label", "normal", "--out",
                  str(tmp_path / "s3")]) == 2  # fmt: skip
     assert "trained on 'covid' images" in capsys.readouterr().err
+
+
+def test_the_same_checkpoint_is_the_same_bytes_and_a_generator_is_keyed_by_its_content(tiny_ds, tmp_path):
+    """torch.save on a path names the zip archive inside after the file: through atomic_path's random temp name,
+    two saves of one object differed in bytes. A study keys its runs by the generator (issue 28: a Ray worker and
+    this process train the same generator), so the bytes must not depend on the temp name, and the key must not
+    depend on the wall times a trainer checkpoint records, but must change with the weights."""
+    import torch
+
+    from cxraug.classify.generators import artifact_hash
+    from cxraug.io import load_checkpoint, save_checkpoint
+
+    obj = {"w": torch.arange(6.0).view(2, 3), "step": 3}
+    a, b = save_checkpoint(obj, tmp_path / "a.pt"), save_checkpoint(obj, tmp_path / "b.pt")
+    assert a.read_bytes() == b.read_bytes()
+    ckpt = Trainer(gan_cfg("dcgan-64", **TINY), tiny_ds, tmp_path / "run", progress=False).fit()
+    st = load_checkpoint(ckpt)
+    st["history"]["images_per_s"] = [[1, 123.0]]  # another run's wall times, the same generator
+    save_checkpoint(st, tmp_path / "same-generator.pt")
+    assert artifact_hash(ckpt) == artifact_hash(tmp_path / "same-generator.pt")
+    art = GeneratorArtifact.load(ckpt)
+    w = next(iter(art.weights.values()))
+    k = next(iter(w))
+    w[k] = w[k] + 1.0
+    art.save(tmp_path / "other-generator.pt")
+    assert artifact_hash(tmp_path / "other-generator.pt") != artifact_hash(ckpt)

@@ -5,7 +5,6 @@ duplicates an external set must lose, confounding on hand-made class x source ta
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -80,11 +79,13 @@ def test_results_hold_threshold_internal_and_external_metrics_and_verdict(study)
         assert x["word"] == "cannot conclude"  # 2 seeds, a handful of test images: no verdict can be read
     assert "DeLong" in res["summary"]["method"]
     assert not res["summary"]["confounding"]["confounded"]  # one source holds both classes
-    # the synthetic-image cache is keyed by the generator checkpoint's bytes
+    # the synthetic-image cache is keyed by the generator: its artifact's content (weights, config, ...)
+    from cxraug.classify.generators import artifact_hash
+
     ckpts = sorted(st.dir.glob("gans/*/checkpoints/last.pt"))
     assert len(ckpts) == 2  # one generator per (regime, seed): its variance is in the CIs
     for ckpt in ckpts:
-        digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
+        digest = artifact_hash(ckpt)[:16]
         assert [p.name for p in ckpt.parent.parent.glob("synthetic-*.npy")] == [f"synthetic-{digest}.npy"]
     assert all(r["fingerprint"] for r in res["runs"])
 

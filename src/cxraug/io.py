@@ -121,9 +121,11 @@ def _json_default(o: Any) -> Any:
 
 
 def save_checkpoint(obj: dict, dest: str | os.PathLike) -> Path:
-    """``torch.save`` through :func:`atomic_path` (temp file + fsync + rename)."""
-    with atomic_path(dest) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` through :func:`atomic_path` (temp file + fsync + rename). Saved through a file object, so the
+    zip archive inside is named "archive", not after the random temp file: the same object gives the same bytes,
+    and a generator's hash (what a study's runs are keyed by) does not depend on where or when it was written."""
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
     return Path(dest)
 
 

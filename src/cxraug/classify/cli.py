@@ -92,6 +92,10 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
         cfg = load_study_config(a.config, a.set)
         out = None
     _apply_source_flags(cfg, a)
+    if a.executor:
+        cfg.executor = a.executor
+    if a.ray_address:
+        cfg.executor, cfg.ray.address = "ray", a.ray_address
     _check_study(cfg)
     inputs = [s.data_config() for s in (*cfg.sources, *cfg.external_test, *cfg.probe)]
     check_outputs(inputs, out or a.out)  # before any work: no output inside an input
@@ -142,6 +146,12 @@ def _register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--resume", metavar="STUDY_DIR", help="continue an interrupted study")
     b.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None,
                    help="remove test images that (near-)duplicate a training image (default: on)")  # fmt: skip
+    b.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="local: the runs one after another in this process (default); ray: each GAN training and "
+                        "classifier run a Ray task, on this machine or a cluster (docs/ray.md; pip install "
+                        "'cxraug[ray]'); the results are the same")  # fmt: skip
+    b.add_argument("--ray-address", metavar="auto|HOST:PORT", default=None,
+                   help="run on this Ray cluster (implies --executor ray); default: start Ray on this machine")  # fmt: skip
     b.add_argument("--data", action="append", metavar="PATH",
                    help="a data source (folder, CSV/TSV manifest, cache or phantom spec) in place of the config's "
                         "sources; repeatable")  # fmt: skip

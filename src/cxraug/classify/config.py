@@ -130,6 +130,20 @@ class PowerSpec:
 
 
 @dataclass
+class RaySpec:
+    """Where and how a study's runs execute with ``executor: ray`` (docs/ray.md). ``address``: None starts a Ray
+    instance on this machine for the study; "auto" joins the cluster this machine is part of (``ray start``);
+    "HOST:PORT" a cluster's head. Each GAN training and each classifier run is one Ray task that asks for
+    ``cpus_per_run`` CPUs (also its torch threads) and ``gpus_per_run`` GPUs (fractions share a GPU); a task whose
+    worker process dies is retried up to ``max_retries`` times."""
+
+    address: str | None = None
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+    max_retries: int = 3
+
+
+@dataclass
 class StudyConfig:
     sources: list[Source] = field(default_factory=lambda: [Source("phantom:normal=240,covid=48")])
     size: int = 64
@@ -184,6 +198,10 @@ class StudyConfig:
     # "gan-aug@2x", "oversample@2x"; the gan-aug ratio compared with the controls is the one with the best mean
     # validation AUC. Empty: the augment rule decides the count. Every arm takes the same optimiser steps.
     synthetic_ratios: list[float] = field(default_factory=list)
+    # local: the runs one after another in this process; ray: every GAN training and classifier run a Ray task,
+    # on this machine or a cluster (`ray:` below, docs/ray.md; pip install cxraug[ray]). Results are the same.
+    executor: str = "local"
+    ray: RaySpec = field(default_factory=RaySpec)
 
 
 def load_study_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> StudyConfig:

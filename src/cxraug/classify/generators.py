@@ -8,6 +8,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from cxraug.classify.assemble import min_fraction_pool_size
@@ -63,18 +64,12 @@ class StudyGenerators:
         spread holds the generator's training variance as well as the classifier's."""
         if self.cfg.generator:
             return self.cfg.generator
-        mins = self._minority_train(regime, seed)
         spec = self.cfg.gan
         assert spec is not None
-        per_run = self.cfg.generator_seeds == "per-run"
-        tcfg = gan_train_config(spec, self.cfg.size, self.cfg.minority, len(mins), gan_seed(spec, regime, seed, per_run))
-        # keyed by its training images and its training config (less the step count, so more steps continue it)
-        h = hashlib.sha1(mins.astype(np.int64).tobytes())
-        h.update(repr(sorted((k, str(v)) for k, v in to_dict(tcfg).items() if k != "steps")).encode())
-        gdir = self.dir / "gans" / f"{self.cfg.minority}-{len(mins)}-{h.hexdigest()[:12]}"
+        gdir, tcfg, mins = self.gan_plan(regime, seed)
         ckpt = gdir / "checkpoints" / "last.pt"
-        if str(ckpt) in self._syn_cache or (ckpt.is_file() and GeneratorArtifact.load(ckpt).step >= tcfg.steps):
-            return str(ckpt)  # trained (checked once per study: the step check loads the whole checkpoint)
+        if self.generator_ready(regime, seed):
+            return str(ckpt)
         if self.progress:
             tqdm.write(f"training {spec.preset} on {len(mins)} {self.cfg.minority} training images -> {gdir}")
         tr = Trainer(tcfg, self.ds.subset(mins), gdir, progress=self.progress)
@@ -82,6 +77,34 @@ class StudyGenerators:
             tr.load_state_dict(load_checkpoint(ckpt))
         tr.fit()
         return str(ckpt)
+
+    def gan_plan(self, regime: float, seed: int) -> tuple[Path, TrainConfig, np.ndarray]:
+        """(its folder, its training config, its training rows) of the study's generator for the (regime, seed)
+        run. The folder is keyed by the training images and the config (less the step count, so more steps
+        continue it): runs that share a training set and a seed share a generator."""
+        mins = self._minority_train(regime, seed)
+        spec = self.cfg.gan
+        assert spec is not None
+        per_run = self.cfg.generator_seeds == "per-run"
+        tcfg = gan_train_config(spec, self.cfg.size, self.cfg.minority, len(mins), gan_seed(spec, regime, seed, per_run))
+        h = hashlib.sha1(mins.astype(np.int64).tobytes())
+        h.update(repr(sorted((k, str(v)) for k, v in to_dict(tcfg).items() if k != "steps")).encode())
+        return self.dir / "gans" / f"{self.cfg.minority}-{len(mins)}-{h.hexdigest()[:12]}", tcfg, mins
+
+    def generator_ready(self, regime: float, seed: int) -> bool:
+        """Whether the (regime, seed) run's generator exists, trained to its steps (a `generator:` checkpoint
+        always is); checked once per study: the step check loads the whole checkpoint."""
+        if self.cfg.generator:
+            return True
+        gdir, tcfg, _ = self.gan_plan(regime, seed)
+        ckpt = gdir / "checkpoints" / "last.pt"
+        ready = self.__dict__.setdefault("_ready", set())
+        if str(ckpt) in ready or str(ckpt) in self._syn_cache:
+            return True
+        if ckpt.is_file() and GeneratorArtifact.load(ckpt).step >= tcfg.steps:
+            ready.add(str(ckpt))
+            return True
+        return False
 
     def _majority_train_images(self) -> np.ndarray:
         """What a translating generator (CycleGAN) turns into minority images, each once (Zunair & Hamza):
@@ -150,14 +173,37 @@ class StudyGenerators:
         return self._syn_labels[f"{ckpt}#label{label}" if label is not None and label != self.k_min else ckpt]
 
     def generator_hash(self, regime: float, seed: int) -> str:
-        """SHA-256 of the checkpoint that augments the (regime, seed) run (trained first if needed)."""
+        """SHA-256 of the generator that augments the (regime, seed) run (trained first if needed): of what the
+        checkpoint's artifact holds (:func:`artifact_hash`), not of its bytes, which also hold the training's wall
+        times: the same generator trained twice, here or on a Ray worker, keys its runs alike."""
         ckpt = Path(self.generator_for(regime, seed))
         st = ckpt.stat()
         key = (str(ckpt), st.st_size, st.st_mtime_ns)
         if key not in self._ckpt_hash:
-            h = hashlib.sha256()
-            with open(ckpt, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            self._ckpt_hash[key] = h.hexdigest()
+            self._ckpt_hash[key] = artifact_hash(ckpt)
         return self._ckpt_hash[key]
+
+
+def artifact_hash(checkpoint: str | Path) -> str:
+    """SHA-256 of a generator checkpoint's artifact (family, config, step, weights, EMA, training-image
+    fingerprints, labels: :meth:`GeneratorArtifact.to_dict`), tensors by dtype, shape and bytes, in key order."""
+    h = hashlib.sha256()
+
+    def feed(o) -> None:
+        if isinstance(o, dict):
+            for k in sorted(o, key=str):
+                h.update(f"<{k}>".encode())
+                feed(o[k])
+        elif isinstance(o, (list, tuple)):
+            h.update(f"[{len(o)}".encode())
+            for v in o:
+                feed(v)
+        elif isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(repr(o).encode())
+
+    feed(GeneratorArtifact.load(checkpoint).to_dict())
+    return h.hexdigest()

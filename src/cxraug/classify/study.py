@@ -47,6 +47,7 @@ from cxraug.classify.config import (
     split_arm,
     study_arms,
 )
+from cxraug.classify.executor import run_grid
 from cxraug.classify.generators import StudyGenerators, gan_train_config
 from cxraug.classify.metrics import binary_metrics, multiclass_metrics, multilabel_auc
 from cxraug.classify.models import build_classifier
@@ -61,7 +62,7 @@ from cxraug.data.splits import (
     regime_subset,
 )
 from cxraug.errors import CXRAugError
-from cxraug.io import crash_hook, load_checkpoint, save_checkpoint, write_json
+from cxraug.io import load_checkpoint, save_checkpoint, write_json
 from cxraug.models.artifact import family_of
 
 # per-image, kept in runs/*/result.json
@@ -122,6 +123,15 @@ class Study(StudyGenerators):
         if not (0.5 < pw.auc < 1 and 0 <= pw.correlation < 1 and 0 < pw.alpha < 1 and 0 < pw.power < 1):
             raise CXRAugError(f"power: auc must be within (0.5, 1), correlation within [0, 1), alpha and power within "
                               f"(0, 1); got {to_dict(pw)}")  # fmt: skip
+        if cfg.executor not in ("local", "ray"):
+            raise CXRAugError(f"executor {cfg.executor!r}: expected local (one run after another here) or ray")
+        rs = cfg.ray
+        if not (rs.cpus_per_run > 0 and rs.gpus_per_run >= 0 and int(rs.max_retries) >= 0):
+            raise CXRAugError(f"ray: cpus_per_run must be > 0, gpus_per_run >= 0, max_retries >= 0; got {to_dict(rs)}")
+        if cfg.executor == "ray":
+            from cxraug.classify.executor import _ray
+
+            _ray()  # installed? one line if not, before any work
         if cfg.generator_seeds not in ("per-run", "shared"):
             raise CXRAugError(f"generator_seeds {cfg.generator_seeds!r}: expected per-run (one generator per regime "
                               "and seed, the default) or shared")  # fmt: skip
@@ -202,7 +212,10 @@ class Study(StudyGenerators):
         self._syn_cache: dict[str, np.ndarray] = {}
         self._syn_labels: dict[str, np.ndarray | None] = {}
         self._ckpt_hash: dict[tuple, str] = {}
-        self.syn = self.synthetic_for(max(cfg.regimes), cfg.seeds[0]) if (cfg.generator or cfg.gan) else None
+        # the top regime's synthetic images (report and quality); on Ray a task trains that generator, so later
+        self.syn = None
+        if cfg.generator or (cfg.gan and cfg.executor == "local"):
+            self.syn = self.synthetic_for(max(cfg.regimes), cfg.seeds[0])
         write_json(self.dir / "data.json", {
             "classes": self.names, "minority": cfg.minority, "counts": ds.counts(),
             "multilabel": self.multilabel,
@@ -360,12 +373,12 @@ class Study(StudyGenerators):
         reps = -(-n // len(rows))
         return np.concatenate([rows[rng.permutation(len(rows))] for _ in range(reps)])[:n]
 
-    def _oversample_set(self, idx: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def _oversample_set(self, idx: np.ndarray, seed: int, ratio: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The oversample control: real minority training images repeated to exactly the balance gan-aug reaches
-        with synthetic ones (``equalize``: as many copies as gan-aug adds; ``min-fraction:F``: the same greedy
-        plan, drawing copies of real rows positive for each short label). Returns (images, targets)."""
+        with synthetic ones (``equalize`` or a ratio: as many copies as gan-aug adds; ``min-fraction:F``: the same
+        greedy plan, drawing copies of real rows positive for each short label). Returns (images, targets)."""
         if self.fraction is None:
-            rows = self._real_pool(idx, self.k_min, self._n_to_add(idx), seed)
+            rows = self._real_pool(idx, self.k_min, self._n_to_add(idx, ratio), seed)
         else:
             bound = min_fraction_pool_size(len(idx), len(self.aug_k), self.fraction)
             pools = {k: self._real_pool(idx, k, bound, seed) for k in self.aug_k}
@@ -420,7 +433,8 @@ class Study(StudyGenerators):
         data and splits, the held-out sets, and the generator checkpoint's bytes for synthetic protocols.
         A finished run whose fingerprint differs is not reused."""
         c = to_dict(self.cfg)
-        for k in ("protocols", "regimes", "seeds", "synthetic_ratios", "device", "features", "bootstrap", "margin"):
+        for k in ("protocols", "regimes", "seeds", "synthetic_ratios", "device", "features", "bootstrap", "margin",
+                  "executor", "ray"):
             c.pop(k, None)
         if not c.get("augment_labels") and c.get("augment_rule") == "equalize":  # defaults: older runs' keys stand
             c.pop("augment_labels"), c.pop("augment_rule")
@@ -536,13 +550,15 @@ class Study(StudyGenerators):
         self.prepare()
         cfg = self.cfg
         jobs = [(p, r, s) for r in cfg.regimes for p in study_arms(cfg.protocols, cfg.synthetic_ratios) for s in cfg.seeds]
-        results, n_new = [], 0
-        for job in tqdm(jobs, desc="benchmark", unit="run", disable=not self.progress):
-            reused = self.finished(*job) is not None
-            results.append(self.run_one(*job))
-            if not reused:
-                n_new += 1
-                crash_hook("after-run", n_new)
+        def stamp(j: tuple) -> int | None:
+            f = self.dir / "runs" / self.key(*j) / "result.json"
+            return f.stat().st_mtime_ns if f.is_file() else None
+
+        before = {j: stamp(j) for j in jobs}
+        results = run_grid(self, jobs, self.progress)
+        n_new = sum(stamp(j) != t for j, t in before.items())  # runs made (or made again) now
+        if self.syn is None and cfg.gan:
+            self.syn = self.synthetic_for(max(cfg.regimes), cfg.seeds[0])
         data = json.loads((self.dir / "data.json").read_text())
         groups = {"internal": data["test_patients"]}
         for lab, pats in data.get("test_patients_by_label", {}).items():

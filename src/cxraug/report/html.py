@@ -36,6 +36,13 @@ the test split is real images only.</p>
 {% if acq.flagged %}<p class="warn">{{ acq.text }}</p>{% endif %}
 {% if power %}<p class="verdict">{{ power.text }}</p>{% endif %}
 {% if headline %}<p class="verdict">{{ headline.text }}</p>{% endif %}
+{% if doses %}<h2>How much synthetic data</h2>
+{% for t in doses %}<p class="verdict">{{ t }}</p>{% endfor %}
+{{ img("figures/dose_response.png", "test AUC and minority sensitivity against the number of synthetic (GAN-aug) or repeated (oversample) minority images per real one, mean and 95 % CI across seeds; grey: the strongest control; circled: the dose chosen on validation") }}
+<p class="note">Each dose is an arm of its own (gan-aug@2x: two synthetic minority images per real minority training
+image; oversample@2x: each real one repeated twice more), every arm of a regime and seed takes the same optimiser
+steps; the dose compared with the controls is chosen on validation, each dose is also compared with oversample at the
+same dose (exploratory, Holm-adjusted).</p>{% endif %}
 {% if gen_note %}<p class="note">{{ gen_note }}</p>{% endif %}
 <h2>Data</h2>
 {{ table(data_rows, ["class", "images", "train", "val", "test"]) }}

@@ -518,7 +518,8 @@ class Trainer:
     def save_checkpoint(self, dest: str | os.PathLike, per_rank: list[dict] | None = None) -> Path:
         st = self.state_dict(per_rank)
         with atomic_path(dest) as tmp:
-            torch.save(st, tmp)
+            with open(tmp, "wb") as f:  # a file object: the archive inside is not named after the temp file
+                torch.save(st, f)
             crash_hook("checkpoint-write", self.step)  # (tests) die with the new file half way to its place
         crash_hook("after-checkpoint", self.step)
         return Path(dest)
