@@ -480,3 +480,28 @@ def test_bad_study_sources_are_one_line_before_any_study_folder(tmp_path, capsys
         err = capsys.readouterr().err
         assert expected in err and err.count("\n") == 1, err
         assert not (tmp_path / "o").exists()
+
+
+def test_manifest_classes_select_rows_of_a_three_class_manifest(tmp_path):
+    """`classes: [viral, bacterial]` reads only those rows of a normal/bacterial/viral manifest (the pneumonia study's
+    two-class question, issue 31), through the study's own loader; a class the label column lacks is one line."""
+    from cxraug.classify.assemble import load_sources
+    from cxraug.classify.config import Source, StudyConfig
+    from cxraug.errors import ConfigError, CXRAugError
+
+    labels = ["normal", "bacterial", "viral", "normal", "viral", "bacterial", "viral"]
+    for i in range(len(labels)):
+        _img(tmp_path / "img" / f"{i}.png", i)
+    csv_ = write_rows(tmp_path / "manifest.csv", ["path", "label", "patient_id"],
+                      [[f"img/{i}.png", lab, f"p{i // 2}"] for i, lab in enumerate(labels)])  # fmt: skip
+    spec = ManifestSpec(label_column="label", patient_column="patient_id", classes=["viral", "bacterial"])
+    c = read_manifest(csv_, spec)
+    assert c.class_names == ["bacterial", "viral"] and c.counts() == {"bacterial": 2, "viral": 3}
+    assert sorted(Path(s.path).name for s in c.samples) == ["1.png", "2.png", "4.png", "5.png", "6.png"]
+    ds = load_sources(StudyConfig(sources=[Source(str(csv_), manifest=spec)], size=32, minority="viral"),
+                      progress=False)  # fmt: skip
+    assert ds.class_names == ["bacterial", "viral"] and len(ds) == 5
+    with pytest.raises(CXRAugError, match="manifest classes \\['covid'\\] are not in its label column"):
+        read_manifest(csv_, ManifestSpec(label_column="label", classes=["covid", "viral"]))
+    with pytest.raises(ConfigError, match="manifest classes"):
+        ManifestSpec(label="viral", classes=["viral"]).validate()

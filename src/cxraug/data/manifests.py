@@ -75,6 +75,9 @@ class ManifestSpec:
     uncertain: str = "ones"  # -1 -> 1 (U-Ones), 0 (U-Zeros) or NaN (ignored in the loss)
     root: str | None = None  # folder relative paths start from (default: the manifest's folder)
     labels_csv: str | None = None  # MIMIC: the label file joined on (subject_id, study_id)
+    # keep only the rows of these classes of a label column, e.g. [viral, bacterial] of a three-class manifest;
+    # None: every class
+    classes: list[str] | None = None
 
     def validate(self) -> None:
         for name, value, allowed in (("format", self.format, FORMATS), ("view", self.view, VIEWS),
@@ -86,6 +89,10 @@ class ManifestSpec:
             raise ConfigError(f"give only one of label_column, label_columns, label; got {', '.join(given)}")
         if self.path_column and self.path_template:
             raise ConfigError("give path_column or path_template, not both")
+        if self.classes is not None and (not self.classes or len(set(self.classes)) < len(self.classes)
+                                         or self.label or self.label_columns):  # fmt: skip
+            raise ConfigError("manifest classes: distinct class names of the label column (it selects rows of a "
+                              f"one-class-per-row manifest); got {self.classes}")  # fmt: skip
 
 
 def detect_format(header: list[str]) -> str:
@@ -318,6 +325,13 @@ def read_manifest(csv_path: str | os.PathLike, spec: ManifestSpec | None = None)
         names, warns = _canonical_names(parts, where)
         problems += warns
         classes = sorted(set(names.values()))
+        if s.classes is not None:
+            wanted = [c.strip() for c in s.classes]
+            absent = [c for c in wanted if c not in classes]
+            if absent:
+                raise CXRAugError(f"{where}: manifest classes {absent} are not in its label column {s.label_column!r} "
+                                  f"(classes there: {classes})")  # fmt: skip
+            classes = sorted(wanted)
     unc = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[s.uncertain]
 
     # --- rows
@@ -358,6 +372,10 @@ def read_manifest(csv_path: str | os.PathLike, spec: ManifestSpec | None = None)
             if not found:
                 skipped.append(f"{at}: empty label; row skipped")
                 continue
+            if s.classes is not None:  # rows of other classes are not part of this source
+                found = [f for f in found if f in classes]
+                if not found:
+                    continue
             for f in found:
                 lab[classes.index(f)] = 1.0
         path = resolve(rel)
