@@ -101,6 +101,22 @@ def near_duplicates_in_test(fingerprints: np.ndarray, split: dict[str, np.ndarra
     return min_hamming(fingerprints[split["test"]], fingerprints[split["train"]]) <= threshold
 
 
+def copies_in_test(fingerprints: np.ndarray, signatures, split: dict[str, np.ndarray],
+                   against: tuple[str, ...] = ("train", "val"), threshold: int = NEAR_DUPLICATE_BITS) -> np.ndarray:  # fmt: skip
+    """Boolean mask over ``split["test"]``: images that are a copy of an image of the ``against`` splits, cropped,
+    padded, rescaled, re-windowed or not (:mod:`cxraug.data.dedupe`; ``signatures`` one per dataset image, from
+    :func:`~cxraug.data.dedupe.dataset_signatures`). Pairs within ``threshold`` pHash bits are verified too."""
+    from cxraug.data.dedupe import copies_of
+    from cxraug.data.stats import hamming_pairs
+
+    test = split["test"]
+    fit = np.concatenate([split[k] for k in against]) if against else np.zeros(0, np.int64)
+    if not len(test) or not len(fit):
+        return np.zeros(len(test), bool)
+    extra = hamming_pairs(fingerprints[test], fingerprints[fit], threshold)
+    return copies_of(signatures.subset(test), signatures.subset(fit), extra_pairs=extra)
+
+
 def check_no_synthetic(sources: list[str] | None, paths: list[str] | None, where: str = "the test split") -> None:
     """Raise :class:`LeakageError` if any image is synthetic (by recorded source or PNG marker)."""
     bad = []

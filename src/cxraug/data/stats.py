@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import imagehash
@@ -104,9 +105,12 @@ def _groups_from_pairs(n: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
 
 
 def find_duplicates(
-    paths: list[str], hashes: list[np.ndarray], digests: list[bytes], threshold: int = 4
+    paths: list[str], hashes: list[np.ndarray], digests: list[bytes], threshold: int = 4,
+    verify: Callable[[int, int], bool] | None = None,
 ) -> list[DuplicateGroup]:
-    """Exact groups by content digest, then near groups by pHash Hamming distance <= threshold."""
+    """Exact groups by content digest, then near groups by pHash Hamming distance <= threshold; with ``verify``
+    (indices into ``paths`` -> same radiograph?) only the near pairs it confirms (on look-alike collections many
+    pairs within a few pHash bits are different patients)."""
     out: list[DuplicateGroup] = []
     by_digest: dict[bytes, list[int]] = {}
     for i, d in enumerate(digests):
@@ -121,7 +125,7 @@ def find_duplicates(
         for a in range(0, len(reps), 512):
             d = (H[a : a + 512, None, :] != H[None, :, :]).sum(-1)  # [b, R]
             for i, j in zip(*np.nonzero(d <= threshold)):
-                if a + i < j:
+                if a + i < j and (verify is None or verify(reps[a + i], reps[j])):
                     pairs.append((a + i, j, int(d[i, j])))
         for g in _groups_from_pairs(len(reps), [(i, j) for i, j, _ in pairs]):
             dist = max((dd for i, j, dd in pairs if i in g and j in g), default=0)
@@ -153,9 +157,23 @@ def min_hamming(a: np.ndarray, b: np.ndarray, chunk: int = 512) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
+def hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: int = 4, chunk: int = 512) -> list[tuple[int, int]]:
+    """Index pairs (i, j) of packed hashes within ``threshold`` bits: ``a`` [N,8] against ``b`` [M,8], or within
+    ``a`` (``b`` None: pairs i < j)."""
+    other = a if b is None else b
+    if not len(a) or not len(other):
+        return []
+    bb = np.unpackbits(other, axis=1).astype(bool)
+    out = []
+    for s in range(0, len(a), chunk):
+        d = (np.unpackbits(a[s : s + chunk], axis=1).astype(bool)[:, None, :] != bb[None]).sum(-1)
+        out += [(s + int(i), int(j)) for i, j in zip(*np.nonzero(d <= threshold)) if b is not None or s + i < j]
+    return out
+
+
 def inspect_collection(coll: Collection, near_threshold: int = 4, progress: bool = True) -> Inspection:
     """Decode every image once: counts, sizes, modes, unreadable files, duplicate groups."""
-    paths, hashes, digests, dims = [], [], [], []
+    paths, hashes, digests, dims, arrays = [], [], [], [], {}
     modes: Counter[str] = Counter()
     unreadable: list[str] = []
     good_labels, good_pids = [], []
@@ -172,6 +190,8 @@ def inspect_collection(coll: Collection, near_threshold: int = 4, progress: bool
         modes[f"{fmt} {mode}"] += 1
         dims.append((w, h))
         paths.append(s.path)
+        if s.image is not None:
+            arrays[len(paths) - 1] = s.image
         hashes.append(phash(img))
         with open(s.path, "rb") if s.image is None else _NullCtx(img.tobytes()) as f:
             digests.append(hashlib.blake2b(f.read(), digest_size=16).digest())
@@ -192,7 +212,7 @@ def inspect_collection(coll: Collection, near_threshold: int = 4, progress: bool
         sizes=sizes,
         modes=dict(modes),
         unreadable=unreadable,
-        duplicates=find_duplicates(paths, hashes, digests, near_threshold),
+        duplicates=find_duplicates(paths, hashes, digests, near_threshold, _Verifier(paths, arrays)),
         problems=list(coll.problems) + _cross_class_duplicates(coll, paths, digests),
         n_images=len(good_labels),
         n_patients=len(set(good_pids)),
@@ -219,6 +239,29 @@ def _cross_class_duplicates(coll: Collection, paths: list[str], digests: list[by
             out.append(f"identical images under different classes ({', '.join(classes)}): "
                        + "  ".join(show_path(p) for p in g))  # fmt: skip
     return out
+
+
+class _Verifier:
+    """Is the pHash pair (i, j) the same radiograph? The duplicate detector (:mod:`cxraug.data.dedupe`) on the two
+    files, each read once and only when a pair needs it."""
+
+    def __init__(self, paths: list[str], arrays: dict[int, np.ndarray]):
+        self.paths, self.arrays, self.sigs = paths, arrays, {}
+
+    def sig(self, k: int):
+        from cxraug.data.dedupe import original_image, signatures
+
+        if k not in self.sigs:
+            self.sigs[k] = signatures([original_image(self.paths[k], self.arrays.get(k))], threads=1)
+        return self.sigs[k]
+
+    def __call__(self, i: int, j: int) -> bool:
+        from cxraug.data.dedupe import verify
+
+        try:
+            return verify(self.sig(i), 0, self.sig(j), 0).same
+        except ImageReadError:
+            return False
 
 
 class _NullCtx:
