@@ -18,7 +18,8 @@ from cxraug.classify.cli import _check_study
 from cxraug.classify.study import Study, load_study_config
 from cxraug.data.source import check_outputs
 
-TINY = ["regimes=[1.0]", "seeds=[0]", "epochs=1", "gan.steps=3", "bootstrap=20"]
+# primary.regime: a config may pre-specify a regime the tiny run does not have
+TINY = ["regimes=[1.0]", "primary.regime=1.0", "seeds=[0]", "epochs=1", "gan.steps=3", "bootstrap=20"]
 
 
 def main() -> None:
