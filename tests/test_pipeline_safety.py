@@ -146,6 +146,8 @@ def test_whole_pipeline_on_a_read_only_input_folder(phantom_root, tmp_path, caps
 
 
 def test_data_split_reports_and_removes_cross_split_duplicates(phantom_root, tmp_path, capsys):
+    """Copies filed under other names: reported where they cross from train into test; with --dedupe each copy's
+    patient joins its original's before splitting (issue 30), so no test image copies a training image."""
     from cxraug.data.imageio import read_image
     from cxraug.data.stats import fingerprints, min_hamming
 
@@ -153,21 +155,23 @@ def test_data_split_reports_and_removes_cross_split_duplicates(phantom_root, tmp
     shutil.copytree(phantom_root, data)
     for f in sorted((data / "normal").iterdir())[:12]:  # the same radiograph filed again under another name
         shutil.copy(f, f.with_name("copy-" + f.name))
-    counts = {}
+    counts, rows = {}, {}
     for dedupe in (False, True):
         out = tmp_path / f"out{dedupe}"
         assert main(["data", "split", str(data), "--out", str(out), "-q"] + (["--dedupe"] if dedupe else [])) == 0
         (run,) = list(out.iterdir())
         summary = json.loads((run / "summary.json").read_text())
         rows = {k: _csv(run / f"{k}.csv") for k in ("train", "val", "test")}
-        counts[dedupe] = (len(rows["test"]), len(summary["test_near_duplicates_of_train"]))
+        counts[dedupe] = (sum(len(v) for v in rows.values()), len(summary["test_near_duplicates_of_train"]))
+        assert len(summary["duplicate_pairs"]) == 12
         assert all(Path(r["path"]).is_absolute() for r in rows["test"])
-    (n_test, n_dup), (n_test_dd, n_dup_dd) = counts[False], counts[True]
-    assert n_dup == n_dup_dd > 0 and n_test_dd == n_test - n_dup
+    (n_all, n_dup), (n_all_dd, n_dup_dd) = counts[False], counts[True]
+    assert n_dup > 0 and n_dup_dd == 0 and n_all == n_all_dd  # nothing dropped: the copies moved with their originals
     fp = {k: fingerprints(np.stack([(read_image(r["path"]) * 255).astype(np.uint8) for r in v]))
           for k, v in rows.items()}  # fmt: skip
     assert (min_hamming(fp["test"], fp["train"]) > 4).all()
-    assert "near-duplicate a training image" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test image(s) are copies of a training image, kept" in out and "joined before splitting" in out
 
 
 @pytest.mark.slow

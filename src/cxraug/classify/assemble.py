@@ -79,15 +79,24 @@ def load_sources(cfg: StudyConfig, progress: bool = True) -> CachedDataset:
 
 
 def screen_against_training(
-    fp: np.ndarray, patient_ids: list[str], train_fp: np.ndarray, train_patients: set[str]
+    fp: np.ndarray, patient_ids: list[str], train_fp: np.ndarray, train_patients: set[str], sig=None, train_sig=None
 ) -> tuple[np.ndarray, int, int]:
-    """Which images of an external/probe set may be used: not a training patient (by id) and not within
-    :data:`NEAR_DUPLICATE_BITS` pHash bits of any training image. Returns (keep mask, n same patient,
-    n near-duplicate)."""
-    from cxraug.data.stats import min_hamming
+    """Which images of an external/probe set may be used: not a training patient (by id) and not a copy of a
+    training image. With the duplicate detector's signatures (``sig``, ``train_sig``: :mod:`cxraug.data.dedupe`) a
+    copy is the same radiograph cropped, padded, rescaled, re-windowed, recompressed, rotated or flipped, verified
+    pair by pair (pairs within :data:`NEAR_DUPLICATE_BITS` pHash bits are verified too); without them, any image
+    within that many pHash bits. Returns (keep mask, n same patient, n copies of a training image)."""
+    from cxraug.data.stats import hamming_pairs, min_hamming
 
     same_patient = np.array([p in train_patients for p in patient_ids], bool)
-    dup = min_hamming(fp, train_fp) <= NEAR_DUPLICATE_BITS if len(fp) and len(train_fp) else np.zeros(len(fp), bool)
+    if not len(fp) or not len(train_fp):
+        dup = np.zeros(len(fp), bool)
+    elif sig is not None and train_sig is not None:
+        from cxraug.data.dedupe import copies_of
+
+        dup = copies_of(sig, train_sig, extra_pairs=hamming_pairs(fp, train_fp, NEAR_DUPLICATE_BITS))
+    else:
+        dup = min_hamming(fp, train_fp) <= NEAR_DUPLICATE_BITS
     return ~(same_patient | dup), int(same_patient.sum()), int((dup & ~same_patient).sum())
 
 
@@ -158,27 +167,44 @@ def reduce_minority(
     return train[keep], int((~keep).sum())
 
 
-def check_generator_unseen(checkpoint: str | os.PathLike, held_out: dict[str, np.ndarray] | np.ndarray) -> int:
-    """Raise :class:`LeakageError` if the generator was trained on (near-duplicates of) images a study evaluates
-    on: ``held_out`` maps each evaluation set's name (the test split, every external and probe set) to its
-    fingerprints [N,8]; an array alone is the test split.
+def check_generator_unseen(
+    checkpoint: str | os.PathLike, held_out: dict[str, np.ndarray] | np.ndarray, held_out_signatures: dict | None = None
+) -> int:
+    """Raise :class:`LeakageError` if the generator was trained on images a study evaluates on, or on copies of them:
+    ``held_out`` maps each evaluation set's name (the test split, every external and probe set) to its fingerprints
+    [N,8] (an array alone is the test split), ``held_out_signatures`` the same names to the duplicate detector's
+    signatures of their images. A checkpoint records both of its training images; with both, a copy is the same
+    radiograph cropped, padded, rescaled, re-windowed, recompressed, rotated or flipped, verified on the features the
+    checkpoint keeps (it keeps no pixels, so the check is conservative: a radiograph of the same patient taken in the
+    same position counts too, itself a patient-level leak); otherwise a pHash within :data:`NEAR_DUPLICATE_BITS`.
 
     Returns how many training images the checkpoint records (0 if it records none: older checkpoints).
     """
-    from cxraug.data.stats import min_hamming
+    from cxraug.data.dedupe import copies_of
+    from cxraug.data.stats import hamming_pairs, min_hamming
 
-    seen = GeneratorArtifact.load(checkpoint).fingerprints  # [N,8] packed pHashes
-    if len(seen) == 0:
+    art = GeneratorArtifact.load(checkpoint)
+    seen, seen_sig = art.fingerprints, art.signatures(checkpoint)  # [N,8] packed pHashes; features or None
+    if len(seen) == 0 and (seen_sig is None or len(seen_sig) == 0):
         return 0
     sets = held_out if isinstance(held_out, dict) else {"the test split": held_out}
-    hits = {name: int((min_hamming(fp, seen) <= NEAR_DUPLICATE_BITS).sum()) for name, fp in sets.items() if len(fp)}
+    sigs = held_out_signatures or {}
+    hits = {}
+    for name, fp in sets.items():
+        if not len(fp):
+            continue
+        if seen_sig is not None and sigs.get(name) is not None and len(seen_sig) == len(seen):
+            extra = hamming_pairs(fp, seen, NEAR_DUPLICATE_BITS)
+            hits[name] = int(copies_of(sigs[name], seen_sig, extra_pairs=extra).sum())
+        else:
+            hits[name] = int((min_hamming(fp, seen) <= NEAR_DUPLICATE_BITS).sum())
     hits = {name: n for name, n in hits.items() if n}
     if hits:
         where = ", ".join(f"{n} image(s) of {name}" for name, n in hits.items())
         raise LeakageError(
-            f"the generator {show_path(checkpoint)} was trained on {where}; its synthetic images would leak "
-            "images the study evaluates on into training. Train it on the study's training split only, or "
-            "replace `generator:` by a `gan:` block so the study trains its own"
+            f"the generator {show_path(checkpoint)} was trained on {where} (or copies of them); its synthetic images "
+            "would leak images the study evaluates on into training. Train it on the study's training split only, "
+            "or replace `generator:` by a `gan:` block so the study trains its own"
         )
     return len(seen)
 

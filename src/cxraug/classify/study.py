@@ -57,7 +57,7 @@ from cxraug.config import save_config, to_dict
 from cxraug.data.splits import (
     check_no_synthetic,
     check_patient_disjoint,
-    near_duplicates_in_test,
+    copies_in_test,
     patient_split,
     regime_subset,
 )
@@ -173,12 +173,15 @@ class Study(StudyGenerators):
                 sp["train"], self.pos, ds.patient_ids, cfg.minority_share, cfg.split_seed
             )
         n_dupes = 0
+        from cxraug.data.dedupe import dataset_signatures
         from cxraug.data.stats import fingerprints
 
         self.images = np.asarray(ds.images)
         self.fp = fingerprints(self.images)
-        if cfg.dedupe:  # drop test images that (near-)duplicate a training image
-            dup = near_duplicates_in_test(self.fp, sp)
+        # the duplicate detector's view of every image, read from its file: finds cropped, padded, rescaled copies
+        self.sig = dataset_signatures(ds.paths, self.images)
+        if cfg.dedupe:  # drop test images that are copies of a training or validation image
+            dup = copies_in_test(self.fp, self.sig, sp)
             sp["test"], n_dupes = sp["test"][~dup], int(dup.sum())
         check_no_synthetic([ds.sources[i] for i in sp["test"]], [ds.paths[i] for i in sp["test"]])
         self.split = sp
@@ -206,9 +209,14 @@ class Study(StudyGenerators):
         gen_seen = None
         if cfg.generator:  # trained on none of the images any run is evaluated on: test, external and probe sets
             held_out = {"the test split": self.fp[sp["test"]]}
+            held_sig = {"the test split": self.sig.subset(sp["test"])}
             for kind, sets in (("external", self.external), ("probe", self.probe)):
                 held_out |= {f"the {kind} set {n}": e["fp"] for n, e in sets.items()}
-            gen_seen = check_generator_unseen(cfg.generator, held_out)
+                held_sig |= {f"the {kind} set {n}": e["sig"] for n, e in sets.items()}
+            gen_seen = check_generator_unseen(cfg.generator, held_out, held_sig)
+        self.sig = None  # the working images: not needed past the screens
+        for e in (*self.external.values(), *self.probe.values()):
+            e.pop("sig", None)
         self._syn_cache: dict[str, np.ndarray] = {}
         self._syn_labels: dict[str, np.ndarray | None] = {}
         self._ckpt_hash: dict[tuple, str] = {}
@@ -278,20 +286,25 @@ class Study(StudyGenerators):
 
     def _held_out_sets(self, sources: list[Source], fit_idx: np.ndarray, kind: str) -> dict[str, dict]:
         """External-test or probe sets, one per source, with every image of a training/validation patient
-        or within pHash reach of a training/validation image dropped (and counted)."""
+        or a copy of a training/validation image (cropped, padded, rescaled...: cxraug.data.dedupe) dropped and
+        counted."""
+        from cxraug.data.dedupe import dataset_signatures
         from cxraug.data.stats import fingerprints
 
         out: dict[str, dict] = {}
         train_patients = {self.ds.patient_ids[i] for i in fit_idx}
+        fit_sig = self.sig.subset(fit_idx)
         for s, name in zip(sources, source_names(sources)):
             e, _ = load_labelled([s], self.cfg.size, class_names=self.names, progress=self.progress)
             self._skipped += [*getattr(e, "listing_skipped", []), *e.errors]
             imgs = np.asarray(e.images)
             check_no_synthetic(e.sources, e.paths, where=f"the {kind} set {name}")
-            fp = fingerprints(imgs)
-            keep, n_pat, n_dup = screen_against_training(fp, e.patient_ids, self.fp[fit_idx], train_patients)
+            fp, sig = fingerprints(imgs), dataset_signatures(e.paths, imgs)
+            keep, n_pat, n_dup = screen_against_training(fp, e.patient_ids, self.fp[fit_idx], train_patients, sig,
+                                                         fit_sig)  # fmt: skip
             lab = e.label_index[keep]
-            out[name] = {"path": s.path, "images": imgs[keep], "fp": fp[keep], "y": lab.tolist(),
+            out[name] = {"path": s.path, "images": imgs[keep], "fp": fp[keep], "sig": sig.subset(np.flatnonzero(keep)),
+                         "y": lab.tolist(),
                          "pos": (lab == self.k_min).tolist(),
                          "patients": [p for p, k in zip(e.patient_ids, keep) if k], "n_loaded": len(imgs),
                          "n": int(keep.sum()), "dropped_same_patient": n_pat, "dropped_near_duplicate": n_dup,

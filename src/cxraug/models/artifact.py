@@ -1,8 +1,10 @@
 """The generator artifact: what a trained GAN is, owned by the models layer, not by the trainer.
 
 A :class:`GeneratorArtifact` is the typed form of a checkpoint: the GAN family, the training config
-(a plain dict), the generator weights (live and EMA), the perceptual hashes of every training image
-(so a study can prove the generator never saw its test images), the class names and real label
+(a plain dict), the generator weights (live and EMA), the perceptual hashes of every training image and
+the duplicate detector's features of each (:mod:`cxraug.data.dedupe`: ORB keypoints and descriptors, no
+pixels), so that a study can prove the generator never saw one of its test images, not even cropped,
+padded or rescaled, the class names and real label
 vectors, the step, and a format version. The trainer's ``last.pt`` is this artifact plus the
 training state (critics, optimisers, RNG streams); :meth:`GeneratorArtifact.load` reads either, and
 the earlier ``cxraug-gan/1`` checkpoints too. Files are written atomically and read with
@@ -59,6 +61,8 @@ class GeneratorArtifact:
     weights: dict[str, StateDict]  # live generator network(s) by name
     ema: dict[str, StateDict] | None = None  # EMA weights of the sampled network, or None
     train_phash: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 8, dtype=torch.uint8))  # [N,8]
+    # the duplicate detector's features of the training images (Signatures.to_state as tensors); None: older files
+    train_signatures: dict[str, torch.Tensor] | None = None
     class_names: list[str] = field(default_factory=list)
     real_labels: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))  # [N,K] training labels
     step: int = 0
@@ -67,7 +71,8 @@ class GeneratorArtifact:
     def to_dict(self) -> dict[str, Any]:
         return {"format": self.format, "family": self.family, "config": self.config, "step": self.step,
                 "class_names": list(self.class_names), "real_labels": self.real_labels,
-                "train_phash": self.train_phash, "weights": self.weights, "ema": self.ema}  # fmt: skip
+                "train_phash": self.train_phash, "train_signatures": self.train_signatures,
+                "weights": self.weights, "ema": self.ema}  # fmt: skip
 
     @classmethod
     def from_dict(cls, st: dict[str, Any], source: str | os.PathLike = "checkpoint") -> GeneratorArtifact:
@@ -104,6 +109,9 @@ class GeneratorArtifact:
                     raise bad(f"{what}[{name!r}] is not a mapping of parameter names to tensors")
         if not isinstance(self.real_labels, torch.Tensor) or not isinstance(self.train_phash, torch.Tensor):
             raise bad("real_labels / train_phash are not tensors")
+        sig = self.train_signatures
+        if sig is not None and not (isinstance(sig, dict) and all(isinstance(v, torch.Tensor) for v in sig.values())):
+            raise bad("train_signatures is not a mapping of tensors")
         if not all(isinstance(c, str) for c in self.class_names):
             raise bad("class_names are not names")
 
@@ -112,8 +120,9 @@ class GeneratorArtifact:
         fmt = st.get("format") if isinstance(st, dict) else None
         if fmt == FORMAT:
             return cls(family=st["family"], config=st["config"], weights=st["weights"], ema=st.get("ema"),
-                       train_phash=st["train_phash"], class_names=list(st["class_names"]),
-                       real_labels=st["real_labels"], step=int(st.get("step", 0)))  # fmt: skip
+                       train_phash=st["train_phash"], train_signatures=st.get("train_signatures"),
+                       class_names=list(st["class_names"]), real_labels=st["real_labels"],
+                       step=int(st.get("step", 0)))  # fmt: skip
         if fmt == LEGACY_FORMAT:  # flat trainer dict: nets = generators + critics, ema = AveragedModel state
             family = st["config"]["family"]
             names = family_of(family).names
@@ -139,6 +148,18 @@ class GeneratorArtifact:
     def fingerprints(self) -> np.ndarray:
         """pHashes of the training images, packed [N,8] uint8 (see :func:`cxraug.data.stats.fingerprints`)."""
         return self.train_phash.numpy()
+
+    def signatures(self, source: str | os.PathLike = "checkpoint"):
+        """The duplicate detector's features of the training images (:class:`cxraug.data.dedupe.Signatures`,
+        features only), or None for a checkpoint written before they were recorded."""
+        from cxraug.data.dedupe import Signatures
+
+        if self.train_signatures is None:
+            return None
+        try:
+            return Signatures.from_state({k: v.numpy() for k, v in self.train_signatures.items()})
+        except ValueError as e:
+            raise CheckpointError(f"{show_path(source)} is not a usable cxraug GAN checkpoint ({e})") from None
 
 
 class GeneratorFamily(ABC):

@@ -49,7 +49,7 @@ same dose (exploratory, Holm-adjusted).</p>{% endif %}
 <p class="note">{% if patients_known %}{{ data.patients }} patients (ids from the data); patient-level splits{% else %}<b>image-level
 split: {{ unknown_patients }} of {{ listed }} images have no patient id in the data, so each counts as its own patient and
 images of one patient may sit in train and test</b>{% endif %}; {{ data.test_duplicates_removed }} test images removed as
-(near-)duplicates of training images. DeLong variance: {{ delong_variance }}.</p>
+copies of training or validation images (the same radiograph, cropped, padded, rescaled or re-windowed or not). DeLong variance: {{ delong_variance }}.</p>
 {% if acq.auc is defined %}<p class="note">Acquisition-cue check: image properties that are not anatomy predict {{ cfg.minority }}
 with out-of-fold AUC {{ "%.3f"|format(acq.auc) }} (warning at {{ acq.threshold }}).</p>{% endif %}
 <h3>Class × source</h3>
@@ -58,9 +58,10 @@ with out-of-fold AUC {{ "%.3f"|format(acq.auc) }} (warning at {{ acq.threshold }
 mostly from a source of its own.{% endif %} Classes drawn from different sources can differ in acquisition artefacts a
 classifier may learn instead of the disease.</p>
 {% if external %}<h3>External test sets</h3>
-{{ table(external_rows, ["source", "path", "loaded", "same patient dropped", "near-duplicate dropped", "used"] + data.classes) }}
+{{ table(external_rows, ["source", "path", "loaded", "same patient dropped", "copies dropped", "used"] + data.classes) }}
 <p class="note">External images are never trained on and never used for early stopping or the threshold. An image of a
-patient in the training or validation split, or within a few pHash bits of one of their images, is dropped. An external
+patient in the training or validation split, or a copy of one of their images (the same radiograph, cropped, padded,
+rescaled, re-windowed, recompressed, rotated or flipped; cxraug.data.dedupe), is dropped. An external
 set tests transfer only for what is new in it: positives from a new hospital scored against negatives from a training
 source test the positives' shift but cannot rule out a source shortcut, since the negatives still look like training
 data; only a set whose positives and negatives both come from a source never trained on can.</p>{% endif %}

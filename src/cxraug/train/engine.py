@@ -447,6 +447,17 @@ class Trainer:
         sets = [self.data_a] + ([self.data_b] if self.data_b is not None else [])
         return np.concatenate([fingerprints(np.asarray(d.images)) for d in sets])
 
+    @functools.cached_property
+    def train_signatures(self) -> dict[str, torch.Tensor]:
+        """The duplicate detector's features of every training image, read from its file (the cached square where
+        there is none): lets a study find a cropped, padded or rescaled copy of one of them among its test images."""
+        from cxraug.data.dedupe import Signatures, dataset_signatures
+
+        sets = [self.data_a] + ([self.data_b] if self.data_b is not None else [])
+        sig = Signatures.join([dataset_signatures(getattr(d, "paths", None) or [""] * len(d.images), d.images,
+                                                  flipped=False, keep_images=False) for d in sets])  # fmt: skip
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sig.to_state().items()}
+
     def rng_state(self) -> dict:
         """This process's random streams and family state (pools, last fakes)."""
         return {"sampler": self.sampler.get_state(), "ambient": dict(self._ambient), "family": self.family.state()}
@@ -494,6 +505,7 @@ class Trainer:
             weights={k: unwrap(m).state_dict() for k, m in self.family.generators.items()},
             ema=ema,
             train_phash=torch.from_numpy(self.train_fingerprints),
+            train_signatures=self.train_signatures,
             class_names=self.class_names,
             real_labels=torch.from_numpy(np.ascontiguousarray(np.nan_to_num(self.data_a.labels))),
             step=self.step,
