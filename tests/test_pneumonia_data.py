@@ -1,22 +1,24 @@
 """The Kermany pneumonia manifest through the product's own paths: no patient crosses train/val/test (issue 31).
 
 Kermany's patients often have several radiographs, and 736 of its 1,250 pneumonia patients have both a viral and a
-bacterial one: a split by image would put the same child in training and test. Both the `cxraug data split`
-command and the headline study's own split (benchmarks/study-pneumonia.yaml) must group by the manifest's
-``patient_id``. Skips when ../shared/data/pneumonia-kermany is absent. Slow: both paths read and screen all 4,427
-(3,230) images for copies (ORB signatures); about 110 s for the study's split with a warm image cache, and the split
-command up to 15 min on machine A at load 7 (2 cores shared with other jobs)."""
+bacterial one: a split by image would put the same child in training and test. The manifest is read as `cxraug data
+split` and the headline study (benchmarks/study-pneumonia.yaml) read it (its ``patient_id`` column, the study's
+``classes: [viral, bacterial]``), and split by the function both call, with the study's own fractions and seed.
+Without decoding an image (the split depends on labels and patient ids only), so it takes a second; skips when
+../shared/data/pneumonia-kermany is absent."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-import pytest
+import numpy as np
 
 from conftest import shared
-from cxraug.classify.study import Study, load_study_config
-from cxraug.cli import main
+from cxraug.classify.study import load_study_config
+from cxraug.data.manifests import ManifestSpec
+from cxraug.data.source import open_source
+from cxraug.data.splits import check_patient_disjoint, patient_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,53 +29,40 @@ def _manifest(root: Path) -> dict[str, tuple[str, str]]:
         return {str((root / r["path"]).resolve()): (r["label"], r["patient_id"]) for r in csv.DictReader(f)}
 
 
-def _read(p: Path) -> list[dict[str, str]]:
-    with open(p, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-@pytest.mark.slow
-def test_data_split_keeps_every_patient_in_one_split(tmp_path):
-    root = shared("pneumonia-kermany")
-    truth = _manifest(root)
-    rc = main(["data", "-q", "--out", str(tmp_path), "split", str(root / "manifest.csv"), "--patient-column",
-               "patient_id", "--size", "64", "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
-    assert rc == 0
-    (run,) = tmp_path.glob("split*")
+def _check(coll, truth: dict, fractions: tuple, seed: int) -> dict[str, set[str]]:
+    labels = np.stack([s.labels for s in coll.samples])
+    pids = [s.patient_id for s in coll.samples]
+    sp = patient_split(labels, pids, fractions, seed, [s.source for s in coll.samples], [s.path for s in coll.samples])
+    check_patient_disjoint(pids, sp)  # the product's own guard, and the independent check below
     where: dict[str, set[str]] = {}
-    seen = set()
-    for name in ("train", "val", "test"):
-        for r in _read(run / f"{name}.csv"):
-            path = str(Path(r["path"]).resolve())
-            label, pid = truth[path]
-            assert (r["label"], r["patient"]) == (label, pid), path  # the manifest's patient, not the file name
+    for name, idx in sp.items():
+        for i in idx:
+            smp = coll.samples[i]
+            label, pid = truth[str(Path(smp.path).resolve())]
+            assert (coll.class_names[int(np.argmax(smp.labels))], smp.patient_id) == (label, pid), smp.path
             where.setdefault(pid, set()).add(name)
-            seen.add(path)
-    assert seen == set(truth)  # every image, each once
     crossing = {p: s for p, s in where.items() if len(s) > 1}
     assert not crossing, f"{len(crossing)} patients in two splits, e.g. {next(iter(crossing.items()))}"
+    assert sum(len(v) for v in sp.values()) == len(coll)  # every image once
+    return where
+
+
+def test_data_split_keeps_every_patient_in_one_split():
+    root = shared("pneumonia-kermany")
+    truth = _manifest(root)
+    coll = open_source(str(root / "manifest.csv"), manifest=ManifestSpec(patient_column="patient_id"))
+    assert coll.class_names == ["bacterial", "normal", "viral"] and len(coll) == len(truth)
+    where = _check(coll, truth, (0.7, 0.15, 0.15), 0)  # `cxraug data split`'s defaults
     assert len(where) == len({pid for _, pid in truth.values()})
 
 
-@pytest.mark.slow
-def test_headline_study_split_is_patient_level(tmp_path, monkeypatch):
+def test_headline_study_split_is_patient_level(monkeypatch):
     root = shared("pneumonia-kermany")
     truth = _manifest(root)
     monkeypatch.chdir(ROOT)  # the config's paths are relative to the repository, as `cxraug benchmark` reads them
-    # the headline config's sources, split and seed as they are; tiny elsewhere: no generator, 64 px
-    cfg = load_study_config(ROOT / "benchmarks" / "study-pneumonia.yaml",
-                            ["size=64", "gan=null", "protocols=[real]", "primary.regime=null", "seeds=[0]"])  # fmt: skip
-    st = Study(cfg, tmp_path / "study", progress=False)
-    st.prepare()
-    assert st.names == ["bacterial", "viral"] and st.patients_known
-    assert st.ds.counts() == {"bacterial": 2091, "viral": 1139}
-    where: dict[str, set[str]] = {}
-    for name, idx in st.split.items():
-        for i in idx:
-            label, pid = truth[str(Path(st.ds.paths[i]).resolve())]
-            assert (st.names[st.y[i]], st.ds.patient_ids[i]) == (label, pid)
-            where.setdefault(pid, set()).add(name)
-    crossing = {p: s for p, s in where.items() if len(s) > 1}
-    assert not crossing, f"{len(crossing)} patients in two splits, e.g. {next(iter(crossing.items()))}"
-    # the test split may only lose images (copies of training images), never gain a training patient's
-    assert sum(len(v) for v in st.split.values()) <= 3230
+    cfg = load_study_config(ROOT / "benchmarks" / "study-pneumonia.yaml")
+    (src,) = cfg.sources
+    coll = open_source(src.path, manifest=src.manifest)
+    assert coll.class_names == ["bacterial", "viral"] and coll.counts() == {"bacterial": 2091, "viral": 1139}
+    assert coll.unknown_patients == 0  # every id from the manifest: patient-level splits, clustered DeLong
+    _check(coll, truth, tuple(cfg.split), cfg.split_seed)
