@@ -1,6 +1,6 @@
 """One tiny real study, run by the local executor and by Ray, side by side: wall time, speed-up, Ray's overhead.
 
-    python benchmarks/ray_scaling.py [--seeds 3] [--gan-steps 30] [--epochs 2] [--workers 1 2] [--two-node]
+    python benchmarks/ray_scaling.py [--seeds 3] [--gan-steps 100] [--epochs 8] [--workers 1 2] [--two-node]
 
 The study: phantom normal vs covid at 32 px, protocols real / oversample / class-weighted / gan-aug, regimes 50 % and
 100 %, ``--seeds`` seeds, one DCGAN per (regime, seed) (``--gan-steps`` steps), ``--epochs`` classifier epochs. Cases,
@@ -73,8 +73,8 @@ def _overhead(n: int = 200) -> tuple[float, float]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--gan-steps", type=int, default=30)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--gan-steps", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--two-node", action="store_true")
     p.add_argument("--features", default=None,
@@ -113,6 +113,7 @@ def main() -> int:
         rows.append((name, wall, grid, nodes, None if ref is None else nums == ref))
         print(f"{name}: {wall:.1f} s", flush=True)
 
+    Study(_cfg(a), root / "warm-up", progress=False).prepare()  # the image cache and imports, outside every timing
     study("local, 1 thread", _cfg(a), threads=1)
     study("local", _cfg(a))
     for n in a.workers:
