@@ -282,7 +282,8 @@ def test_train_on_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, c
     real_save = torch.save
 
     def full_save(obj, f, *a, **k):
-        Path(f).write_bytes(b"PK\x03\x04partial")  # a partial zip, as a full disk leaves it
+        partial = b"PK\x03\x04partial"  # a partial zip, as a full disk leaves it
+        f.write(partial) if hasattr(f, "write") else Path(f).write_bytes(partial)
         if failure == "enospc":
             raise OSError(errno.ENOSPC, "No space left on device")
         raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos 64 vs 0")
