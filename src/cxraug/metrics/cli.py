@@ -39,7 +39,7 @@ def _real_with_patients(src, size: int, cls: str | None, progress: bool,
 def _fake_images(fake: str, n: int, size: int, seed: int, progress: bool, source=None,
                  left_out: list[str] | None = None) -> tuple[np.ndarray, str]:  # fmt: skip
     """``n`` generated images: from a checkpoint (a translating one translates each ``source`` image once;
-    ``source`` is a path or a ``DataConfig``), or the first ``n`` of a folder/CSV of generated images."""
+    ``source`` is a path or a ``DataConfig``), or a seeded random ``n`` of a folder/CSV of generated images."""
     p = Path(fake)
     if p.is_file() and p.suffix in (".pt", ".pth"):
         from cxraug.synth.generate import generate
@@ -51,7 +51,10 @@ def _fake_images(fake: str, n: int, size: int, seed: int, progress: bool, source
 
             imgs = np.stack([resize(i, size, "direct") for i in imgs])
         return imgs, f"checkpoint {p} ({info['preset']})"
-    return _real_images(fake, size, None, progress, left_out)[:n], f"folder {p}"
+    imgs = _real_images(fake, size, None, progress, left_out)
+    if len(imgs) > n:  # a seeded random n, as for the real set: a folder's first files are one corner of it
+        imgs = imgs[np.sort(np.random.default_rng(seed).choice(len(imgs), n, replace=False))]
+    return imgs, f"folder {p}"
 
 
 #: The most images per set ``evaluate`` compares (each set is held in memory with its features).
