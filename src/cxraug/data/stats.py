@@ -87,23 +87,6 @@ class Inspection:
         }
 
 
-def _groups_from_pairs(n: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in pairs:
-        parent[find(a)] = find(b)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return [g for g in groups.values() if len(g) > 1]
-
-
 def find_duplicates(
     paths: list[str], hashes: list[np.ndarray], digests: list[bytes], threshold: int = 4,
     verify: Callable[[int, int], bool] | None = None,
@@ -127,7 +110,9 @@ def find_duplicates(
             for i, j in zip(*np.nonzero(d <= threshold)):
                 if a + i < j and (verify is None or verify(reps[a + i], reps[j])):
                     pairs.append((a + i, j, int(d[i, j])))
-        for g in _groups_from_pairs(len(reps), [(i, j) for i, j, _ in pairs]):
+        from cxraug.data.dedupe import groups
+
+        for g in groups(len(reps), [(i, j) for i, j, _ in pairs]):
             dist = max((dd for i, j, dd in pairs if i in g and j in g), default=0)
             out.append(DuplicateGroup("near", [paths[reps[i]] for i in g], dist))
     return out
