@@ -1,12 +1,12 @@
 """``cxraug demo``: the whole pipeline, offline, on the embedded phantoms, in a few CPU minutes.
 
 phantoms -> cache -> patient split -> a DCGAN on the COVID-like training images of each regime ->
-classifier benchmark (6 protocols, the rebalancing controls among them, x 2 regimes) -> FID/KID/PR + memorization with an offline encoder
-(trained on other phantoms) -> report.html.
+classifier benchmark (6 protocols, the rebalancing controls among them, x 2 regimes) -> FID/KID/PR + memorization in
+the shipped CXR feature space (``--features cxr``: nothing trained, nothing downloaded) -> report.html.
 
 The defaults are sized for a 2-core x86 CPU running float32 (no bf16): under 5 minutes there
 (BENCHMARKS.md §8). Every stage is the real one, only smaller
-than a study would use: a width-24 DCGAN for 300 steps, 6 classifier epochs, a width-16 encoder.
+than a study would use: a width-24 DCGAN for 300 steps, 6 classifier epochs.
 """
 
 from __future__ import annotations
@@ -15,47 +15,26 @@ import argparse
 import json
 import time
 
-import numpy as np
-
 from cxraug.commands import register
 
 DEMO_DATA = "phantom:normal=240,covid=48"  # phantom seed 0
-ENCODER_SEED = 1  # the encoder's phantoms
-
-
-def encoder_images() -> np.ndarray:
-    """uint8 [N, 64, 64]: as many phantoms as the demo's data, drawn with another seed, for the feature encoder
-    behind FID/KID/PR and the memorization audit. It is trained offline like ``--features auto`` would, but
-    never on an image of the study itself (no split to respect)."""
-    from cxraug.data.phantom import phantom
-    from cxraug.data.preprocess import Preprocess
-    from cxraug.data.source import parse_phantom_spec
-
-    pre = Preprocess(64)
-    counts = parse_phantom_spec(DEMO_DATA)
-    return np.stack([pre(phantom(c, 64, ENCODER_SEED * 1_000_003 + k)) for c, n in counts.items() for k in range(n)])
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from cxraug.classify.study import GanSpec, Source, Study, StudyConfig
     from cxraug.io import new_run_dir
-    from cxraug.metrics.encoder import save_encoder, train_encoder
     from cxraug.report.html import build_report
 
     t0 = time.perf_counter()
     run = new_run_dir(a.out, "demo")
     progress = not a.quiet
     study = run / "study"
-    encoder = run / "encoder.safetensors"
-    print(f"[1/3] an offline feature encoder ({a.encoder_steps} steps); DCGANs on the COVID-like phantoms of each "
-          f"training split ({a.steps} steps); the classifier benchmark: real / standard-aug / the rebalancing "
+    print(f"[1/3] DCGANs on the COVID-like phantoms of each training split ({a.steps} steps); the classifier benchmark: real / standard-aug / the rebalancing "
           "controls (oversample, class-weighted) / GAN-aug / synthetic-only ...")  # fmt: skip
     gan = GanSpec(preset="dcgan-64", steps=a.steps, width=a.width, batch_size=64, diffaug="", seed=a.seed,
                   overrides=["sample_every=100", "ckpt_every=100"])  # fmt: skip
     cfg = StudyConfig(sources=[Source(DEMO_DATA)], minority="covid", gan=gan, regimes=[0.5, 1.0], seeds=[a.seed],
-                      epochs=a.epochs, features=f"encoder:{encoder}")  # fmt: skip
-    imgs = encoder_images()
-    save_encoder(train_encoder(imgs, steps=a.encoder_steps, width=16, seed=a.seed, progress=progress), encoder)
+                      epochs=a.epochs, features="cxr")  # fmt: skip
     Study(cfg, study, progress=progress).run()
     print("[2/3] quality metrics, memorization audit and report ...")
     report = build_report(study, progress=progress)
@@ -87,7 +66,5 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=300, help="GAN training steps; default %(default)s")
     p.add_argument("--width", type=int, default=24, help="GAN width (ngf/ndf); default %(default)s")
     p.add_argument("--epochs", type=int, default=6, help="classifier epochs; default %(default)s")
-    p.add_argument("--encoder-steps", type=int, default=200,
-                   help="steps of the offline feature encoder behind FID/KID/PR; default %(default)s")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)

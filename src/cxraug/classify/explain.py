@@ -117,10 +117,13 @@ def save_explanations(
         from cxraug.metrics.memorization import closest_pairs_grid
 
         # held-out real minority images (the test split) drive the three-sample data-copying test
-        # the auto encoder trains on a patient-level half of train_minority and the other half is the FID reference
+        # features "trained": the encoder trains on a patient-level half of train_minority, the other half is the
+        # FID reference (the default, the shipped CXR space or Inception, is fixed and uses all of it)
         quality = evaluate_images(train_minority, synthetic, features, progress=progress, heldout_u8=test_minority,
                                   patient_ids=train_patients)  # fmt: skip
         (dest / "figures").mkdir(exist_ok=True)
-        closest_pairs_grid(train_minority, synthetic, quality["memorization"], dest / "figures" / "closest_pairs.png")
+        compared = train_minority if quality.get("real_indices") is None else train_minority[quality["real_indices"]]
+        closest_pairs_grid(compared, synthetic, quality["memorization"], dest / "figures" / "closest_pairs.png",
+                           heldout_u8=test_minority)  # fmt: skip
         write_json(dest / "quality.json", quality)
     return quality

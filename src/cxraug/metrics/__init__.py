@@ -53,6 +53,32 @@ def check_encoder_reference(ext: Extractor, reference_u8: np.ndarray, allow: boo
     return n
 
 
+def nearest_anywhere(pools: dict[str, np.ndarray], fake_feat: np.ndarray, scale: float, top: int = 16) -> dict:
+    """Each generated image's nearest real image across every real set given (``pools``: name -> copy-space
+    features), not only the generator's training set: a near-copy of a held-out image means that image (or a
+    copy of it) was in training. Returns how many generated images are nearest to each set and the ``top``
+    closest pairs (feature distance as a ratio of the real-to-real nearest-neighbour median ``scale``)."""
+    from cxraug.metrics.memorization import _nn
+
+    names = list(pools)
+    best = np.full(len(fake_feat), np.inf)
+    where = np.zeros((len(fake_feat), 2), dtype=int)
+    for s, name in enumerate(names):
+        d, i = _nn(fake_feat, pools[name])
+        closer = d < best
+        best[closer], where[closer, 0], where[closer, 1] = d[closer], s, i[closer]
+    order = np.argsort(best)[:top]
+    return {
+        "sets": names,
+        "nearest_set_counts": {n: int((where[:, 0] == s).sum()) for s, n in enumerate(names)},
+        "closest": [
+            {"fake": int(k), "set": names[where[k, 0]], "index": int(where[k, 1]),
+             "feature_ratio": float(best[k] / max(scale, 1e-12))}
+            for k in order
+        ],
+    }
+
+
 def evaluate_images(
     real_u8: np.ndarray,
     fake_u8: np.ndarray,
@@ -72,15 +98,17 @@ def evaluate_images(
     """All metrics for uint8 image sets [N,S,S]; the extractor and every n are reported.
 
     ``real_u8``: the generator's real training images (the memorization audit's reference).
-    ``features="auto"`` without Inception weights trains the offline encoder on images disjoint
-    from the FID reference: ``encoder_images`` if given, else a patient-level half of ``real_u8``
-    (the other half is then the reference). An ``encoder:PATH`` trained on reference images is
+    ``features``: see ``cxraug.metrics.features`` (``auto``: Inception if its weights are on disk, else the
+    shipped CXR feature space ``cxr``). ``features="trained"`` trains an encoder on images disjoint from the
+    FID reference: ``encoder_images`` if given, else a patient-level half of ``real_u8`` (the other half is then
+    the reference). An ``encoder:PATH`` trained on reference images is
     refused unless ``allow_encoder_overlap``. The spectral check (``res["spectral"]``, training-free) compares
-    all of ``real_u8`` with ``fake_u8``. ``heldout_u8``: real images the generator never saw
-    (e.g. the test split), for Meehan et al.'s three-sample data-copying test."""
+    all of ``real_u8`` with ``fake_u8``. The copy searches (memorization audit, data-copying test) use the
+    extractor's copy features where it has them (``cxr``: its content embedding). ``heldout_u8``: real images
+    the generator never saw, for Meehan et al.'s three-sample data-copying test."""
     from cxraug.metrics.copying import three_sample_test
     from cxraug.metrics.diversity import ms_ssim_diversity
-    from cxraug.metrics.features import auto_encoder_path, encoder_extractor, inception_weights_present
+    from cxraug.metrics.features import auto_encoder_path, encoder_extractor
     from cxraug.metrics.spectral import spectral_distance
 
     real_u8 = np.asarray(real_u8)
@@ -88,7 +116,10 @@ def evaluate_images(
     if len(real_u8) > n:
         keep = np.sort(rng.choice(len(real_u8), n, replace=False))
         real_u8 = real_u8[keep]
+        real_indices = keep.tolist()
         patient_ids = [patient_ids[i] for i in keep] if patient_ids is not None else None
+    else:
+        real_indices = None
     fake_u8 = np.asarray(fake_u8[:n])
     if len(fake_u8) < MIN_IMAGES or len(real_u8) < MIN_IMAGES:
         raise CXRAugError(f"the metrics need at least {MIN_IMAGES} real and {MIN_IMAGES} generated images (KID "
@@ -96,11 +127,11 @@ def evaluate_images(
                           f"and {len(fake_u8)} generated")  # fmt: skip
     reference = real_u8
     encoder_note = None
-    if features == "auto" and not inception_weights_present():
+    if features == "trained":
         if encoder_images is None:
             enc_idx, ref_idx = encoder_split(len(real_u8), patient_ids, seed)
             if len(enc_idx) < 2 or len(ref_idx) < 2:
-                raise CXRAugError(f"features=auto needs at least 4 real images (2 patients), got {len(real_u8)}")
+                raise CXRAugError(f"features=trained needs at least 4 real images (2 patients), got {len(real_u8)}")
             encoder_images, reference = real_u8[enc_idx], real_u8[ref_idx]
             encoder_note = f"trained on a patient-level half of the real images ({len(enc_idx)}); reference: the rest"
         else:
@@ -112,7 +143,7 @@ def evaluate_images(
         encoder_images = np.asarray(encoder_images)
         encoder_images = encoder_images[[f not in ref_fp for f in image_fingerprints(encoder_images)]]
         if len(encoder_images) < 2:
-            raise CXRAugError("features=auto: fewer than 2 real images left to train the encoder on")
+            raise CXRAugError("features=trained: fewer than 2 real images left to train the encoder on")
         ext = encoder_extractor(auto_encoder_path(encoder_images, progress)).to(device)
     else:
         ext = get_extractor(features, real_images=real_u8, progress=progress, device=device)
@@ -126,6 +157,7 @@ def evaluate_images(
         "feature_dim": int(fr.shape[1]),
         "encoder": encoder_note,
         "encoder_reference_overlap": overlap,
+        "real_indices": real_indices,  # the real images compared when there were more than n (None: all)
     }
     res.update(all_metrics(fr, ff, k=k, seed=seed, fid_reps=fid_reps))
     res["diversity"] = {
@@ -135,11 +167,17 @@ def evaluate_images(
     # training-free, so against every real image given (the encoder's half too)
     res["spectral"] = spectral_distance(real_u8, fake_u8, seed=seed)
     if audit:
-        f_train = fr if reference is real_u8 else cached_features(ext, real_u8, progress)
-        mem = memorization_audit(real_u8, fake_u8, f_train, ff)
+        # the copy searches: in the extractor's copy space (a blurred or shifted copy stays near its original)
+        copy = ext.copy_fn is not None
+        f_train = fr if reference is real_u8 and not copy else cached_features(ext, real_u8, progress, copy=copy)
+        f_fake = extract(ext, fake_u8, progress=progress, copy=True) if copy else ff
+        mem = memorization_audit(real_u8, fake_u8, f_train, f_fake)
+        mem["copy_features"] = f"{ext.name} (copy space)" if copy else ext.name
         if heldout_u8 is not None and len(heldout_u8) >= 2:
-            fh = extract(ext, np.asarray(heldout_u8), progress=progress)
-            mem["three_sample"] = three_sample_test(f_train, fh, ff, seed=seed)
+            fh = extract(ext, np.asarray(heldout_u8), progress=progress, copy=True)
+            mem["three_sample"] = three_sample_test(f_train, fh, f_fake, seed=seed)
+            mem["nearest_anywhere"] = nearest_anywhere({"training": f_train, "held-out": fh}, f_fake,
+                                                       mem["real_to_real_nn_median"])  # fmt: skip
         else:
             mem["three_sample"] = None
         res["memorization"] = mem

@@ -89,7 +89,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     run = new_run_dir(a.out, "evaluate")
     save_config(vars(a) | {"func": None}, run / "config.yaml")
     write_json(run / "metrics.json", res)
-    closest_pairs_grid(real, fake, res["memorization"], run / "closest_pairs.png")
+    compared = real if res.get("real_indices") is None else real[res["real_indices"]]  # the audit's indices
+    closest_pairs_grid(compared, fake, res["memorization"], run / "closest_pairs.png", heldout_u8=heldout)
     print(format_table(res))
     skipped.save(run, left_out)
     print(f"run folder: {run}")
@@ -135,6 +136,10 @@ def format_table(res: dict) -> str:
             f"or NCC >= {th.get('ncc')} over ±8 px shifts and flips); median pixel RMSE to nearest real "
             f"{m['pixel_rmse'].get('p50', float('nan')):.3f}"
         )
+        near = m.get("nearest_anywhere")
+        if near:
+            counts = ", ".join(f"{v} nearest a {k} image" for k, v in near["nearest_set_counts"].items())
+            lines.append(f"nearest real image across every real set given [{m.get('copy_features')}]: {counts}")
         t3 = m.get("three_sample")
         if t3:
             ct = (f"C_T {t3['c_t']:.2f} (p={t3['c_t_p_copying']:.3g}, {t3['cells_used']} of {t3['cells']} cells)"
@@ -192,9 +197,10 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--features",
         default="auto",
-        help="inception | inception-768 | xrv | encoder:PATH | auto (inception if its weights are on disk, "
-        "else an encoder trained on a patient-level half of the real set, the other half being the reference); "
-        "default %(default)s",
+        help="cxr (the chest-X-ray feature space shipped with cxraug, the same for everyone; docs/cxr-features.md) "
+        "| inception | inception-768 | xrv | xrv:PATH | encoder:PATH | trained (an encoder trained on a "
+        "patient-level half of the real set, the other half being the reference) | auto (inception if its "
+        "weights are on disk, else cxr); default %(default)s",
     )
     p.add_argument(
         "--heldout", help="real images the generator never saw (e.g. its test split): runs the data-copying test"

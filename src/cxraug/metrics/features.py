@@ -3,9 +3,12 @@
 ``inception``      FID's InceptionV3 (torchmetrics / torch-fidelity weights), 2048-d pool features
 ``inception-768``  the same network's 768-d mixed_6e features (Ng & Hargreaves, for small samples)
 ``xrv``            torchxrayvision DenseNet-121 trained on CXRs, 1024-d penultimate features
+``cxr``            the CXR feature space shipped with cxraug (``cxraug.metrics.cxrfeat``; model card
+                   docs/cxr-features.md): fixed, offline, the same for everyone at one ``--size``
 ``encoder:PATH``   an encoder cxraug trained on your real images (offline; ``cxraug encoder train``)
-``auto``           inception when its weights are on disk, otherwise an encoder trained on real images
-                   (``evaluate_images`` trains it on a patient-level half disjoint from the FID reference)
+``trained``        an encoder trained on the fly on a patient-level half of the real images, the other
+                   half being the reference (scores comparable only within one reference set)
+``auto``           inception when its weights are on disk, otherwise ``cxr``
 
 Pretrained weights are fetched by their libraries when online; offline these fail with one
 sentence saying where to put the file.
@@ -36,6 +39,9 @@ class Extractor:
     fn: Callable[[torch.Tensor], torch.Tensor]  # [B,1,S,S] in [-1,1] -> [B,D]
     ident: str  # for the feature cache key (includes weight digests)
     net: torch.nn.Module | None = None  # the weights behind ``fn``, moved by ``to``
+    #: the features the copy searches use (nearest real image, Meehan et al.'s test), when they differ from
+    #: ``fn``'s: a space in which a blurred or shifted copy stays next to its original
+    copy_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -128,6 +134,17 @@ def _load_xrv_state(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def cxr_extractor(path: str | os.PathLike | None = None) -> Extractor:
+    """The shipped CXR feature space (or a file of its format): FID features ``fn``, copy features ``copy_fn``."""
+    from cxraug.metrics.cxrfeat import NAME, VERSION, WEIGHTS, load_features, weights_digest
+
+    p = Path(path) if path else WEIGHTS
+    model = load_features(p)
+    digest = weights_digest(p)[:12]
+    name = f"{NAME}-v{VERSION}" if path is None else f"{NAME}-v{VERSION}:{p.name}"
+    return Extractor(name, model, f"cxr-{digest}", model, copy_fn=model.content)
+
+
 def encoder_extractor(path: str | os.PathLike) -> Extractor:
     from cxraug.metrics.encoder import file_digest, load_encoder
 
@@ -152,13 +169,20 @@ def _get_extractor(spec: str, real_images: np.ndarray | None, progress: bool) ->
         return xrv_extractor(weights_path=spec.split(":", 1)[1])
     if spec.startswith("encoder:"):
         return encoder_extractor(spec.split(":", 1)[1])
+    if spec == "cxr":
+        return cxr_extractor()
+    if spec.startswith("cxr:"):
+        return cxr_extractor(spec.split(":", 1)[1])
     if spec == "auto":
-        if inception_weights_present():
-            return inception_extractor(2048)
+        return inception_extractor(2048) if inception_weights_present() else cxr_extractor()
+    if spec == "trained":
         if real_images is None:
-            raise CXRAugError("features=auto without Inception weights needs the real images to train an encoder")
+            raise CXRAugError("features=trained needs the real images to train an encoder on")
         return encoder_extractor(auto_encoder_path(real_images, progress))
-    raise CXRAugError(f"unknown feature extractor {spec!r}: inception | inception-768 | xrv | encoder:PATH | auto")
+    raise CXRAugError(f"unknown feature extractor {spec!r}: {FEATURE_SPECS}")
+
+
+FEATURE_SPECS = "auto | cxr | inception | inception-768 | xrv | xrv:PATH | encoder:PATH | trained"
 
 
 def auto_encoder_path(real_images: np.ndarray, progress: bool = True) -> Path:
@@ -174,26 +198,32 @@ def auto_encoder_path(real_images: np.ndarray, progress: bool = True) -> Path:
 
 
 @torch.no_grad()
-def extract(ext: Extractor, images_u8: np.ndarray, batch: int = 128, progress: bool = True) -> np.ndarray:
-    """uint8 [N,S,S] -> float64 features [N,D]; batched, no-grad, channels_last."""
+def extract(
+    ext: Extractor, images_u8: np.ndarray, batch: int = 128, progress: bool = True, copy: bool = False
+) -> np.ndarray:
+    """uint8 [N,S,S] -> float64 features [N,D]; batched, no-grad, channels_last. ``copy``: the copy-search
+    features (``ext.copy_fn``, where the extractor has them)."""
+    fn = ext.copy_fn if copy and ext.copy_fn is not None else ext.fn
     out = []
     n = len(images_u8)
     for i in tqdm(range(0, n, batch), desc=f"features ({ext.name})", disable=not progress, leave=False):
         x = u8_to_tensor(images_u8[i : i + batch]).to(ext.device, non_blocking=True)
-        out.append(ext.fn(x.contiguous(memory_format=torch.channels_last)).double().cpu().numpy())
+        out.append(fn(x.contiguous(memory_format=torch.channels_last)).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def cached_features(ext: Extractor, images_u8: np.ndarray, progress: bool = True) -> np.ndarray:
+def cached_features(ext: Extractor, images_u8: np.ndarray, progress: bool = True, copy: bool = False) -> np.ndarray:
     """Features of a (real) image set, cached on disk by content hash + extractor identity."""
     from cxraug.data.cache import default_cache_root
 
-    h = hashlib.sha256(ext.ident.encode())
+    if copy and ext.copy_fn is None:
+        copy = False
+    h = hashlib.sha256((ext.ident + ("-copy" if copy else "")).encode())
     h.update(np.ascontiguousarray(images_u8).tobytes())
     path = default_cache_root() / "features" / f"{h.hexdigest()[:24]}.npy"
     if path.is_file():
         return np.load(path)
-    f = extract(ext, images_u8, progress=progress)
+    f = extract(ext, images_u8, progress=progress, copy=copy)
     path.parent.mkdir(parents=True, exist_ok=True)
     from cxraug.io import atomic_path
 

@@ -81,13 +81,20 @@ def memorization_audit(
     }
 
 
-def closest_pairs_grid(real_u8: np.ndarray, fake_u8: np.ndarray, audit: dict, dest) -> None:
-    """Top row: the generated images closest to a real one; bottom row: that real image."""
+def closest_pairs_grid(
+    real_u8: np.ndarray, fake_u8: np.ndarray, audit: dict, dest, heldout_u8: np.ndarray | None = None
+) -> None:
+    """Top row: the generated images closest to a real one; below: that real image. With ``heldout_u8`` and the
+    audit's ``nearest_anywhere``, two more rows: the generated images nearest (copy space) to any real image
+    given, and that image, from the training or the held-out set."""
     from cxraug.plotting import save_grid
 
     pairs = audit["closest_pairs"][:8]
     if not pairs:
         return
-    top = np.stack([fake_u8[k] for k, _, _ in pairs])
-    bottom = np.stack([real_u8[j] for _, j, _ in pairs])
-    save_grid(np.concatenate([top, bottom]), dest, nrow=len(pairs))
+    rows = [np.stack([fake_u8[k] for k, _, _ in pairs]), np.stack([real_u8[j] for _, j, _ in pairs])]
+    near = (audit.get("nearest_anywhere") or {}).get("closest", [])[: len(pairs)]
+    if heldout_u8 is not None and len(near) == len(pairs):
+        pool = {"training": real_u8, "held-out": heldout_u8}
+        rows += [np.stack([fake_u8[c["fake"]] for c in near]), np.stack([pool[c["set"]][c["index"]] for c in near])]
+    save_grid(np.concatenate(rows), dest, nrow=len(pairs))
