@@ -183,6 +183,25 @@ def test_seeded_sampling_is_reproducible_batch_free_and_leaves_the_global_rng(ti
     assert (p - q).abs().max() > 0
 
 
+def test_training_previews_take_preview_steps_and_sampling_sample_steps(tiny_ds, tmp_path):
+    """The sample grids of a training run (the engine's ``sample``) run ``preview_steps`` DDIM steps, synthesis
+    ``sample_steps``: a preview costs a fraction of a full sampling (issue 29: 2 training steps of ddpm-64 spent
+    minutes drawing the final grid). Counted as denoiser calls."""
+    tr = Trainer(cfg(steps=1, sample_steps=6, preview_steps=2), tiny_ds, tmp_path, progress=False)
+    fam = tr.generator_family()  # the EMA denoiser, which the previews sample too
+    calls = []
+    hook = fam.net.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        tr.sample(3)
+        n_preview = len(calls)
+        calls.clear()
+        fam.sample(3, generator=torch.Generator().manual_seed(0), batch=3)
+        n_sample = len(calls)
+    finally:
+        hook.remove()
+    assert (n_preview, n_sample) == (2, 6)  # one batch of 3: a call per DDIM step
+
+
 # ------------------------------------------------------------------ training in the engine
 def test_training_lowers_the_denoising_loss_on_fixed_draws(tiny_ds):
     """Adam steps on the family's loss lower the MSE on a fixed set of (x0, t, eps) held apart from training."""

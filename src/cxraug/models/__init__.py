@@ -1,5 +1,5 @@
 """Generator families, one file each: DCGAN, WGAN (Hussain, weight clipping), WGAN-GP, conditional, CycleGAN,
-DDPM (diffusion)."""
+StyleGAN2-ADA, DDPM (diffusion)."""
 
 from cxraug.models.cgan import ConditionalGenerator, ProjectionDiscriminator
 from cxraug.models.cyclegan import PatchDiscriminator, ResnetGenerator

@@ -199,6 +199,17 @@ class GeneratorFamily(ABC):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
+    def preview(
+        self,
+        n: int,
+        labels: torch.Tensor | None = None,
+        source: torch.Tensor | np.ndarray | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What training previews (the sample grids) draw: ``sample`` unless a family's sampling is slow enough
+        to bound (a diffusion model previews with fewer sampler steps)."""
+        return self.sample(n, labels=labels, source=source, generator=generator)
+
     @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device

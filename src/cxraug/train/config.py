@@ -18,7 +18,7 @@ from cxraug.data.source import DataConfig
 @dataclass
 class TrainConfig:
     preset: str = "wgan-gp-64"
-    family: str = "wgangp"  # dcgan | wgan | wgangp | cgan | cyclegan | ddpm
+    family: str = "wgangp"  # dcgan | wgan | wgangp | cgan | cyclegan | stylegan2 | ddpm
     data: DataConfig = field(default_factory=DataConfig)
     cls: str | None = None  # train on this class only (e.g. COVID); None = all images
     domain_a: str | None = None  # CycleGAN source class (e.g. normal)
@@ -68,6 +68,7 @@ class TrainConfig:
     diffusion_steps: int = 1000  # T, the forward process's steps
     sample_steps: int = 50  # DDIM steps when sampling (eta 0)
     sample_batch: int = 128  # images denoised at once when sampling
+    preview_steps: int = 10  # DDIM steps for the training previews (sample grids): a fifth of sample_steps' cost
     seed: int = 0
     log_every: int = 10  # host syncs (loss .item()) only every log_every steps
     sample_every: int = 200

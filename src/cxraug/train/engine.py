@@ -401,7 +401,7 @@ class Trainer:
         """Preview images from the EMA generator (or the live one): [n,1,S,S] in [-1,1] on CPU, the same
         noise (or source images) at every call. Translating generators give one per fixed source image."""
         fixed = torch.Generator().manual_seed(FIXED_SEED)
-        imgs, _ = self.generator_family().sample(n, labels=labels, source=self.fixed_source, generator=fixed)
+        imgs, _ = self.generator_family().preview(n, labels=labels, source=self.fixed_source, generator=fixed)
         return imgs
 
     def save_samples(self) -> Path:
