@@ -37,7 +37,7 @@ def test_an_old_checkpoint_loads_and_samples_what_it_sampled_then(family):
 
         ds = build_cache(phantom_collection({"normal": 6, "covid": 6}, size=32, seed=5), Preprocess(32),
                          cache_root=None, progress=False)  # fmt: skip
-        src = torch.from_numpy(np.asarray(ds.images[:2])).float().div(127.5).sub(1).unsqueeze(1)
+        src = torch.from_numpy(np.array(ds.images[:2])).float().div(127.5).sub(1).unsqueeze(1)
     imgs, _ = fam.sample(2, source=src, generator=torch.Generator().manual_seed(1))
     then = np.load(FIXTURES / f"{family}.npy")
     np.testing.assert_allclose(imgs.numpy(), then, rtol=0, atol=1e-4)
