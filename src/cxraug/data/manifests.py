@@ -1,26 +1,18 @@
 """Manifests as they ship: CheXpert, NIH ChestX-ray14, MIMIC-CXR-JPG, Hannover, and any CSV/TSV.
 
-A :class:`ManifestSpec` names the columns; ``format`` fills in the defaults of a known release, and
-anything the user sets wins. Formats (column layouts from the datasets' own documentation):
+A :class:`ManifestSpec` names the columns; ``format`` picks a :class:`~cxraug.data.formats.ManifestFormat` from
+the registry in :mod:`cxraug.data.formats` (``auto``: the first whose header check fits, else the generic
+``csv``), which fills in its release's defaults; anything the user sets wins. Each format's class documents its
+layout and cites its dataset; a new layout is one class there (docs/architecture.md, "How to add a manifest
+format"). Reading is the same for every format:
 
-- ``chexpert`` (Irvin et al., 2019): ``Path`` (``CheXpert-v1.0[-small]/train/patientNNNNN/studyN/
-  viewN_frontal.jpg``, relative to the folder *containing* the release folder), ``Frontal/Lateral``,
-  ``AP/PA``, and the 14 observations with 1 / 0 / -1 (uncertain) / blank (not mentioned = 0).
-  ``Sex`` and ``Age`` are metadata, never labels. Patient = the ``patientNNNNN`` path component.
-- ``nih`` (Wang et al., 2017), ``Data_Entry_2017.csv``: ``Image Index`` (a file name; found under the
-  CSV's folder, e.g. in ``images_001/images/``), ``Finding Labels`` (``|``-separated, ``No Finding``
-  included as a label), ``Patient ID``, ``View Position`` (PA/AP).
-- ``mimic`` (Johnson et al., 2019), ``mimic-cxr-2.0.0-metadata.csv``: ``dicom_id``, ``subject_id``,
-  ``study_id``, ``ViewPosition``; image ``files/p{first 2 digits}/p{subject}/s{study}/{dicom}.jpg``.
-  Labels are the CheXpert columns of the same CSV if present, else of ``labels_csv`` (default: the
-  ``mimic-cxr-2.0.0-chexpert.csv`` next to it), joined on ``(subject_id, study_id)``.
-- ``hannover`` (Hannover Medical School COVID-19 image repository), ``data.csv``: ``image_id`` ->
-  ``png/<image_id>.png``, ``patient_id``, ``projection`` (ap/pa); every image is COVID-19 positive,
-  so the one class is ``label`` (default ``covid``). Sex, age and lab values are not labels.
-- ``csv`` (generic): a path column (``path``/``Path``/``file``/``filename``/``image``...), or a
-  ``path_template`` over columns; a ``label`` column (one class name per row, ``|`` for several), or
-  multi-hot 0/1/-1 columns (found automatically: columns whose every value is -1, 0, 1 or blank;
-  so ``Age``/``Sex`` never become labels), or a constant ``label``.
+1. columns nobody named are looked for by common names (:data:`PATH_COLUMNS`, :data:`PATIENT_COLUMNS`,
+   :data:`VIEW_COLUMNS`); labels are a ``label`` column, else the columns whose every value is 1, 0, -1 or blank;
+2. each row becomes a path (the format's ``row_path``), found the way releases lay files out (:class:`_Resolver`),
+   labels (the format's ``label_separator`` and ``hot``), a patient id (the column, else the format's
+   ``patient_from_path``, else the file's own name, counted as unknown) and a view;
+3. a file listed twice is kept once, or left out if its labels differ; problems are collected, not raised,
+   unless nothing usable is left, and every error is one line naming the file.
 
 Views: ``view='frontal'`` (the default wherever a view column exists) keeps PA, AP and frontal images of
 unknown projection; ``pa``, ``ap``, ``lateral`` keep only those; ``all`` keeps everything.
@@ -31,22 +23,35 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from cxraug.data.formats import (
+    CHEXPERT_LABELS,
+    CHEXPERT_PATIENT,
+    FORMATS,
+    NIH_NAME,
+    Columns,
+    ManifestFormat,
+    canonical_view,
+    detect,
+    get_format,
+    register_format,
+    unregister_format,
+)
 from cxraug.data.imageio import SUPPORTED_EXTS
 from cxraug.data.sample import Collection, Sample
 from cxraug.data.tables import Table, read_table
 from cxraug.errors import ConfigError, CXRAugError, show_path
 
-CHEXPERT_LABELS = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-    "Fracture", "Support Devices",
-)  # fmt: skip
-FORMATS = ("auto", "csv", "chexpert", "nih", "mimic", "hannover")
+__all__ = [
+    "CHEXPERT_LABELS", "CHEXPERT_PATIENT", "FORMATS", "MISSING_IDS", "NIH_NAME", "PATH_COLUMNS", "PATIENT_COLUMNS",
+    "UNCERTAIN_POLICIES", "VIEWS", "VIEW_COLUMNS", "Columns", "ManifestFormat", "ManifestSpec", "canonical_view",
+    "detect_format", "manifest_spec", "read_manifest", "register_format", "unregister_format", "view_kept",
+]  # fmt: skip
+
 VIEWS = ("frontal", "pa", "ap", "lateral", "all")
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 PATH_COLUMNS = ("path", "Path", "filepath", "file", "filename", "file_name", "image", "image_path", "Image Index")
@@ -55,15 +60,15 @@ PATIENT_COLUMNS = ("patient", "patient_id", "Patient ID", "PatientID", "patienti
 # patients (each image its own, counted and warned about), not one patient called "nan"
 MISSING_IDS = frozenset({"nan", "na", "n/a", "none", "null", "<na>", "-"})
 VIEW_COLUMNS = ("view", "View Position", "ViewPosition", "projection", "Frontal/Lateral")
-NIH_NAME = re.compile(r"^(\d{8})_(\d{3})$")
-CHEXPERT_PATIENT = re.compile(r"(?:^|/)(patient\d+)(?:/|$)")
+LABEL_FIELDS = ("label_column", "label_columns", "label")
+UNCERTAIN_VALUES = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}
 
 
 @dataclass
 class ManifestSpec:
     """How to read a manifest. ``None`` fields take the format's default (or are found automatically)."""
 
-    format: str = "auto"  # auto | csv | chexpert | nih | mimic | hannover
+    format: str = "auto"  # auto or a registered format (cxraug.data.formats): csv | chexpert | nih | mimic | hannover
     path_column: str | None = None
     path_template: str | None = None  # e.g. "png/{image_id}.png" (Python format over the row's columns)
     patient_column: str | None = None
@@ -84,7 +89,7 @@ class ManifestSpec:
                                      ("uncertain", self.uncertain, UNCERTAIN_POLICIES)):  # fmt: skip
             if value not in allowed:
                 raise ConfigError(f"manifest {name} must be one of {', '.join(allowed)}; got {value!r}")
-        given = [n for n in ("label_column", "label_columns", "label") if getattr(self, n) not in (None, [])]
+        given = [n for n in LABEL_FIELDS if getattr(self, n) not in (None, [])]
         if len(given) > 1:
             raise ConfigError(f"give only one of label_column, label_columns, label; got {', '.join(given)}")
         if self.path_column and self.path_template:
@@ -95,33 +100,9 @@ class ManifestSpec:
                               f"one-class-per-row manifest); got {self.classes}")  # fmt: skip
 
 
-def detect_format(header: list[str]) -> str:
-    h = set(header)
-    if {"Path", "Frontal/Lateral"} <= h:
-        return "chexpert"
-    if {"Image Index", "Finding Labels"} <= h:
-        return "nih"
-    if {"dicom_id", "subject_id", "study_id"} <= h:
-        return "mimic"
-    if {"image_id", "patient_id", "projection"} <= h:
-        return "hannover"
-    return "csv"
-
-
-def canonical_view(value: str) -> str:
-    """``pa``, ``ap``, ``lateral``, ``frontal`` (projection unknown), ``unknown`` (blank) or ``other``."""
-    v = " ".join(value.strip().lower().replace("-", " ").replace("_", " ").split())
-    if not v:
-        return "unknown"
-    if v in ("pa", "posteroanterior", "postero anterior"):
-        return "pa"
-    if v in ("ap", "anteroposterior", "antero posterior", "ap supine", "ap erect", "ap portable", "ap upright"):
-        return "ap"
-    if v in ("lateral", "lat", "ll", "rl", "left lateral", "right lateral", "xtable lateral"):
-        return "lateral"
-    if v == "frontal":
-        return "frontal"
-    return "other"
+def detect_format(header: list[str], path: str | os.PathLike = "") -> str:
+    """The name of the format auto-detection picks for this header (see :func:`cxraug.data.formats.detect`)."""
+    return detect(header, Path(path)).name
 
 
 def view_kept(view: str, wanted: str) -> bool:
@@ -132,32 +113,20 @@ def view_kept(view: str, wanted: str) -> bool:
     return view == wanted
 
 
-def _defaults(fmt: str, t: Table) -> dict:
-    h = set(t.header)
-    if fmt == "chexpert":
-        return dict(path_column="Path", view_column="Frontal/Lateral",
-                    label_columns=[c for c in CHEXPERT_LABELS if c in h])  # fmt: skip
-    if fmt == "nih":
-        return dict(path_column="Image Index", label_column="Finding Labels", patient_column="Patient ID",
-                    view_column="View Position")  # fmt: skip
-    if fmt == "mimic":
-        return dict(path_template="files/p{subject_id:.2}/p{subject_id}/s{study_id}/{dicom_id}.jpg",
-                    patient_column="subject_id", view_column="ViewPosition")  # fmt: skip
-    if fmt == "hannover":
-        return dict(path_template="png/{image_id}.png", patient_column="patient_id", view_column="projection",
-                    label="covid")  # fmt: skip
-    return {}
-
-
-def _fill(spec: ManifestSpec, fmt: str, t: Table) -> ManifestSpec:
-    d = _defaults(fmt, t)
-    if any(getattr(spec, k) not in (None, []) for k in ("label_column", "label_columns", "label")):
-        for k in ("label_column", "label_columns", "label"):
+def _fill(spec: ManifestSpec, fmt: ManifestFormat, header: list[str]) -> ManifestSpec:
+    """``spec`` with the format's defaults where the user left a field unset."""
+    d = fmt.defaults(header).given()
+    if any(getattr(spec, k) not in (None, []) for k in LABEL_FIELDS):
+        for k in LABEL_FIELDS:
             d.pop(k, None)  # the user named the labels: the format's label default is off
     if spec.path_column or spec.path_template:
         d.pop("path_column", None)
         d.pop("path_template", None)
-    return replace(spec, format=fmt, **{k: v for k, v in d.items() if getattr(spec, k) in (None, [])})
+    return replace(spec, format=fmt.name, **{k: v for k, v in d.items() if getattr(spec, k) in (None, [])})
+
+
+def _labels_named(s: ManifestSpec) -> bool:
+    return bool(s.label or s.label_column or s.label_columns)
 
 
 def _is_ternary(v: str) -> bool:
@@ -189,7 +158,8 @@ def _canonical_names(raw: list[str], where: str) -> tuple[dict[str, str], list[s
 
 
 class _Resolver:
-    """Relative manifest paths -> files, the way releases lay them out."""
+    """Relative manifest paths -> files, the way releases lay them out. Every format's paths go through it, so a
+    generic CSV cut from a release (a CheXpert subset, NIH file names) finds its files as the release's own does."""
 
     def __init__(self, root: Path, encoding: str = "utf-8-sig"):
         self.root = root
@@ -232,183 +202,218 @@ class _Resolver:
         return self._index
 
 
-def _mimic_labels(spec: ManifestSpec, t: Table, rows: list[dict[str, str]]) -> tuple[list[dict], list[str]]:
-    """Add the CheXpert label columns to MIMIC metadata rows from the label CSV (joined on subject, study)."""
-    src = Path(spec.labels_csv) if spec.labels_csv else None
-    if src is None:
-        for name in ("mimic-cxr-2.0.0-chexpert.csv", "mimic-cxr-2.0.0-negbio.csv"):
-            if (t.path.parent / name).is_file():
-                src = t.path.parent / name
-                break
-    if src is None:
-        raise CXRAugError(
-            f"{show_path(t.path)}: MIMIC metadata has no label columns and no mimic-cxr-2.0.0-chexpert.csv beside "
-            "it; give labels_csv (--labels-csv FILE), label_columns, or one class for all rows (--label NAME)"
-        )
-    lt = read_table(src)
-    for c in ("subject_id", "study_id"):
-        if c not in lt.header:
-            raise CXRAugError(f"{show_path(src)}: missing column {c!r} to join on; has {lt.header}")
-    cols = [c for c in CHEXPERT_LABELS if c in lt.header]
-    si, st = lt.column("subject_id"), lt.column("study_id")
-    by_study = {(r[si].strip(), r[st].strip()): {c: r[lt.column(c)] for c in cols} for r in lt.rows}
-    out, skipped = [], []
-    for r in rows:
-        lab = by_study.get((r.get("subject_id", "").strip(), r.get("study_id", "").strip()))
-        if lab is None:
-            skipped.append(f"{show_path(t.path)}:{r['__line__']}: study {r.get('study_id')} has no labels in "
-                           f"{show_path(src.name)}; row skipped")  # fmt: skip
-            continue
-        out.append({**r, **lab})
-    return out, skipped
+# ----------------------------------------------------------------------------- reading
+@dataclass
+class _Manifest:
+    """One manifest being read: its table, format and filled-in spec, its rows, and what went wrong so far."""
+
+    table: Table
+    fmt: ManifestFormat
+    spec: ManifestSpec
+    rows: list[dict[str, str]]  # header -> cell, plus "__line__" (the file line, for messages)
+    where: str  # the file, as messages name it
+    problems: list[str]
+    skipped: list[str]
+
+    @property
+    def header(self) -> set[str]:
+        """The rows' columns: the manifest's, plus any the format joined in."""
+        return set(self.rows[0]) if self.rows else set(self.table.header)
+
+
+@dataclass
+class _Listing:
+    """The rows kept: samples by normalised file path (with their lines), views seen, files of unknown patient."""
+
+    entries: dict[str, list[tuple[str, Sample]]] = field(default_factory=dict)
+    views: Counter[str] = field(default_factory=Counter)
+    unknown: set[str] = field(default_factory=set)
 
 
 def read_manifest(csv_path: str | os.PathLike, spec: ManifestSpec | None = None) -> Collection:
     """Read a manifest into a :class:`Collection` (images not decoded). Problems are collected, not raised,
     unless nothing usable is left."""
-    spec = spec or ManifestSpec()
+    m = _open(csv_path, spec or ManifestSpec())
+    _name_columns(m)
+    labels = _Labels.plan(m)
+    listing = _list_rows(m, labels)
+    samples = _merge_repeats(listing.entries, labels.classes, m.where, m.problems, m.skipped)
+    s = m.spec
+    if not samples:
+        kept = f" (view filter {s.view!r}; views found: {dict(listing.views)})" if s.view_column else ""
+        raise CXRAugError(f"{m.where}: no usable rows{kept}" + (f"; e.g. {m.skipped[0]}" if m.skipped else ""))
+    return Collection(samples, labels.classes, multilabel=labels.multilabel, root=str(m.table.path),
+                      problems=m.problems, skipped=m.skipped, views=dict(listing.views),
+                      view_filter=s.view if s.view_column else "",
+                      unknown_patients=sum(os.path.normpath(x.path) in listing.unknown for x in samples))  # fmt: skip
+
+
+def _open(csv_path: str | os.PathLike, spec: ManifestSpec) -> _Manifest:
+    """Check ``spec``, parse the table, pick the format, fill in its defaults and any labels it brings."""
     spec.validate()
     t = read_table(csv_path)
-    fmt = detect_format(t.header) if spec.format == "auto" else spec.format
-    s = _fill(spec, fmt, t)
-    where = show_path(t.path)
-    problems, skipped = list(t.warnings), list(t.skipped)
+    fmt = detect(t.header, t.path) if spec.format == "auto" else get_format(spec.format)
     rows = [{**dict(zip(t.header, r)), "__line__": str(n)} for r, n in zip(t.rows, t.lines)]
+    m = _Manifest(t, fmt, _fill(spec, fmt, t.header), rows, show_path(t.path), list(t.warnings), list(t.skipped))
     if not rows:
-        raise CXRAugError(f"{where}: manifest has no rows" + (f" ({len(skipped)} malformed)" if skipped else ""))
-    if fmt == "mimic" and not (s.label or s.label_column or s.label_columns):
-        if any(c in t.header for c in CHEXPERT_LABELS):
-            s.label_columns = [c for c in CHEXPERT_LABELS if c in t.header]
-        else:
-            rows, sk = _mimic_labels(s, t, rows)
-            skipped += sk
-            s.label_columns = [c for c in CHEXPERT_LABELS if rows and c in rows[0]]
-    header = set(rows[0]) if rows else set(t.header)
+        raise CXRAugError(f"{m.where}: manifest has no rows" + (f" ({len(m.skipped)} malformed)" if m.skipped else ""))
+    if not _labels_named(m.spec):
+        joined = fmt.add_labels(t, rows, m.spec.labels_csv)
+        if joined is not None:
+            m.rows, more, columns = joined
+            m.skipped += more
+            m.spec.label_columns = list(columns)
+    return m
 
-    # --- columns
+
+def _name_columns(m: _Manifest) -> None:
+    """Fill in the columns nobody named (by common names); one clear error when a needed one is missing."""
+    s, header = m.spec, m.header
     if s.path_template is None and s.path_column is None:
         s.path_column = next((c for c in PATH_COLUMNS if c in header), None)
         if s.path_column is None:
-            raise CXRAugError(f"{where}: no path column; name it with --path-column (or --path-template "
-                              f"'png/{{id}}.png'); columns are {t.header}")  # fmt: skip
+            raise CXRAugError(f"{m.where}: no path column; name it with --path-column (or --path-template "
+                              f"'png/{{id}}.png'); columns are {m.table.header}")  # fmt: skip
     if s.patient_column is None:
         s.patient_column = next((c for c in PATIENT_COLUMNS if c in header), None)
     if s.view_column is None:
         s.view_column = next((c for c in VIEW_COLUMNS if c in header), None)
-    used = {s.path_column, s.patient_column, s.view_column, "synthetic", "AP/PA"}
-    if not (s.label or s.label_column or s.label_columns):
-        if "label" in header:
-            s.label_column = "label"
-        else:
-            s.label_columns = [c for c in t.header if c not in used and any(r[c].strip() for r in rows)
-                               and all(not r[c].strip() or _is_ternary(r[c].strip()) for r in rows)]  # fmt: skip
-            if not s.label_columns:
-                raise CXRAugError(f"{where}: no label column found; name it with --label-column, --label-columns, "
-                                  f"or give every row one class with --label NAME; columns are {t.header}")  # fmt: skip
+    if not _labels_named(s):
+        _find_labels(m, header)
     need = [s.path_column, s.patient_column, s.view_column, s.label_column, *(s.label_columns or [])]
     if s.path_template:
         need += re.findall(r"{([^{}:!]+)[^{}]*}", s.path_template)
     missing = [c for c in need if c and c not in header]
     if missing:
-        raise CXRAugError(f"{where}: missing column(s) {missing}; has {t.header}")
+        raise CXRAugError(f"{m.where}: missing column(s) {missing}; has {m.table.header}")
 
-    # --- labels
-    multilabel = bool(s.label_columns)
-    if s.label:
-        classes = [s.label.strip()]
-    elif s.label_columns:
-        classes = list(s.label_columns)
-    else:
-        raw = [r[s.label_column] for r in rows]
-        multilabel = any("|" in v for v in raw)
-        parts = [p for v in raw for p in (v.split("|") if multilabel else [v]) if p.strip()]
-        names, warns = _canonical_names(parts, where)
-        problems += warns
+
+def _find_labels(m: _Manifest, header: set[str]) -> None:
+    """No labels named: a ``label`` column, else the columns whose every value is 1, 0, -1 or blank."""
+    s = m.spec
+    if "label" in header:
+        s.label_column = "label"
+        return
+    used = {s.path_column, s.patient_column, s.view_column, "synthetic", "AP/PA"}
+    s.label_columns = [c for c in m.table.header if c not in used and any(r[c].strip() for r in m.rows)
+                       and all(not r[c].strip() or _is_ternary(r[c].strip()) for r in m.rows)]  # fmt: skip
+    if not s.label_columns:
+        raise CXRAugError(f"{m.where}: no label column found; name it with --label-column, --label-columns, "
+                          f"or give every row one class with --label NAME; columns are {m.table.header}")  # fmt: skip
+
+
+@dataclass
+class _Labels:
+    """The classes, and how a row's label cells become a vector over them."""
+
+    classes: list[str]
+    multilabel: bool
+    names: dict[str, str] = field(default_factory=dict)  # a label column's spelling -> its class
+
+    @classmethod
+    def plan(cls, m: _Manifest) -> _Labels:
+        s = m.spec
+        if s.label:
+            return cls([s.label.strip()], False)
+        if s.label_columns:
+            return cls(list(s.label_columns), True)
+        raw = [r[s.label_column] for r in m.rows]
+        sep = m.fmt.label_separator
+        multilabel = any(sep in v for v in raw)
+        names, warns = _canonical_names([p for v in raw for p in (v.split(sep) if multilabel else [v]) if p.strip()],
+                                        m.where)  # fmt: skip
+        m.problems += warns
         classes = sorted(set(names.values()))
         if s.classes is not None:
             wanted = [c.strip() for c in s.classes]
             absent = [c for c in wanted if c not in classes]
             if absent:
-                raise CXRAugError(f"{where}: manifest classes {absent} are not in its label column {s.label_column!r} "
-                                  f"(classes there: {classes})")  # fmt: skip
+                raise CXRAugError(f"{m.where}: manifest classes {absent} are not in its label column "
+                                  f"{s.label_column!r} (classes there: {classes})")  # fmt: skip
             classes = sorted(wanted)
-    unc = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[s.uncertain]
+        return cls(classes, multilabel, names)
 
-    # --- rows
-    resolve = _Resolver(Path(s.root) if s.root else t.path.parent, t.encoding)
-    views: Counter[str] = Counter()
-    entries: dict[str, list[tuple[str, Sample]]] = {}
-    unknown: set[str] = set()
-    for r in rows:
-        at = f"{where}:{r['__line__']}"
-        if s.path_template:
-            try:
-                rel = s.path_template.format(**{k: v.strip() for k, v in r.items()})
-            except (KeyError, IndexError, ValueError) as e:
-                raise CXRAugError(f"path template {s.path_template!r} does not fit {at} ({e})") from e
-        else:
-            rel = r[s.path_column].strip()
-        if not rel:
-            skipped.append(f"{at}: empty path; row skipped")
-            continue
-        lab = np.zeros(len(classes), np.float32)
+    def vector(self, m: _Manifest, r: dict[str, str], at: str) -> np.ndarray | None:
+        """The row's labels; ``None``: the row is left out (an empty label is also reported)."""
+        s = m.spec
+        lab = np.zeros(len(self.classes), np.float32)
         if s.label:
             lab[0] = 1.0
         elif s.label_columns:
-            for i, c in enumerate(classes):
-                v = r[c].strip()
-                if v.lower() == "nan":  # ignored (U-Ignore), e.g. in a manifest `data split` wrote
-                    lab[i] = np.nan
-                    continue
+            uncertain = UNCERTAIN_VALUES[s.uncertain]
+            for i, c in enumerate(self.classes):
                 try:
-                    x = float(v) if v else 0.0
+                    lab[i] = m.fmt.hot(r[c], uncertain)
                 except ValueError:
-                    problems.append(f"{at}: {c}={v!r} is not a number, taken as 0")
-                    x = 0.0
-                lab[i] = unc if x == -1 else float(x > 0)
+                    m.problems.append(f"{at}: {c}={r[c].strip()!r} is not a number, taken as 0")
         else:
-            v = r[s.label_column]
-            found = [names[p] for p in (v.split("|") if multilabel else [v]) if p.strip()]
+            sep, v = m.fmt.label_separator, r[s.label_column]
+            found = [self.names[p] for p in (v.split(sep) if self.multilabel else [v]) if p.strip()]
             if not found:
-                skipped.append(f"{at}: empty label; row skipped")
-                continue
+                m.skipped.append(f"{at}: empty label; row skipped")
+                return None
             if s.classes is not None:  # rows of other classes are not part of this source
-                found = [f for f in found if f in classes]
+                found = [f for f in found if f in self.classes]
                 if not found:
-                    continue
+                    return None
             for f in found:
-                lab[classes.index(f)] = 1.0
-        path = resolve(rel)
-        pid = r[s.patient_column].strip() if s.patient_column else ""
-        if pid.lower() in MISSING_IDS:  # what pandas, R or a database export writes for a missing id
-            pid = ""
-        if not pid:
-            m = CHEXPERT_PATIENT.search(rel.replace("\\", "/")) if fmt == "chexpert" else None
-            m = m or NIH_NAME.match(path.stem)
-            pid = m.group(1) if m else ""
-        if not pid:
-            pid = path.stem
-            unknown.add(os.path.normpath(str(path)))
-        view = ""
-        if s.view_column:
-            view = canonical_view(r[s.view_column])
-            if s.view_column == "Frontal/Lateral" and view == "frontal" and "AP/PA" in r:
-                pp = canonical_view(r["AP/PA"])
-                view = pp if pp in ("pa", "ap") else "frontal"
-            views[view] += 1
-            if not view_kept(view, s.view):
-                continue
-        synthetic = r.get("synthetic", "").strip().lower() in ("true", "1", "yes")
-        sample = Sample(None, lab, pid, "synthetic" if synthetic else "real", str(path), view)
-        entries.setdefault(os.path.normpath(str(path)), []).append((r["__line__"], sample))
+                lab[self.classes.index(f)] = 1.0
+        return lab
 
-    samples = _merge_repeats(entries, classes, where, problems, skipped)
-    if not samples:
-        kept = f" (view filter {s.view!r}; views found: {dict(views)})" if s.view_column else ""
-        raise CXRAugError(f"{where}: no usable rows{kept}" + (f"; e.g. {skipped[0]}" if skipped else ""))
-    return Collection(samples, classes, multilabel=multilabel, root=str(t.path), problems=problems, skipped=skipped,
-                      views=dict(views), view_filter=s.view if s.view_column else "",
-                      unknown_patients=sum(os.path.normpath(x.path) in unknown for x in samples))  # fmt: skip
+
+def _list_rows(m: _Manifest, labels: _Labels) -> _Listing:
+    resolve = _Resolver(Path(m.spec.root) if m.spec.root else m.table.path.parent, m.table.encoding)
+    out = _Listing()
+    for r in m.rows:
+        sample = _row_sample(m, labels, resolve, r, out)
+        if sample is not None:
+            out.entries.setdefault(os.path.normpath(sample.path), []).append((r["__line__"], sample))
+    return out
+
+
+def _row_sample(m: _Manifest, labels: _Labels, resolve: _Resolver, r: dict[str, str], out: _Listing) -> Sample | None:
+    """One row as a sample (image not decoded); ``None``: left out (reported where it is a problem)."""
+    s, at = m.spec, f"{m.where}:{r['__line__']}"
+    rel = _row_path(m, r, at)
+    if not rel:
+        m.skipped.append(f"{at}: empty path; row skipped")
+        return None
+    lab = labels.vector(m, r, at)
+    if lab is None:
+        return None
+    path = resolve(rel)
+    pid = _patient(m, r, rel, path, out.unknown)
+    view = ""
+    if s.view_column:
+        view = m.fmt.view(r, s.view_column)
+        out.views[view] += 1
+        if not view_kept(view, s.view):
+            return None
+    synthetic = r.get("synthetic", "").strip().lower() in ("true", "1", "yes")
+    return Sample(None, lab, pid, "synthetic" if synthetic else "real", str(path), view)
+
+
+def _row_path(m: _Manifest, r: dict[str, str], at: str) -> str:
+    s = m.spec
+    try:
+        return m.fmt.row_path(r, s.path_column, s.path_template)
+    except (KeyError, IndexError, ValueError) as e:
+        if s.path_template:
+            raise CXRAugError(f"path template {s.path_template!r} does not fit {at} ({e})") from e
+        raise CXRAugError(f"{at}: the {m.fmt.name} format cannot build an image path from this row ({e})") from e
+
+
+def _patient(m: _Manifest, r: dict[str, str], rel: str, path: Path, unknown: set[str]) -> str:
+    """The patient column, else the format's reading of the path, else the file itself (an unknown patient)."""
+    pid = r[m.spec.patient_column].strip() if m.spec.patient_column else ""
+    if pid.lower() in MISSING_IDS:  # what pandas, R or a database export writes for a missing id
+        pid = ""
+    if not pid:
+        pid = m.fmt.patient_from_path(rel, path)
+    if not pid:
+        pid = path.stem
+        unknown.add(os.path.normpath(str(path)))
+    return pid
 
 
 def _describe(lab: np.ndarray, classes: list[str]) -> str:
@@ -440,4 +445,3 @@ def _merge_repeats(entries: dict[str, list[tuple[str, Sample]]], classes: list[s
 def manifest_spec(**kw) -> ManifestSpec:
     """A spec from keyword arguments, ``None`` values dropped (CLI flags that were not given)."""
     return ManifestSpec(**{k: v for k, v in kw.items() if v is not None})
-
