@@ -24,6 +24,7 @@ from cxraug.errors import CXRAugError
 from cxraug.models.artifact import GeneratorFamily, family_of
 from cxraug.models.ddpm import noise_scheduler
 from cxraug.train.config import TrainConfig
+from cxraug.train.family import TrainingFamily, trains
 from cxraug.train.seeding import seeded_init
 
 
@@ -36,7 +37,8 @@ def check_config(cfg: TrainConfig) -> None:
                           "has no effect on it")  # fmt: skip
 
 
-class DiffusionFamily:
+@trains("ddpm")
+class DDPMTraining(TrainingFamily):
     """DDPM: ``generators = {"G": denoiser}``, no critics; loss = ||eps - eps_theta(x_t, t)||^2."""
 
     graphable = False  # diffusers' scheduler moves and indexes its tables per call: not proven capturable

@@ -31,10 +31,16 @@ from cxraug.models.artifact import GeneratorFamily, family_of
 from cxraug.models.cyclegan import ImagePool
 from cxraug.train.config import TrainConfig
 from cxraug.train.diffaug import DiffAugment
-from cxraug.train.diffusion_family import DiffusionFamily
+from cxraug.train.diffusion_family import DDPMTraining
+from cxraug.train.family import TRAINING, TrainingFamily, trains
 from cxraug.train.losses import LOSSES, GANLoss, WassersteinGP, WeightClip, cycle_loss
 from cxraug.train.seeding import seeded_init, stream_seed
-from cxraug.train.stylegan_family import StyleGANFamily
+from cxraug.train.stylegan_family import StyleGAN2Training
+
+# The built-in families: NoiseGANTraining and CycleGANTraining below, DDPMTraining and StyleGAN2Training in their
+# modules (imported here, so that TRAINING holds all of them once this module is loaded).
+__all__ = ["TRAINING", "CycleGANTraining", "DDPMTraining", "NoiseGANTraining", "StyleGAN2Training", "TrainingFamily",
+           "build_critic", "build_generator", "make_family", "make_loss", "trains"]  # fmt: skip
 
 
 def make_loss(cfg: TrainConfig) -> GANLoss:
@@ -52,7 +58,8 @@ def build_generator(cfg: TrainConfig, n_labels: int = 0) -> nn.Module:
 
 
 def build_critic(cfg: TrainConfig, n_labels: int = 0) -> nn.Module | None:
-    """The family's critic; None for a family trained without one (diffusion)."""
+    """The critic of a noise GAN or CycleGAN (one of each pair). None for the others: StyleGAN2-ADA builds its
+    discriminator in its own module (``train.stylegan_family``), a diffusion model has none."""
     s, w = cfg.data.size, cfg.width
     critics = {
         "dcgan": lambda: DCGANDiscriminator(s, w, **cfg.d_layout),  # paper layouts: train/config.py
@@ -64,7 +71,8 @@ def build_critic(cfg: TrainConfig, n_labels: int = 0) -> nn.Module | None:
     return critics[cfg.family]() if cfg.family in critics else None
 
 
-class AdversarialFamily:
+@trains("dcgan", "wgan", "wgangp", "cgan")
+class NoiseGANTraining(TrainingFamily):
     """DCGAN, WGAN (clip), WGAN-GP and the conditional GAN: one G, one D, noise (+ labels) in."""
 
     graphable = True  # every draw on the device generator, no host sync: a CUDA graph can hold a whole step
@@ -120,15 +128,10 @@ class AdversarialFamily:
         loss = self.loss.generator(out)
         return loss, {"g_loss": loss.detach()}
 
-    def state(self) -> dict:
-        return {"rng": self.rng.get_state()}
-
-    def load_state(self, st: dict) -> None:
-        if "rng" in st:
-            self.rng.set_state(st["rng"])
 
 
-class CycleFamily:
+@trains("cyclegan")
+class CycleGANTraining(TrainingFamily):
     """CycleGAN: G_AB, G_BA, D_A, D_B; LSGAN + cycle + identity losses, image pools."""
 
     graphable = False  # the image pools draw on the host and branch in Python
@@ -198,21 +201,6 @@ class CycleFamily:
             self.rng.set_state(st["rng"])
         if "fakes" in st:
             self._fakes = tuple(f.to(dev) for f in st["fakes"])
-
-
-# The training side of each family, by name (the sampling side is cxraug.models.artifact.GENERATORS). A training
-# family has: ``generators`` and ``critics`` (dicts of modules; ``critics`` may be empty: then the engine makes no
-# critic update), ``select_data``, ``critic_loss``, ``after_critic_step``, ``generator_loss``, ``state``/``load_state``,
-# and ``graphable`` (True when its losses can be captured in a CUDA graph: static shapes, no host-side draws or syncs).
-TRAINING: dict[str, type] = {
-    "dcgan": AdversarialFamily,
-    "wgan": AdversarialFamily,
-    "wgangp": AdversarialFamily,
-    "cgan": AdversarialFamily,
-    "cyclegan": CycleFamily,
-    "stylegan2": StyleGANFamily,
-    "ddpm": DiffusionFamily,
-}
 
 
 def make_family(cfg: TrainConfig, n_labels: int, rng: torch.Generator | None = None, pool_seed: int | None = None):

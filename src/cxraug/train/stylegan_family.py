@@ -28,6 +28,7 @@ from cxraug.models.stylegan2 import build_discriminator, build_generator
 from cxraug.train.ada import AdaptiveAugment, parse_policy
 from cxraug.train.config import TrainConfig
 from cxraug.train.diffaug import DiffAugment
+from cxraug.train.family import TrainingFamily, trains
 from cxraug.train.seeding import seeded_init
 
 # this family's fields, checked before anything is built: (test, what it must be)
@@ -60,7 +61,8 @@ def check_config(cfg: TrainConfig) -> None:
                           f"{cfg.loss!r} (--set loss)")  # fmt: skip
 
 
-class StyleGANFamily:
+@trains("stylegan2")
+class StyleGAN2Training(TrainingFamily):
     """One mapping + synthesis generator G, one residual discriminator D; (z, noise maps[, labels]) in."""
 
     # The R1 and ADA schedules branch on host-side counters (R1 every r1_every steps, p adjusted every
