@@ -24,8 +24,9 @@ def add_manifest_args(p: argparse.ArgumentParser, inputs: str = "", constant_lab
         "ignore them): the same flags as `cxraug train` and `cxraug data`, data.manifest.* in YAML.",
     )
     g.add_argument("--format", choices=FORMATS, default=None,
-                   help="manifest layout: chexpert, nih (Data_Entry_2017.csv), mimic (metadata CSV), hannover "
-                        "(data.csv), csv (generic); default auto-detected from the header")  # fmt: skip
+                   help=f"manifest layout: {', '.join(f for f in FORMATS if f != 'auto')} (chexpert, nih: "
+                        "Data_Entry_2017.csv, mimic: metadata CSV, hannover: data.csv, csv: generic, and any format "
+                        "registered with @register_format); default auto-detected from the header")  # fmt: skip
     g.add_argument("--path-column", metavar="COLUMN",
                    help="column holding image paths (relative to the manifest's folder or --root)")  # fmt: skip
     g.add_argument("--path-template", metavar="TEMPLATE", help="image path built from columns, e.g. 'png/{image_id}.png'")
