@@ -20,7 +20,6 @@ from torch.nn import functional as F
 
 from cxraug.config import to_dict
 from cxraug.data.cache import CachedDataset
-from cxraug.errors import CXRAugError
 from cxraug.models.artifact import GeneratorFamily, family_of
 from cxraug.models.ddpm import noise_scheduler
 from cxraug.train.config import TrainConfig
@@ -73,15 +72,4 @@ class DDPMTraining(TrainingFamily):
         loss = F.mse_loss(pred.float(), eps)
         return loss, {"mse": loss.detach()}
 
-    def critic_loss(self, batch):
-        raise CXRAugError("a diffusion model has no critic to train")
-
-    def after_critic_step(self) -> None:
-        pass
-
-    def state(self) -> dict:
-        return {"rng": self.rng.get_state()}
-
-    def load_state(self, st: dict) -> None:
-        if "rng" in st:
-            self.rng.set_state(st["rng"])
+    # critic_loss, after_critic_step, state (its rng) and load_state: TrainingFamily's defaults

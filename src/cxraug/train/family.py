@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from cxraug.data.cache import CachedDataset
+from cxraug.errors import CXRAugError
 from cxraug.models.artifact import GeneratorFamily
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (images [B,1,S,S] in [-1,1], label vectors [B,K]) or (a, b)
@@ -63,7 +64,8 @@ class TrainingFamily(ABC):
     def generator_loss(self, batch: Batch) -> tuple[torch.Tensor, Logs]: ...
 
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, Logs]:
-        raise NotImplementedError(f"{type(self).__name__} has no critic")
+        """A family with ``critics`` overrides this; the engine never calls it on one without (``has_critic``)."""
+        raise CXRAugError(f"the {self.name or type(self).__name__} family has no critic to train")
 
     def after_critic_step(self) -> None:
         """After each critic optimiser step (e.g. weight clipping); nothing by default."""
