@@ -28,6 +28,7 @@ standardised content embedding (``content``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cxraug.errors import CheckpointError, show_path
+from cxraug.metrics.encoder import _blur
 
 NAME = "cxraug-cxr"
 VERSION = "1"
@@ -60,16 +62,6 @@ GROUPS = ("kermany-normal", "kermany-bacterial", "kermany-viral", "covid-cxnet",
 
 
 # ----------------------------------------------------------------------------------------------- content part
-def smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A separable Gaussian blur of x [B,1,S,S] (radius 3 sigma, reflect padding)."""
-    r = int(np.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    g = torch.exp(-0.5 * (t / sigma) ** 2)
-    g = g / g.sum()
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), g.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), g.view(1, 1, -1, 1))
-
-
 class ResBlock(nn.Module):
     """conv3x3(stride) - GN - SiLU - conv3x3 - GN, plus a 1x1 projection when the shape changes."""
 
@@ -109,14 +101,16 @@ class CXRNet(nn.Module):
             x = F.interpolate(x, size=(self.SIZE, self.SIZE), mode="area")
         elif x.shape[-1] < self.SIZE:
             x = F.interpolate(x, size=(self.SIZE, self.SIZE), mode="bilinear", align_corners=False)
-        x = smooth(x, self.SMOOTH)
+        x = _blur(x, torch.full((x.shape[0],), self.SMOOTH))  # the encoder's separable Gaussian, reflect padding
         return self.blocks(self.stem(x)).mean((2, 3))  # [B, 256]: global average pool of 4x4
 
 
 # ------------------------------------------------------------------------------------------------ detail part
-def _radius_matrix(size: int) -> torch.Tensor:
-    """[size*(size//2+1), BANDS]: sums an rfft2 power half-plane into the radial bands (radii 1..size/2)."""
-    from cxraug.metrics.spectral import _bin_matrix
+@functools.lru_cache(maxsize=8)
+def _spectrum_tables(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For ``size``-px images, once (CPU float32): the periodic Hann window [S, S]; the matrix [S*(S//2+1), R]
+    that sums an rfft2 power half-plane into radii 1..R = S/2; the matrix [R, BANDS] averaging radii into bands."""
+    from cxraug.metrics.spectral import _bin_matrix, hann_window
 
     m = _bin_matrix(size)  # [F, R] radii 1..R
     r = m.shape[1]
@@ -124,19 +118,19 @@ def _radius_matrix(size: int) -> torch.Tensor:
     band = np.zeros((r, BANDS))
     for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
         band[lo:hi, b] = 1.0 / max(hi - lo, 1)
-    return torch.from_numpy(m).float(), torch.from_numpy(band).float()
+    return tuple(torch.from_numpy(a).float() for a in (hann_window(size), m, band))
 
 
 def detail_stats(x: torch.Tensor) -> torch.Tensor:
     """[B,1,S,S] in [-1,1] -> [B, BANDS + 4*LEVELS + 1] training-free detail statistics (see module doc)."""
-    from cxraug.metrics.spectral import _EPS, hann_window
+    from cxraug.metrics.spectral import _EPS
 
     b, s = x.shape[0], x.shape[-1]
     x = x.float()
+    hann, per_radius, to_band = (t.to(x.device) for t in _spectrum_tables(s))
     # radial spectrum, as cxraug.metrics.spectral: mean removed, Hann window, shares of power per radius, dB
-    z = (x[:, 0] - x.mean((1, 2, 3))[:, None, None]) * torch.from_numpy(hann_window(s)).float()
+    z = (x[:, 0] - x.mean((1, 2, 3))[:, None, None]) * hann
     power = torch.fft.rfft2(z).abs().pow(2).reshape(b, -1)
-    per_radius, to_band = _radius_matrix(s)
     pr = power @ per_radius + _EPS
     share = pr / pr.sum(1, keepdim=True)
     spec = (10 * torch.log10(share)) @ to_band  # [B, BANDS]: mean dB over each band's radii

@@ -155,6 +155,7 @@ def standardise(model: CXRFeatures, images_u8: np.ndarray, batch: int = 256) -> 
             k = min(CONTENT_PCS, vt.shape[0])  # (fewer images than axes only in tests: the rest stay 0)
             v = torch.zeros(c, CONTENT_PCS, dtype=vt.dtype)
             v[:, :k] = vt[:k].T  # [256, K]
-            v = v * torch.sign(v[v.abs().argmax(0), torch.arange(CONTENT_PCS)]).clamp_min(0).mul(2).sub(1)  # fixed sign
+            pivot = v[v.abs().argmax(0), torch.arange(CONTENT_PCS)]  # each axis's largest loading
+            v = v * torch.where(pivot < 0, -1.0, 1.0).to(v.dtype)  # made positive: a fixed sign per axis
             model.pcs.copy_(v.float())
             model.pc_mean.copy_(zc.mean(0).float())

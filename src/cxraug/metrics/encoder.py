@@ -83,8 +83,8 @@ def image_fingerprints(images_u8: np.ndarray) -> list[str]:
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Per-image Gaussian blur of x [B,1,S,S] with sigma [B] (pixels), reflect padding."""
     r = int(np.ceil(3 * float(sigma.max())))
-    t = torch.arange(-r, r + 1, dtype=x.dtype)
-    g = torch.exp(-0.5 * (t[None] / sigma[:, None]) ** 2)
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-0.5 * (t[None] / sigma.to(x.device)[:, None]) ** 2)
     g = g / g.sum(1, keepdim=True)  # [B, 2r+1]
     b, _, s, _ = x.shape
     y = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect").view(1, b, s, s + 2 * r), g.view(b, 1, 1, -1), groups=b)
