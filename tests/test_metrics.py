@@ -389,3 +389,22 @@ def test_evaluate_takes_a_random_n_of_a_generated_folder_not_its_first_files(tmp
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     full, _ = _fake_images(str(d), 100, 32, seed=0, progress=False)
     assert len(full) == 40  # fewer than n: all of them
+
+
+def test_closest_pairs_grid_shows_the_real_images_the_audit_compared(monkeypatch):
+    """With more real images than ``n``, the audit's indices are into the n drawn: the grid (``cxraug evaluate``,
+    the study report) must show those images, not the rows with the same numbers in the full set."""
+    import cxraug.plotting as plotting
+    from cxraug.metrics.memorization import closest_pairs_grid
+
+    real = rand_u8(40, 32, seed=8)
+    fake = real[[3, 17, 29]].copy()  # copies: their nearest real image is themselves
+    res = evaluate_images(real, fake, "cxr", n=20, k=2, progress=False, fid_reps=2)
+    assert res["real_indices"] is not None and len(res["real_indices"]) == 20
+    shown = {}
+    monkeypatch.setattr(plotting, "save_grid", lambda imgs, dest, nrow: shown.update(imgs=np.asarray(imgs)))
+    closest_pairs_grid(real, fake, res["memorization"], "unused.png", real_indices=res["real_indices"])
+    pairs = res["memorization"]["closest_pairs"][:8]
+    exact = [(k, img) for (k, _, rmse), img in zip(pairs, shown["imgs"][len(pairs) :]) if rmse == 0]
+    assert exact  # (this draw keeps some originals) a copy's original among the n drawn is what the grid shows
+    assert all(np.array_equal(img, fake[k]) for k, img in exact)

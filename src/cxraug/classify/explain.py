@@ -122,8 +122,7 @@ def save_explanations(
         quality = evaluate_images(train_minority, synthetic, features, progress=progress, heldout_u8=test_minority,
                                   patient_ids=train_patients)  # fmt: skip
         (dest / "figures").mkdir(exist_ok=True)
-        compared = train_minority if quality.get("real_indices") is None else train_minority[quality["real_indices"]]
-        closest_pairs_grid(compared, synthetic, quality["memorization"], dest / "figures" / "closest_pairs.png",
-                           heldout_u8=test_minority)  # fmt: skip
+        closest_pairs_grid(train_minority, synthetic, quality["memorization"], dest / "figures" / "closest_pairs.png",
+                           heldout_u8=test_minority, real_indices=quality.get("real_indices"))  # fmt: skip
         write_json(dest / "quality.json", quality)
     return quality

@@ -89,8 +89,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     run = new_run_dir(a.out, "evaluate")
     save_config(vars(a) | {"func": None}, run / "config.yaml")
     write_json(run / "metrics.json", res)
-    compared = real if res.get("real_indices") is None else real[res["real_indices"]]  # the audit's indices
-    closest_pairs_grid(compared, fake, res["memorization"], run / "closest_pairs.png", heldout_u8=heldout)
+    closest_pairs_grid(real, fake, res["memorization"], run / "closest_pairs.png", heldout_u8=heldout,
+                       real_indices=res["real_indices"])  # fmt: skip
     print(format_table(res))
     skipped.save(run, left_out)
     print(f"run folder: {run}")

@@ -82,12 +82,21 @@ def memorization_audit(
 
 
 def closest_pairs_grid(
-    real_u8: np.ndarray, fake_u8: np.ndarray, audit: dict, dest, heldout_u8: np.ndarray | None = None
+    real_u8: np.ndarray,
+    fake_u8: np.ndarray,
+    audit: dict,
+    dest,
+    heldout_u8: np.ndarray | None = None,
+    real_indices: list[int] | None = None,
 ) -> None:
     """Top row: the generated images closest to a real one; below: that real image. With ``heldout_u8`` and the
     audit's ``nearest_anywhere``, two more rows: the generated images nearest (copy space) to any real image
-    given, and that image, from the training or the held-out set."""
+    given, and that image, from the training or the held-out set. ``real_indices``: the rows of ``real_u8`` the
+    audit compared (``evaluate_images``' ``real_indices`` when it drew n of them; None: all)."""
     from cxraug.plotting import save_grid
+
+    if real_indices is not None:
+        real_u8 = real_u8[real_indices]
 
     pairs = audit["closest_pairs"][:8]
     if not pairs:
