@@ -17,7 +17,7 @@ to the smaller one, as Zunair & Hamza do: 400 of the 763).
 The budget is **CPU seconds of training in one thread** (``time.thread_time`` of the training loop; on an
 otherwise idle core this is its wall time). Counting CPU time, not wall time, lets several contestants run
 side by side, one core each, and still get exactly the same compute whatever else the machine does.
-Evaluation during training (encoder FID of 128 EMA samples every ``--eval-every`` CPU seconds, for the
+Evaluation during training (FID of 128 EMA samples, in the same feature space, every ``--eval-every`` CPU seconds, for the
 time-to-quality trace) is timed apart and not charged to the budget.
 
 Data: covid-cxnet (898 COVID images, no patient ids: one image = one patient), split 85 / 15 at random
@@ -25,9 +25,12 @@ Data: covid-cxnet (898 COVID images, no patient ids: one image = one patient), s
 image, is never trained on and serves as Meehan et al.'s held-out set in the data-copying test. Generators
 train on the 85 %. ``evaluate`` draws 1,000 images per contestant (timed: samples per CPU-second of one
 thread at synthesis) and runs ``cxraug.metrics.evaluate_images`` on them: FID and KID with their spread, precision /
-recall / density / coverage, MS-SSIM diversity and the memorization audit, on the offline encoder trained
-on a patient-level half of the training images (the other half is the reference), as ``cxraug evaluate``
-does when no Inception weights are present.
+recall / density / coverage, MS-SSIM diversity, the spectral check and the memorization audit, in the shipped
+CXR feature space ``cxraug-cxr-v1`` (``--features cxr``, the default; what ``cxraug evaluate`` uses offline), so the
+numbers compare across runs and machines. Next to them, the real-vs-real floor at the same n: the training
+images split in two seeded halves A and B, FID(A, B) against FID(A, the first |B| samples), both with bootstrap
+CIs. ``--features trained`` reproduces the first (session 6) run: an encoder trained on a patient-level half of the
+training images, a new feature space per reference set (issue 27: not comparable across runs).
 
 ``study`` runs benchmarks/study-four-way.yaml (the COVID study at the 10 % regime, 3 seeds) with the
 contestant's family in the `gan:` block, each seed's generator trained for the number of steps the
@@ -113,6 +116,12 @@ def with_normals(train):
     )  # fmt: skip
 
 
+def trace_features(out: Path, train, features: str) -> str:
+    """The trace's FID features: ``cxr`` (fixed, nothing to prepare), or with ``trained`` the offline encoder
+    trained once on the training images and shared by all contestants (``prepare`` makes it first)."""
+    return "cxr" if features == "cxr" else f"encoder:{trace_encoder(out, train)}"
+
+
 def trace_encoder(out: Path, train) -> Path:
     """The trace's FID features: the offline encoder, trained once on the training images and shared by all
     contestants (``prepare`` makes it before they start side by side)."""
@@ -130,7 +139,7 @@ def trace_encoder(out: Path, train) -> Path:
 def cmd_prepare(a: argparse.Namespace) -> int:
     train, held, n_dup = split_data()
     print(f"{len(train)} training images, {len(held)} held out ({n_dup} near-duplicates of training images dropped)")
-    print(f"trace encoder: {trace_encoder(Path(a.out), train)}")
+    print(f"trace features: {trace_features(Path(a.out), train, a.features)}")
     return 0
 
 
@@ -146,12 +155,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     out = Path(a.out) / name
     out.mkdir(parents=True, exist_ok=True)
     train, held, n_dup = split_data()
-    enc = trace_encoder(Path(a.out), train)
+    feats = trace_features(Path(a.out), train, a.features)
     cfg = load_config(TrainConfig, None, [*overrides, "steps=10000000", "fid_every=0", "sample_every=10000000",
                                           "ckpt_every=10000000", f"fid_n={a.fid_n}", "threads=1", "device=cpu", *a.set],
                       base=preset(preset_name))  # fmt: skip
     tr = Trainer(cfg, with_normals(train) if cfg.domain_a else train, out / "run", progress=False)
-    hook = EncoderFIDHook(f"encoder:{enc}")
+    hook = EncoderFIDHook(feats)
     trace: list[dict] = []
     t_train = t_eval = 0.0
     next_eval = 0.0
@@ -186,7 +195,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             "train_images": len(train), "heldout_images": len(held), "heldout_near_duplicates_dropped": n_dup,
             "params_g": sum(p.numel() for p in tr.main_generator.parameters()),
             "params_d": sum(p.numel() for m in tr.family.critics.values() for p in m.parameters()),
-            "trace": trace, "checkpoint": str(ckpt), "cpu": _cpu()}  # fmt: skip
+            "trace": trace, "trace_features": feats, "checkpoint": str(ckpt), "cpu": _cpu()}  # fmt: skip
     (out / "train.json").write_text(json.dumps(info, indent=2))
     print(f"{name}: {tr.step} steps in {t_train:.0f} cpu-s, last FID {trace[-1]['fid']:.2f}")
     return 0
@@ -203,6 +212,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     train, held, _ = split_data()
     real = np.asarray(train.images)
+    half_a, half_b = real_halves(real)
+    floor = _fid(real[half_a], real[half_b], a.features)
+    (Path(a.out) / "floor.json").write_text(json.dumps(floor, indent=2))
+    print(f"real-vs-real floor (n {len(half_a)} vs {len(half_b)}): FID {floor['fid']:.2f} {floor['fid_ci95']}")
     names = a.only or [n for n in CONTESTANTS if (Path(a.out) / n / "last.pt").exists()]
     for name in names:
         d = Path(a.out) / name
@@ -210,7 +223,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         t0 = time.thread_time()  # CPU time of this (one-thread) process: unmoved by other jobs on the machine
         fake, _, _ = generate(d / "last.pt", N_EVAL, seed=a.seed)
         gen_s = time.thread_time() - t0
-        res = evaluate_images(real, fake, "auto", n=N_EVAL, seed=0, progress=False, heldout_u8=held)
+        res = evaluate_images(real, fake, a.features, n=N_EVAL, seed=0, progress=False, heldout_u8=held)
+        res["matched_n"] = _fid(real[half_a], fake[: len(half_b)], a.features)  # beside the floor, same n
         res["samples_per_s"] = round(N_EVAL / gen_s, 2)
         res["synthesis_s"] = round(gen_s, 1)
         (d / "metrics.json").write_text(json.dumps(res, indent=2, default=float))
@@ -218,6 +232,23 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         save_grid(grid, d / "grid.png", nrow=8)
         print(f"{name}: FID {res['fid']:.2f}  KID {res['kid_mean']:.4f}  {res['samples_per_s']} img/s", flush=True)
     return 0
+
+
+def real_halves(real) -> tuple:
+    """Two disjoint seeded halves of the training images (covid-cxnet: one image per patient)."""
+    import numpy as np
+
+    perm = np.random.default_rng(0).permutation(len(real))
+    return np.sort(perm[: len(real) // 2]), np.sort(perm[len(real) // 2 :])
+
+
+def _fid(ref, other, features: str) -> dict:
+    """FID of ``other`` against ``ref`` with its bootstrap CI, through ``evaluate_images`` (no audit)."""
+    from cxraug.metrics import evaluate_images
+
+    r = evaluate_images(ref, other, features, n=max(len(ref), len(other)), seed=0, progress=False, audit=False)
+    return {"features": r["features"], "n_ref": r["n_real"], "n": r["n_fake"], "fid": r["fid"],
+            "fid_ci95": r["fid_ci95"]}  # fmt: skip
 
 
 def minority_per_seed(cfg_path: Path) -> list[int]:
@@ -288,10 +319,14 @@ def cmd_table(a: argparse.Namespace) -> int:
         n: json.loads((out / n / "train.json").read_text()) for n in CONTESTANTS if (out / n / "train.json").exists()
     }
     print(
-        "| family | steps | images seen | params G / D | FID [95 % CI] | KID ×10³ (± std) | precision | recall | "
-        "density | coverage | MS-SSIM | flagged copies | Meehan Z_U | samples/s |"
+        "| family | steps | images seen | params G / D | FID [95 % CI] | FID at the floor's n | KID ×10³ (± std) | "
+        "precision | recall | density | coverage | MS-SSIM | spectral dB | flagged copies | Meehan Z_U | samples/s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if (out / "floor.json").exists():
+        f = json.loads((out / "floor.json").read_text())
+        print(f"| real vs real (floor) | | | | | {f['fid']:.2f} [{f['fid_ci95'][0]:.2f}, {f['fid_ci95'][1]:.2f}] "
+              "| | | | | | | | | | |")  # fmt: skip
     for n in FOUR:
         if n not in info or not (out / n / "metrics.json").exists():
             continue
@@ -299,10 +334,14 @@ def cmd_table(a: argparse.Namespace) -> int:
         mem = m.get("memorization") or {}
         z = (mem.get("three_sample") or {}).get("z_u", float("nan"))
         lo, hi = m["fid_ci95"]
+        mt = m.get("matched_n")
+        matched = f"{mt['fid']:.2f} [{mt['fid_ci95'][0]:.2f}, {mt['fid_ci95'][1]:.2f}]" if mt else "–"
+        sp = (m.get("spectral") or {}).get("all")
+        spec = f"{sp['distance']:.2f} (floor {sp['floor']['p95']:.2f})" if sp else "–"
         print(f"| {n} | {t['steps']} | {t['images_seen']:,} | {t['params_g'] / 1e6:.2f} M / {t['params_d'] / 1e6:.2f} M | "
-              f"{m['fid']:.2f} [{lo:.2f}, {hi:.2f}] | {m['kid_mean'] * 1e3:.1f} ± {m['kid_std'] * 1e3:.1f} | "
+              f"{m['fid']:.2f} [{lo:.2f}, {hi:.2f}] | {matched} | {m['kid_mean'] * 1e3:.1f} ± {m['kid_std'] * 1e3:.1f} | "
               f"{m['precision']:.3f} | {m['recall']:.3f} | {m['density']:.3f} | {m['coverage']:.3f} | "
-              f"{m['diversity']['synthetic']['ms_ssim']:.3f} | {mem.get('n_flagged', 0)} / {mem.get('n_fake', 0)} | "
+              f"{m['diversity']['synthetic']['ms_ssim']:.3f} | {spec} | {mem.get('n_flagged', 0)} / {mem.get('n_fake', 0)} | "
               f"{z:+.2f} | {m['samples_per_s']:.1f} |")  # fmt: skip
     real_ms = [json.loads((out / n / "metrics.json").read_text())["diversity"]["real"]["ms_ssim"]
                for n in FOUR if (out / n / "metrics.json").exists()]  # fmt: skip
@@ -311,7 +350,7 @@ def cmd_table(a: argparse.Namespace) -> int:
     print()
     n_pts = max(len(t["trace"]) for t in info.values())
     every = next(iter(info.values()))["budget_cpu_s"] / max(n_pts - 1, 1)
-    print("| family (trace: encoder FID of 128 EMA samples) | " + " | ".join(f"{i * every:.0f} s" for i in range(n_pts))
+    print("| family (trace: FID of 128 EMA samples) | " + " | ".join(f"{i * every:.0f} s" for i in range(n_pts))
           + " | to FID ≤ 40 | to FID ≤ 25 |")  # fmt: skip
     print("|---|" + "---:|" * (n_pts + 2))
     for n, t in info.items():
@@ -359,7 +398,7 @@ def cmd_figure(a: argparse.Namespace) -> int:
         m = json.loads((out / n / "metrics.json").read_text())
         t = json.loads((out / n / "train.json").read_text())
         ax.imshow(plt.imread(out / n / "grid.png"), cmap="gray")
-        ax.set_title(f"{n}: {t['steps']} steps\nencoder FID {m['fid']:.1f}", fontsize=11)
+        ax.set_title(f"{n}: {t['steps']} steps\nFID {m['fid']:.1f} ({m['features']})", fontsize=11)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(a.dest, dpi=80)
@@ -380,11 +419,17 @@ def _cpu() -> str:
     return "unknown"
 
 
+FEATURES = {"choices": ["cxr", "trained"], "default": "cxr",
+            "help": "feature space of FID and the trace: cxr (the shipped cxraug-cxr-v1, comparable across runs) or "
+                    "trained (an encoder trained on half the training images, as the first run did)"}  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("prepare", help="the split and the trace's encoder (before contestants run side by side)")
     r.add_argument("--out", default=str(ROOT / "runs" / "four-way"))
+    r.add_argument("--features", **FEATURES)
     r.set_defaults(func=cmd_prepare)
     t = sub.add_parser("train", help="train one contestant for a CPU-time budget")
     t.add_argument("name", choices=list(CONTESTANTS))
@@ -392,10 +437,12 @@ def main() -> int:
     t.add_argument("--eval-every", type=float, default=225.0, help="CPU seconds of training between FID points")
     t.add_argument("--fid-n", type=int, default=128, help="EMA samples per FID point of the trace")
     t.add_argument("--out", default=str(ROOT / "runs" / "four-way"))
+    t.add_argument("--features", **FEATURES)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("evaluate", help="metrics and synthesis speed of every trained contestant")
     e.add_argument("--out", default=str(ROOT / "runs" / "four-way"))
+    e.add_argument("--features", **FEATURES)
     e.add_argument("--only", nargs="*")
     # not 0, as it was chosen before the cause of the seed-0 anomaly was known (cxraug.train.seeding: weights
     # used to be initialised from the same stream as synthesis seed 0); any seed is fine since that fix
