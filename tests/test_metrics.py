@@ -206,6 +206,26 @@ def test_prdc_matches_naeem_formulas_computed_by_brute_force(k):
     assert 0 < ours["precision"] < 1 and 0 < ours["coverage"] < 1  # a non-trivial case
 
 
+def test_prdc_with_feature_groups_requires_every_group_brute_force():
+    """Two groups on different scales: group 1 (wide) where fakes sit among the reals, group 2 (narrow) where
+    half of them are far off. One ball over both columns calls them all realistic; with ``parts`` each group's
+    balls are checked apart (the reference: the brute-force estimator per group, combined by hand)."""
+    rng = np.random.default_rng(3)
+    real = np.concatenate([rng.normal(0, 10, (60, 2)), rng.normal(0, 0.1, (60, 2))], 1)
+    fake = np.concatenate([rng.normal(0, 10, (40, 2)), rng.normal(0, 0.1, (40, 2))], 1)
+    fake[20:, 2:] += 3.0  # 30 SDs off in group 2 only: 0.3 % of group 1's spread
+    assert prdc(real, fake, 5)["precision"] > 0.9  # hidden by group 1's scale
+    ours = prdc(real, fake, 5, parts=[2])
+    g1, g2 = _prdc_brute_force(real[:, :2], fake[:, :2], 5), _prdc_brute_force(real[:, 2:], fake[:, 2:], 5)
+    d_rr = np.linalg.norm(real[:, None, 2:] - real[None, :, 2:], axis=-1)
+    radius = np.sort(d_rr, 1)[:, 5]  # each real's 5th neighbour in group 2 (index 0: itself)
+    d_rf = np.linalg.norm(real[:, None, 2:] - fake[None, 20:, 2:], axis=-1)
+    assert not (d_rf <= radius[:, None]).any()  # the shifted fakes are in no real's group-2 ball
+    assert ours["precision"] <= 0.5 and ours["precision"] <= min(g1["precision"], g2["precision"]) + 1e-12
+    assert ours["density"] == pytest.approx(min(g1["density"], g2["density"]), abs=1e-12)
+    assert prdc(real, fake, 5, parts=[]) == prdc(real, fake, 5)  # one group: the published estimator
+
+
 def test_fid_infinity_removes_the_small_sample_bias():
     """Gaussians with a closed-form FID (d=16): over 8 independent fake samples of n=100, FID at n is
     biased up by ~0.6; Chong & Forsyth's extrapolation removes most of it."""

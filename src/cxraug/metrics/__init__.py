@@ -158,8 +158,9 @@ def evaluate_images(
         "encoder": encoder_note,
         "encoder_reference_overlap": overlap,
         "real_indices": real_indices,  # the real images compared when there were more than n (None: all)
+        "prdc_feature_groups": list(ext.parts) if ext.parts else None,  # boundaries: a sample must be in all
     }
-    res.update(all_metrics(fr, ff, k=k, seed=seed, fid_reps=fid_reps))
+    res.update(all_metrics(fr, ff, k=k, seed=seed, fid_reps=fid_reps, parts=ext.parts))
     res["diversity"] = {
         "synthetic": ms_ssim_diversity(fake_u8, seed=seed),
         "real": ms_ssim_diversity(reference, seed=seed),

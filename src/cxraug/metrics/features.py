@@ -42,6 +42,9 @@ class Extractor:
     #: the features the copy searches use (nearest real image, Meehan et al.'s test), when they differ from
     #: ``fn``'s: a space in which a blurred or shifted copy stays next to its original
     copy_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: column boundaries of feature groups on different scales (``cxr``: content ; detail): precision/recall/
+    #: density/coverage take each group's own k-NN balls and require all of them (``cxraug.metrics.fid.prdc``)
+    parts: tuple[int, ...] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -136,13 +139,13 @@ def _load_xrv_state(model: torch.nn.Module, path: Path) -> None:
 
 def cxr_extractor(path: str | os.PathLike | None = None) -> Extractor:
     """The shipped CXR feature space (or a file of its format): FID features ``fn``, copy features ``copy_fn``."""
-    from cxraug.metrics.cxrfeat import NAME, VERSION, WEIGHTS, load_features, weights_digest
+    from cxraug.metrics.cxrfeat import CONTENT_PCS, NAME, VERSION, WEIGHTS, load_features, weights_digest
 
     p = Path(path) if path else WEIGHTS
     model = load_features(p)
     digest = weights_digest(p)[:12]
     name = f"{NAME}-v{VERSION}" if path is None else f"{NAME}-v{VERSION}:{p.name}"
-    return Extractor(name, model, f"cxr-{digest}", model, copy_fn=model.content)
+    return Extractor(name, model, f"cxr-{digest}", model, copy_fn=model.content, parts=(CONTENT_PCS,))
 
 
 def encoder_extractor(path: str | os.PathLike) -> Extractor:
