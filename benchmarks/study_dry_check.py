@@ -14,8 +14,8 @@ import argparse
 import time
 
 from cxraug.classify.aggregate import aggregate
-from cxraug.classify.cli import _check_study
 from cxraug.classify.study import Study, load_study_config
+from cxraug.cli.study import check_study
 from cxraug.data.source import check_outputs
 
 # primary.regime: a config may pre-specify a regime the tiny run does not have
@@ -29,7 +29,7 @@ def main() -> None:
     a = ap.parse_args()
     t0 = time.time()
     cfg = load_study_config(a.config, TINY)
-    _check_study(cfg)
+    check_study(cfg)
     check_outputs([s.path for s in (*cfg.sources, *cfg.external_test, *cfg.probe)], a.out)
     st = Study(cfg, a.out, progress=False)
     st.prepare()

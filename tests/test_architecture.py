@@ -2,10 +2,10 @@
 
 Stages, bottom to top (README): utilities (errors, io, config, plotting) <- data <- models <- train;
 metrics and synth use only data and models; classify (the study) may use everything below it; report turns a
-study's output folder into a page and uses only utilities and data; the command line sits on top. A stage's
-``cli.py`` (and ``cxraug.demo``) belongs to the command line: it registers itself with
-``cxraug.commands.register`` (a utility) and may call any stage; only ``cxraug.__main__`` imports the top-level
-dispatcher ``cxraug.cli``. Every import counts, also one inside a function: a lazy import is still a dependency.
+study's output folder into a page and uses only utilities and data; the demo runs the study and its report. The
+command line, the package ``cxraug.cli`` (the dispatcher, one module per command group, the argument helpers they
+share), sits on top and may call any stage; no stage imports it, and only ``cxraug.__main__`` imports the
+dispatcher. Every import counts, also one inside a function: a lazy import is still a dependency.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "cxraug"
 
-UTILITIES = {"cxraug", "cxraug.errors", "cxraug.io", "cxraug.config", "cxraug.plotting", "cxraug.commands"}
+UTILITIES = {"cxraug", "cxraug.errors", "cxraug.io", "cxraug.config", "cxraug.plotting"}
 # what each library stage may import besides itself and the utilities
 ALLOWED = {
     "utilities": set(),
@@ -33,8 +33,8 @@ ALLOWED = {
     "synth": {"data", "models"},
     "classify": {"data", "models", "train", "metrics", "synth"},
     "report": {"data"},
+    "demo": {"data", "models", "train", "metrics", "synth", "classify", "report"},
 }
-CLI_ROOT = {"cxraug.cli", "cxraug.__main__", "cxraug.demo"}
 
 
 def _module_name(path: Path) -> str:
@@ -48,7 +48,7 @@ MODULES = {_module_name(p): p for p in sorted(PKG.rglob("*.py"))}
 
 
 def _is_cli(mod: str) -> bool:
-    return mod in CLI_ROOT or mod.endswith(".cli")
+    return mod in ("cxraug.cli", "cxraug.__main__") or mod.startswith("cxraug.cli.")
 
 
 def _stage(mod: str) -> str:
@@ -122,22 +122,23 @@ def test_utilities_import_only_utilities():
     assert not bad, "\n".join(bad)
 
 
-def test_only_command_line_modules_import_cxraug_cli():
+def _defines(mod: str, name: str) -> bool:
+    tree = ast.parse(MODULES[mod].read_text())
+    return any(isinstance(n, ast.FunctionDef) and n.name == name for n in tree.body)
+
+
+def test_the_command_line_is_one_package_on_top():
     importers = sorted(m for m, targets in GRAPH.items() if "cxraug.cli" in targets)
     assert importers == ["cxraug.__main__"], importers
-    # cxraug.cli finds the sub-commands by name at run time and imports none of them itself
-    assert set(GRAPH["cxraug.cli"]) <= UTILITIES, GRAPH["cxraug.cli"]
-    # ... and every sub-CLI it names exists and registers itself
-    tree = ast.parse(MODULES["cxraug.cli"].read_text())
-    listed = {
-        c.value
-        for c in ast.walk(tree)
-        if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.startswith("cxraug.")
-    }
-    sub_clis = {m for m in MODULES if _is_cli(m) and m not in ("cxraug.cli", "cxraug.__main__")}
-    assert sub_clis <= listed, f"sub-CLIs cxraug.cli does not load: {sorted(sub_clis - listed)}"
-    for m in sub_clis:
-        assert "cxraug.commands" in GRAPH[m], f"{m} does not register with cxraug.commands.register"
+    # only the command line imports its modules (the stage check above says the same from the stages' side)
+    bad = [_where(m, t) for m, targets in GRAPH.items() if not _is_cli(m) for t in targets if _is_cli(t)]
+    assert not bad, "\n".join(bad)
+    # no stage keeps a command line of its own
+    assert not [m for m in MODULES if m.endswith(".cli") and m != "cxraug.cli"]
+    # every command group is listed by the dispatcher
+    groups = {m for m in MODULES if m.startswith("cxraug.cli.") and _defines(m, "add_commands")}
+    assert groups, "no module of cxraug.cli defines add_commands"
+    assert groups <= set(GRAPH["cxraug.cli"]), f"command groups cxraug.cli does not list: {sorted(groups - set(GRAPH['cxraug.cli']))}"
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -210,7 +211,7 @@ def test_the_checker_sees_the_old_cycle():
         "cxraug.classify": {"cxraug.train"},
     }
     assert _cycles(graph) == [["cxraug.classify", "cxraug.report", "cxraug.train"]]
-    assert _stage("cxraug.train.engine") == "train" and _stage("cxraug.train.cli") == "cli"
+    assert _stage("cxraug.train.engine") == "train" and _stage("cxraug.cli.train") == "cli"
     assert _resolve("cxraug.models.dcgan.DCGANGenerator") == "cxraug.models.dcgan"
     assert "report" not in ALLOWED["train"] and "train" not in ALLOWED["metrics"] | ALLOWED["synth"]
 

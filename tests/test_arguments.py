@@ -137,7 +137,7 @@ def test_error_lines_stay_one_printable_line(tmp_path, capsys):
     """A non-UTF-8 name in an error message must not turn printing the error into a UnicodeEncodeError."""
     import os
 
-    from cxraug.commands import one_line
+    from cxraug.cli import one_line
 
     assert one_line("bad\nvalue in caf\udce9.png") == "bad value in caf\\udce9.png"
     missing = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")

@@ -86,7 +86,7 @@ def test_cli_cyclegan_without_source_is_one_line_and_with_source_translates(cycl
                str(tmp_path / "b")])  # fmt: skip
     assert rc == 0 and len(list((tmp_path / "b").rglob("*.png"))) == 5
 
-    from cxraug.metrics.cli import _fake_images
+    from cxraug.cli.evaluate import _fake_images
 
     fake, desc = _fake_images(str(cyclegan_ckpt), 100, 32, 0, False, "phantom:normal=7")
     assert fake.shape == (7, 32, 32) and "cyclegan" in desc
@@ -112,7 +112,7 @@ def test_legacy_checkpoint_still_loads(tiny_ds, tmp_path):
 
 
 def test_sampling_side_never_imports_the_trainer():
-    code = ("import sys, cxraug.synth.generate, cxraug.synth.cli, cxraug.metrics.hooks, cxraug.metrics.cli, "
+    code = ("import sys, cxraug.synth.generate, cxraug.cli.synth, cxraug.metrics.hooks, cxraug.cli.evaluate, "
             "cxraug.classify.assemble; print(sorted(m for m in sys.modules if m.startswith('cxraug.train')))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -153,14 +153,14 @@ def test_study_config_is_checked_before_the_study_folder(tmp_path, capsys, field
 
 
 def test_the_study_and_train_share_one_validator(monkeypatch):
-    """`_check_study` validates the `gan:` block with cxraug train's own check_train_config."""
-    from cxraug.classify import cli as ccli
+    """`check_study` validates the `gan:` block with cxraug train's own check_train_config."""
     from cxraug.classify.config import GanSpec, StudyConfig
+    from cxraug.cli import study as ccli
     from cxraug.train import checks
 
     seen = []
     monkeypatch.setattr(checks, "check_train_config", lambda cfg: seen.append(cfg))
-    ccli._check_study(StudyConfig(gan=GanSpec(steps=7)))
+    ccli.check_study(StudyConfig(gan=GanSpec(steps=7)))
     assert len(seen) == 1 and seen[0].steps == 7 and seen[0].preset == "dcgan-64"
 
 
@@ -268,7 +268,7 @@ def test_an_os_error_no_writer_named_is_still_one_line(tmp_path, capsys, monkeyp
     def boom(a):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
 
-    monkeypatch.setattr("cxraug.data.cli.cmd_data_inspect", boom)  # bound when the parser is built
+    monkeypatch.setattr("cxraug.cli.data.cmd_data_inspect", boom)  # bound when the parser is built
     assert main(["data", "inspect", PHANTOM, "-q"]) == 2
     one_line(capsys, f"{tmp_path / 'x'}: permission denied")
 

@@ -395,7 +395,7 @@ def test_evaluate_takes_a_random_n_of_a_generated_folder_not_its_first_files(tmp
     real-vs-real rose from 0.18 to 1.21 dB at n = 200, issue 27). Now a seeded random N, the same for the same seed."""
     from PIL import Image
 
-    from cxraug.metrics.cli import _fake_images
+    from cxraug.cli.evaluate import _fake_images
 
     d = tmp_path / "fake"
     d.mkdir()

@@ -11,30 +11,30 @@ than a study would use: a width-24 DCGAN for 300 steps, 6 classifier epochs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-
-from cxraug.commands import register
+from pathlib import Path
 
 DEMO_DATA = "phantom:normal=240,covid=48"  # phantom seed 0
 
 
-def cmd_demo(a: argparse.Namespace) -> int:
+def run_demo(out: str | Path, *, steps: int = 300, width: int = 24, epochs: int = 6, seed: int = 0,
+             progress: bool = True) -> Path:  # fmt: skip
+    """Run the demo in a new run folder under ``out``, printing each stage and the results; returns the folder.
+    ``steps`` and ``width`` size the DCGAN, ``epochs`` the classifiers; ``seed`` seeds both."""
     from cxraug.classify.study import GanSpec, Source, Study, StudyConfig
     from cxraug.io import new_run_dir
     from cxraug.report.html import build_report
 
     t0 = time.perf_counter()
-    run = new_run_dir(a.out, "demo")
-    progress = not a.quiet
+    run = new_run_dir(out, "demo")
     study = run / "study"
-    print(f"[1/3] DCGANs on the COVID-like phantoms of each training split ({a.steps} steps); the classifier benchmark: real / standard-aug / the rebalancing "
+    print(f"[1/3] DCGANs on the COVID-like phantoms of each training split ({steps} steps); the classifier benchmark: real / standard-aug / the rebalancing "
           "controls (oversample, class-weighted) / GAN-aug / synthetic-only ...")  # fmt: skip
-    gan = GanSpec(preset="dcgan-64", steps=a.steps, width=a.width, batch_size=64, diffaug="", seed=a.seed,
+    gan = GanSpec(preset="dcgan-64", steps=steps, width=width, batch_size=64, diffaug="", seed=seed,
                   overrides=["sample_every=100", "ckpt_every=100"])  # fmt: skip
-    cfg = StudyConfig(sources=[Source(DEMO_DATA)], minority="covid", gan=gan, regimes=[0.5, 1.0], seeds=[a.seed],
-                      epochs=a.epochs, features="cxr")  # fmt: skip
+    cfg = StudyConfig(sources=[Source(DEMO_DATA)], minority="covid", gan=gan, regimes=[0.5, 1.0], seeds=[seed],
+                      epochs=epochs, features="cxr")  # fmt: skip
     Study(cfg, study, progress=progress).run()
     print("[2/3] quality metrics, memorization audit and report ...")
     report = build_report(study, progress=progress)
@@ -53,18 +53,4 @@ def cmd_demo(a: argparse.Namespace) -> int:
           "nothing; a study needs >= 3 seeds and enough test images, see the power line)")  # fmt: skip
     print(f"done in {time.perf_counter() - t0:.0f} s\nrun folder: {run}\nsample grid: {study / 'synthetic_samples.png'}\n"
           f"report: {report}")  # fmt: skip
-    return 0
-
-
-@register
-def _register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="run the whole pipeline offline on embedded phantoms (CPU, a few minutes)",
-        description="Phantom CXRs -> DCGAN -> metrics -> classifier benchmark -> HTML report, in a new run folder.",
-    )
-    p.add_argument("--steps", type=int, default=300, help="GAN training steps; default %(default)s")
-    p.add_argument("--width", type=int, default=24, help="GAN width (ngf/ndf); default %(default)s")
-    p.add_argument("--epochs", type=int, default=6, help="classifier epochs; default %(default)s")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_demo)
+    return run

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cxraug.commands import register, require
+from cxraug.cli.args import add_source_args, require, source_config
 
 
 def cmd_synthesize(a: argparse.Namespace) -> int:
     from cxraug.data import skipped
-    from cxraug.data.cli import source_config
     from cxraug.io import check_device, ensure_outside
     from cxraug.synth.generate import MAX_N, generate_batches
     from cxraug.synth.write import checkpoint_hash, write_manifest, write_synthetic
@@ -51,7 +50,6 @@ def cmd_balance(a: argparse.Namespace) -> int:
     from cxraug.config import save_config
     from cxraug.data import skipped
     from cxraug.data.cache import CachedDataset
-    from cxraug.data.cli import source_config
     from cxraug.data.source import check_outputs, is_cache, load_dataset, skipped_lines
     from cxraug.io import new_run_dir, write_json
     from cxraug.synth.balance import plan_balance
@@ -102,10 +100,8 @@ def cmd_balance(a: argparse.Namespace) -> int:
     return 0
 
 
-@register
-def _register(sub: argparse._SubParsersAction) -> None:
-    from cxraug.data.cli import add_source_args
-
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """``cxraug synthesize`` and ``cxraug balance``."""
     p = sub.add_parser("synthesize", help="generate N images from a checkpoint (marked PNGs + manifest)")
     p.add_argument("--checkpoint", required=True, help="a training checkpoint (RUN/checkpoints/last.pt or best.pt)")
     p.add_argument(

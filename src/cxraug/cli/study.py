@@ -1,13 +1,17 @@
-"""``cxraug benchmark`` (``cxraug report`` is in :mod:`cxraug.report.cli`)."""
+"""``cxraug benchmark``: the classifier study (its report, ``cxraug report``, is in :mod:`cxraug.cli.report`)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from cxraug.commands import register, require
+from cxraug.cli.args import add_source_args, manifest_from_args, manifest_overrides, require
+
+if TYPE_CHECKING:
+    from cxraug.classify.config import StudyConfig
 
 
-def _check_study(cfg) -> None:
+def check_study(cfg: StudyConfig) -> None:
     """The study's numbers, each refused with one line before any work."""
     import math
 
@@ -59,7 +63,6 @@ def _apply_source_flags(cfg, a: argparse.Namespace) -> None:
     import os
 
     from cxraug.classify.config import Source
-    from cxraug.data.cli import manifest_from_args, manifest_overrides
     from cxraug.data.readers import is_manifest
     from cxraug.data.source import is_phantom
     from cxraug.errors import ConfigError, CXRAugError, show_path
@@ -96,7 +99,7 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
         cfg.executor = a.executor
     if a.ray_address:
         cfg.executor, cfg.ray.address = "ray", a.ray_address
-    _check_study(cfg)
+    check_study(cfg)
     inputs = [s.data_config() for s in (*cfg.sources, *cfg.external_test, *cfg.probe)]
     check_outputs(inputs, out or a.out)  # before any work: no output inside an input
     Study.check(cfg)  # the config's own refusals, before the study folder exists
@@ -129,10 +132,8 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
     return 0
 
 
-@register
-def _register(sub: argparse._SubParsersAction) -> None:
-    from cxraug.data.cli import add_source_args
-
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """``cxraug benchmark``."""
     b = sub.add_parser(
         "benchmark",
         help="classifier study: real / standard-aug / controls / GAN-aug / synthetic-only x regimes x seeds",

@@ -1,11 +1,9 @@
 """``cxraug report STUDY_DIR``: the report stage's command (the study's own command, ``benchmark``, is in
-:mod:`cxraug.classify.cli`; keeping them apart keeps classify from importing report)."""
+:mod:`cxraug.cli.study`)."""
 
 from __future__ import annotations
 
 import argparse
-
-from cxraug.commands import register
 
 
 def _check_study_files(study: str) -> None:
@@ -45,8 +43,8 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
-@register
-def _register(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """``cxraug report``."""
     r = sub.add_parser("report", help="self-contained HTML report + results.json for a study folder")
     r.add_argument("study", help="a study folder written by `cxraug benchmark`")
     r.set_defaults(func=cmd_report)

@@ -3,9 +3,9 @@
 Every command that produces files writes them into a new run folder under ``--out`` (default
 ``runs/``) together with its resolved ``config.yaml``; input folders are only ever read.
 
-This module is only the top-level dispatcher: each stage registers its own sub-commands with
-:func:`cxraug.commands.register` (``cxraug.data.cli``, ``cxraug.train.cli``, ``cxraug.metrics.cli``, ...); no
-module imports this one but ``cxraug.__main__``.
+The command line is this package, on top of every stage: this module is the top-level dispatcher; each command
+group is one module that adds its sub-commands with ``add_commands`` (:data:`COMMANDS`, in ``--help`` order), and
+:mod:`cxraug.cli.args` holds the argument helpers they share. No stage imports the command line.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ import argparse
 import logging
 import sys
 
-from cxraug.commands import add_registered, one_line
+from cxraug.cli import data, demo, evaluate, report, study, synth, train
 from cxraug.errors import CXRAugError
 
 log = logging.getLogger("cxraug")
+
+#: The command groups, each a module with ``add_commands(sub)``, in the order ``cxraug --help`` lists them.
+COMMANDS = (data, train, evaluate, synth, study, report, demo)
 
 EPILOG = """stages: data -> train -> evaluate -> synthesize/balance -> benchmark -> report
 quick start:  cxraug demo           (offline, CPU, a few minutes)
@@ -39,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="where new run folders are created; default %(default)s")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    add_registered(sub)
+    for group in COMMANDS:
+        group.add_commands(sub)
     _add_common_everywhere(p)
     return p
 
@@ -60,28 +64,14 @@ def _add_common_everywhere(parser: argparse.ArgumentParser) -> None:
                 _add_common_everywhere(sp)
 
 
-def _load_commands() -> None:
-    import importlib
-
-    for mod in (
-        "cxraug.data.cli",
-        "cxraug.train.cli",
-        "cxraug.metrics.cli",
-        "cxraug.synth.cli",
-        "cxraug.classify.cli",
-        "cxraug.report.cli",
-        "cxraug.demo",
-    ):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+def one_line(message: str) -> str:
+    """An error message as one printable line: newlines folded, a non-UTF-8 file name escaped (``\\udce9``)
+    instead of raising UnicodeEncodeError while printing the error."""
+    return " ".join(message.split("\n")).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _load_commands()
     parser = build_parser()
     a = parser.parse_args(argv)
     if not getattr(a, "func", None):
@@ -100,7 +90,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cxraug: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

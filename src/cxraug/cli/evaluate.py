@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxraug.commands import register, require
+from cxraug.cli.args import add_source_args, require, source_config
 
 
 def _dataset(src, size: int, progress: bool, left_out: list[str] | None = None):
@@ -64,7 +64,6 @@ MAX_EVAL_N = 200_000
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from cxraug.config import save_config
     from cxraug.data import skipped
-    from cxraug.data.cli import source_config
     from cxraug.data.source import check_outputs
     from cxraug.io import check_device, new_run_dir, write_json
     from cxraug.metrics import evaluate_images
@@ -157,7 +156,6 @@ def format_table(res: dict) -> str:
 
 def cmd_encoder_train(a: argparse.Namespace) -> int:
     from cxraug.data import skipped
-    from cxraug.data.cli import source_config
     from cxraug.data.source import check_outputs
     from cxraug.io import new_run_dir
     from cxraug.metrics.encoder import save_encoder, train_encoder
@@ -179,10 +177,8 @@ def cmd_encoder_train(a: argparse.Namespace) -> int:
     return 0
 
 
-@register
-def _register(sub: argparse._SubParsersAction) -> None:
-    from cxraug.data.cli import add_source_args
-
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """``cxraug evaluate`` and ``cxraug encoder train``."""
     p = sub.add_parser(
         "evaluate",
         help="FID / KID / precision-recall / density-coverage, spectral check + memorization audit",

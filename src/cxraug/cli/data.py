@@ -7,92 +7,11 @@ import json
 import os
 import sys
 
-from cxraug.commands import register
+from cxraug.cli.args import add_manifest_args, manifest_from_args
 from cxraug.errors import ConfigError, CXRAugError, show_path
 
 
 # ----------------------------------------------------------------------------- arguments
-def add_manifest_args(p: argparse.ArgumentParser, inputs: str = "", constant_label: bool = True) -> None:
-    """How to read a CSV/TSV manifest (ignored for folders); mirrors ``data.manifest.*`` in YAML. ``inputs``
-    names the command's inputs they apply to, for its ``--help``; ``constant_label=False`` leaves out
-    ``--label`` (for a command whose own ``--label`` means something else)."""
-    from cxraug.data.manifests import FORMATS, UNCERTAIN_POLICIES, VIEWS
-
-    g = p.add_argument_group(
-        "manifest (CSV/TSV input)",
-        f"These apply to {inputs or 'the input'} wherever it is a CSV/TSV manifest (folders, caches and phantoms "
-        "ignore them): the same flags as `cxraug train` and `cxraug data`, data.manifest.* in YAML.",
-    )
-    g.add_argument("--format", choices=FORMATS, default=None,
-                   help=f"manifest layout: {', '.join(f for f in FORMATS if f != 'auto')} (chexpert, nih: "
-                        "Data_Entry_2017.csv, mimic: metadata CSV, hannover: data.csv, csv: generic, and any format "
-                        "registered with @register_format); default auto-detected from the header")  # fmt: skip
-    g.add_argument("--path-column", metavar="COLUMN",
-                   help="column holding image paths (relative to the manifest's folder or --root)")  # fmt: skip
-    g.add_argument("--path-template", metavar="TEMPLATE", help="image path built from columns, e.g. 'png/{image_id}.png'")
-    g.add_argument("--patient-column", metavar="COLUMN", help="column holding patient ids (for patient-level splits)")
-    g.add_argument("--label-column", metavar="COLUMN", help="column holding one class name per row ('A|B' for several)")
-    g.add_argument("--label-columns", metavar="C1,C2,...",
-                   help="comma-separated multi-hot 1/0/-1/blank columns (CheXpert style)")  # fmt: skip
-    if constant_label:
-        g.add_argument("--label", dest="manifest_label", metavar="NAME",
-                       help="one class for every row (a positives-only manifest)")  # fmt: skip
-    g.add_argument("--view-column", metavar="COLUMN", help="column holding the view (PA/AP/lateral)")
-    g.add_argument("--view", choices=VIEWS, default=None,
-                   help="keep these views where a view column exists; default frontal (PA + AP)")  # fmt: skip
-    g.add_argument("--uncertain", choices=UNCERTAIN_POLICIES, default=None,
-                   help="uncertain (-1) labels: ones (U-Ones, default), zeros, or ignore (masked)")  # fmt: skip
-    g.add_argument("--root", dest="manifest_root", metavar="FOLDER",
-                   help="folder relative paths start from (default: the manifest's)")  # fmt: skip
-    g.add_argument("--labels-csv", metavar="FILE", help="MIMIC: label file to join on subject_id/study_id")
-
-
-def add_source_args(p: argparse.ArgumentParser, inputs: str, cache: bool = True, constant_label: bool = True) -> None:
-    """The data-source flags of a command that reads real images (``evaluate``, ``encoder train``,
-    ``balance``, ``synthesize``, ``benchmark``): the manifest flags and, with ``cache``, ``--cache-dir``.
-    Read back with :func:`source_config`, one :class:`~cxraug.data.source.DataConfig` per input."""
-    add_manifest_args(p, inputs, constant_label)
-    if cache:
-        p.add_argument("--cache-dir", default=None,
-                       help="where decoded images are cached (default $CXRAUG_CACHE or ~/.cache/cxraug); refused "
-                            "inside any input")  # fmt: skip
-
-
-def source_config(a: argparse.Namespace, path: str | None, size: int = 64):
-    """The :class:`~cxraug.data.source.DataConfig` for one input ``path`` of a command that took
-    :func:`add_source_args` (``None`` for an input that was not given), validated."""
-    from cxraug.data.source import DataConfig
-
-    if path is None:
-        return None
-    cfg = DataConfig(path=str(path), size=size, cache_dir=getattr(a, "cache_dir", None),
-                     manifest=manifest_from_args(a))  # fmt: skip
-    cfg.validate()
-    return cfg
-
-
-def manifest_from_args(a: argparse.Namespace):
-    from cxraug.data.manifests import manifest_spec
-
-    cols = getattr(a, "label_columns", None)
-    return manifest_spec(
-        format=a.format, path_column=a.path_column, path_template=a.path_template, patient_column=a.patient_column,
-        label_column=a.label_column, label_columns=[c.strip() for c in cols.split(",") if c.strip()] if cols else None,
-        label=getattr(a, "manifest_label", None), view_column=a.view_column, view=a.view, uncertain=a.uncertain, root=a.manifest_root,
-        labels_csv=a.labels_csv,
-    )  # fmt: skip
-
-
-def manifest_overrides(a: argparse.Namespace) -> list[str]:
-    """The manifest flags given, as ``data.manifest.KEY=VALUE`` config overrides (JSON-quoted values, so a
-    template like ``{id}.png`` stays a string)."""
-    from dataclasses import fields
-
-    spec, default = manifest_from_args(a), type(manifest_from_args(a))()
-    return [f"data.manifest.{f.name}={json.dumps(getattr(spec, f.name))}" for f in fields(spec)
-            if getattr(spec, f.name) != getattr(default, f.name)]  # fmt: skip
-
-
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="folder-per-class root, CSV/TSV manifest, cache folder, or 'phantom[:normal=300,covid=60]'")
     p.add_argument(
@@ -143,10 +62,6 @@ def collection_warnings(coll) -> list[str]:
             "PatientID or NIH-style file name): each counts as its own patient, so splits are image-level for them"
         )
     return out
-
-
-def _short(p: str) -> str:
-    return show_path(p)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -204,7 +119,7 @@ def cmd_data_inspect(a: argparse.Namespace) -> int:
     for g in groups:
         print(
             f"  [{g['kind']}{'' if g['kind'] == 'exact' else ' d=' + str(g['distance'])}] "
-            + "  ".join(map(_short, g["paths"]))
+            + "  ".join(map(show_path, g["paths"]))
         )
     return 0
 
@@ -422,8 +337,8 @@ def cmd_data_dedupe(a: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
-@register
-def _register(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """``cxraug data inspect|prepare|split|dedupe``."""
     d = sub.add_parser("data", help="inspect and prepare a CXR collection")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
     di = dsub.add_parser(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from cxraug.commands import register
+from cxraug.cli.args import add_manifest_args, manifest_overrides
 from cxraug.errors import CXRAugError
 
 
@@ -39,8 +39,6 @@ def cmd_train(a: argparse.Namespace) -> int:
                 ov.append(f"{key}={v}")
         if a.clahe:
             ov.append("data.clahe=true")
-        from cxraug.data.cli import manifest_overrides
-
         ov = manifest_overrides(a) + ov  # --format, --path-column, ... (an explicit --set still wins)
         run = train(a.preset or "wgan-gp-64", a.data, a.out, a.config, ov, progress=not a.quiet,
                     eval_hook=_fid_hook(a))  # fmt: skip
@@ -62,8 +60,8 @@ def _fid_hook(a: argparse.Namespace):
     return EncoderFIDHook(a.fid_encoder)
 
 
-@register
-def _register(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """``cxraug train``."""
     from cxraug.train.config import PAPER_PRESETS, PRESETS, TUNED_PRESETS
 
     p = sub.add_parser(
@@ -95,8 +93,6 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field; repeatable")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed/finished run from its last checkpoint")
     p.add_argument("--fid-encoder", metavar="ENCODER", help="with --set fid_every=K: track encoder FID, keep best.pt")
-    from cxraug.data.cli import add_manifest_args
-
     add_manifest_args(p)  # how to read a CSV/TSV --data (data.manifest.* in YAML)
     # every option's default, so that --resume can tell which were given (they would change the run)
     p.set_defaults(func=cmd_train, train_defaults={x.dest: x.default for x in p._actions if x.dest != "help"})
