@@ -52,7 +52,7 @@ def main() -> None:
         f_train = extract(ext, t, progress=False, copy=True)
         flat = t.reshape(len(t), -1).astype(float)
         for name, fake in copies(t[:120]).items():
-            m = evaluate_images(t, fake, a.features, progress=False, heldout_u8=h, fid_reps=2)["memorization"]
+            m = evaluate_images(t, fake, features=a.features, progress=False, heldout_u8=h, fid_reps=2)["memorization"]
             by_feature = sum(f["feature_ratio"] < m["thresholds"]["feature_ratio"] for f in m["flagged"])
             _, nn = _nn(extract(ext, fake, progress=False, copy=True), f_train)
             same = (np.abs(flat[nn] - flat[: len(fake)]).mean(1) < 2).mean()

@@ -223,7 +223,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         t0 = time.thread_time()  # CPU time of this (one-thread) process: unmoved by other jobs on the machine
         fake, _, _ = generate(d / "last.pt", N_EVAL, seed=a.seed)
         gen_s = time.thread_time() - t0
-        res = evaluate_images(real, fake, a.features, n=N_EVAL, seed=0, progress=False, heldout_u8=held)
+        res = evaluate_images(real, fake, features=a.features, n=N_EVAL, seed=0, progress=False, heldout_u8=held)
         res["matched_n"] = _fid(real[half_a], fake[: len(half_b)], a.features)  # beside the floor, same n
         res["samples_per_s"] = round(N_EVAL / gen_s, 2)
         res["synthesis_s"] = round(gen_s, 1)
@@ -246,7 +246,7 @@ def _fid(ref, other, features: str) -> dict:
     """FID of ``other`` against ``ref`` with its bootstrap CI, through ``evaluate_images`` (no audit)."""
     from cxraug.metrics import evaluate_images
 
-    r = evaluate_images(ref, other, features, n=max(len(ref), len(other)), seed=0, progress=False, audit=False)
+    r = evaluate_images(ref, other, features=features, n=max(len(ref), len(other)), seed=0, progress=False, audit=False)
     return {"features": r["features"], "n_ref": r["n_real"], "n": r["n_fake"], "fid": r["fid"],
             "fid_ci95": r["fid_ci95"]}  # fmt: skip
 

@@ -43,7 +43,7 @@ def fid_floor(real, n: int, seed: int = 0) -> float:
     real = np.asarray(real)
     ext = get_extractor("cxr", progress=False)
     pick = np.random.default_rng(seed).choice(len(real), n, replace=False)
-    return fid_from_features(cached_features(ext, real, False), extract(ext, real[pick], progress=False))
+    return fid_from_features(cached_features(ext, real, progress=False), extract(ext, real[pick], progress=False))
 
 
 def main() -> int:

@@ -53,8 +53,8 @@ def test_fid_is_the_same_whatever_else_the_user_has():
     """A fixed space: FID of two sets equals an independent Fréchet distance of the model's features, and does
     not change with what else is given (held-out images, patient ids) or how the images are batched."""
     real, fake, other = _phantoms(40, 1), _phantoms(30, 2), _phantoms(20, 3)
-    res = evaluate_images(real, fake, "cxr", k=3, progress=False, audit=False, fid_reps=2)
-    again = evaluate_images(real, fake, "cxr", k=3, progress=False, audit=True, heldout_u8=other, fid_reps=2,
+    res = evaluate_images(real, fake, features="cxr", k=3, progress=False, audit=False, fid_reps=2)
+    again = evaluate_images(real, fake, features="cxr", k=3, progress=False, audit=True, heldout_u8=other, fid_reps=2,
                             patient_ids=[f"p{i // 4}" for i in range(40)])  # fmt: skip
     assert res["features"] == again["features"] == "cxraug-cxr-v1"
     assert res["fid"] == again["fid"]
@@ -125,7 +125,8 @@ def test_degradations_rank_above_real_and_another_hospital_farthest():
     sets["nih"] = np.asarray(load_dataset(DataConfig(path=str(shared("nih-64") / "normal"), size=64),
                                           progress=False).images)  # fmt: skip
     ref = _to(a, 64)
-    fid = {k: evaluate_images(ref, v, "cxr", progress=False, audit=False, fid_reps=50) for k, v in sets.items()}
+    fid = {k: evaluate_images(ref, v, features="cxr", progress=False, audit=False, fid_reps=50)
+           for k, v in sets.items()}  # fmt: skip
     est = {k: r["fid"] for k, r in fid.items()}
     lo = {k: r["fid_ci95"][0] for k, r in fid.items()}
     hi = {k: r["fid_ci95"][1] for k, r in fid.items()}
@@ -145,7 +146,7 @@ def test_constant_and_blob_images_have_no_precision():
     blobs = np.stack([cv2.normalize(cv2.GaussianBlur(rng.integers(0, 256, (64, 64), dtype=np.uint8), (0, 0), 8),
                                     None, 0, 255, cv2.NORM_MINMAX) for _ in range(200)])  # fmt: skip
     for fake in (grey, blobs):
-        assert evaluate_images(ref, fake, "cxr", progress=False, audit=False, fid_reps=2)["precision"] < 0.05
+        assert evaluate_images(ref, fake, features="cxr", progress=False, audit=False, fid_reps=2)["precision"] < 0.05
 
 
 @pytest.mark.shared_data
@@ -164,8 +165,8 @@ def test_an_early_gan_has_no_precision(tmp_path):
                  "--set", "ckpt_every=1000", "-q", "--out", str(tmp_path)]) == 0  # fmt: skip
     fake, _, _ = generate(next(tmp_path.glob("train-*/checkpoints/last.pt")), 200, seed=1)
     real = np.asarray(load_dataset(DataConfig(path=str(data), size=64), progress=False).images)
-    early = evaluate_images(real[0::2], fake, "cxr", progress=False, audit=False, fid_reps=2)
-    same = evaluate_images(real[0::2], real[1::2], "cxr", progress=False, audit=False, fid_reps=2)
+    early = evaluate_images(real[0::2], fake, features="cxr", progress=False, audit=False, fid_reps=2)
+    same = evaluate_images(real[0::2], real[1::2], features="cxr", progress=False, audit=False, fid_reps=2)
     assert early["fid"] > 50 * same["fid"]
     assert early["precision"] < 0.05 and early["coverage"] < 0.05
     assert same["precision"] > 0.85 and same["recall"] > 0.85 and same["coverage"] > 0.85
@@ -195,7 +196,7 @@ def test_planted_copies_are_called_copies():
     f_train = extract(ext, train, progress=False, copy=True)
     flat = train.reshape(len(train), -1).astype(float)
     for name, fake in copies.items():
-        res = evaluate_images(train, fake, "cxr", progress=False, heldout_u8=held, fid_reps=2)
+        res = evaluate_images(train, fake, features="cxr", progress=False, heldout_u8=held, fid_reps=2)
         mem = res["memorization"]
         assert mem["three_sample"]["z_u"] < -3, (name, mem["three_sample"])
         assert mem["n_flagged"] >= 0.95 * len(fake), (name, mem["n_flagged"])

@@ -200,7 +200,7 @@ def _prdc_brute_force(real, fake, k):
 def test_prdc_matches_naeem_formulas_computed_by_brute_force(k):
     rng = np.random.default_rng(10 + k)
     real, fake = rng.normal(size=(40, 3)), rng.normal(0.4, 1.3, size=(30, 3))
-    ours, ref = prdc(real, fake, k), _prdc_brute_force(real, fake, k)
+    ours, ref = prdc(real, fake, k=k), _prdc_brute_force(real, fake, k)
     for key in ref:
         assert ours[key] == pytest.approx(ref[key], abs=1e-12), key
     assert 0 < ours["precision"] < 1 and 0 < ours["coverage"] < 1  # a non-trivial case
@@ -214,8 +214,8 @@ def test_prdc_with_feature_groups_requires_every_group_brute_force():
     real = np.concatenate([rng.normal(0, 10, (60, 2)), rng.normal(0, 0.1, (60, 2))], 1)
     fake = np.concatenate([rng.normal(0, 10, (40, 2)), rng.normal(0, 0.1, (40, 2))], 1)
     fake[20:, 2:] += 3.0  # 30 SDs off in group 2 only: 0.3 % of group 1's spread
-    assert prdc(real, fake, 5)["precision"] > 0.9  # hidden by group 1's scale
-    ours = prdc(real, fake, 5, parts=[2])
+    assert prdc(real, fake, k=5)["precision"] > 0.9  # hidden by group 1's scale
+    ours = prdc(real, fake, k=5, parts=[2])
     g1, g2 = _prdc_brute_force(real[:, :2], fake[:, :2], 5), _prdc_brute_force(real[:, 2:], fake[:, 2:], 5)
     d_rr = np.linalg.norm(real[:, None, 2:] - real[None, :, 2:], axis=-1)
     radius = np.sort(d_rr, 1)[:, 5]  # each real's 5th neighbour in group 2 (index 0: itself)
@@ -223,7 +223,7 @@ def test_prdc_with_feature_groups_requires_every_group_brute_force():
     assert not (d_rf <= radius[:, None]).any()  # the shifted fakes are in no real's group-2 ball
     assert ours["precision"] <= 0.5 and ours["precision"] <= min(g1["precision"], g2["precision"]) + 1e-12
     assert ours["density"] == pytest.approx(min(g1["density"], g2["density"]), abs=1e-12)
-    assert prdc(real, fake, 5, parts=[]) == prdc(real, fake, 5)  # one group: the published estimator
+    assert prdc(real, fake, k=5, parts=[]) == prdc(real, fake, k=5)  # one group: the published estimator
 
 
 def test_fid_infinity_removes_the_small_sample_bias():
@@ -273,10 +273,11 @@ def test_encoder_refuses_a_reference_it_was_trained_on(tmp_path):
     spec = f"encoder:{path}"
     mixed = np.concatenate([unseen, seen[:3]])
     with pytest.raises(CXRAugError, match="3 of the 15 reference images were used to train"):
-        evaluate_images(mixed, fake, spec, k=2, progress=False, audit=False, fid_reps=2)
-    ok = evaluate_images(mixed, fake, spec, k=2, progress=False, audit=False, fid_reps=2, allow_encoder_overlap=True)
+        evaluate_images(mixed, fake, features=spec, k=2, progress=False, audit=False, fid_reps=2)
+    ok = evaluate_images(mixed, fake, features=spec, k=2, progress=False, audit=False, fid_reps=2,
+                         allow_encoder_overlap=True)
     assert ok["encoder_reference_overlap"] == 3
-    assert evaluate_images(unseen, fake, spec, k=2, progress=False, audit=False, fid_reps=2)["n_real"] == 12
+    assert evaluate_images(unseen, fake, features=spec, k=2, progress=False, audit=False, fid_reps=2)["n_real"] == 12
 
 
 def test_trained_encoder_is_trained_on_patients_disjoint_from_the_reference(monkeypatch):
@@ -294,7 +295,7 @@ def test_trained_encoder_is_trained_on_patients_disjoint_from_the_reference(monk
         return orig(images, steps=2, batch_size=4, width=8, progress=False)
 
     monkeypatch.setattr(encoder_mod, "train_encoder", small)
-    res = evaluate_images(real, rand_u8(10, 32, seed=5), "trained", k=2, progress=False, audit=False,
+    res = evaluate_images(real, rand_u8(10, 32, seed=5), features="trained", k=2, progress=False, audit=False,
                           patient_ids=pids, fid_reps=2)  # fmt: skip
     enc_idx, ref_idx = encoder_split(20, pids, 0)
     assert res["n_real"] == len(ref_idx) == 10 and res["encoder_reference_overlap"] == 0
@@ -419,7 +420,7 @@ def test_closest_pairs_grid_shows_the_real_images_the_audit_compared(monkeypatch
 
     real = rand_u8(40, 32, seed=8)
     fake = real[[3, 17, 29]].copy()  # copies: their nearest real image is themselves
-    res = evaluate_images(real, fake, "cxr", n=20, k=2, progress=False, fid_reps=2)
+    res = evaluate_images(real, fake, features="cxr", n=20, k=2, progress=False, fid_reps=2)
     assert res["real_indices"] is not None and len(res["real_indices"]) == 20
     shown = {}
     monkeypatch.setattr(plotting, "save_grid", lambda imgs, dest, nrow: shown.update(imgs=np.asarray(imgs)))

@@ -119,8 +119,8 @@ def save_explanations(
         # held-out real minority images (the test split) drive the three-sample data-copying test
         # features "trained": the encoder trains on a patient-level half of train_minority, the other half is the
         # FID reference (the default, the shipped CXR space or Inception, is fixed and uses all of it)
-        quality = evaluate_images(train_minority, synthetic, features, progress=progress, heldout_u8=test_minority,
-                                  patient_ids=train_patients)  # fmt: skip
+        quality = evaluate_images(train_minority, synthetic, features=features, progress=progress,
+                                  heldout_u8=test_minority, patient_ids=train_patients)  # fmt: skip
         (dest / "figures").mkdir(exist_ok=True)
         closest_pairs_grid(train_minority, synthetic, quality["memorization"], dest / "figures" / "closest_pairs.png",
                            heldout_u8=test_minority, real_indices=quality.get("real_indices"))  # fmt: skip

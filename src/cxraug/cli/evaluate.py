@@ -82,8 +82,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     real, pids = _real_with_patients(real_src, a.size, a.cls, not a.quiet, left_out)
     heldout = _real_images(held, a.size, a.cls, not a.quiet, left_out) if held else None
     fake, fake_desc = _fake_images(a.fake, a.n, a.size, a.seed, not a.quiet, source, left_out)
-    res = evaluate_images(real, fake, a.features, a.n, a.k, a.seed, progress=not a.quiet, device=a.device,
-                          heldout_u8=heldout, patient_ids=pids, allow_encoder_overlap=a.allow_encoder_overlap)  # fmt: skip
+    res = evaluate_images(real, fake, features=a.features, n=a.n, k=a.k, seed=a.seed, progress=not a.quiet,
+                          device=a.device, heldout_u8=heldout, patient_ids=pids,
+                          allow_encoder_overlap=a.allow_encoder_overlap)  # fmt: skip
     res.update({"real": a.real, "real_class": a.cls, "fake": fake_desc, "size": a.size, "heldout": a.heldout})
     run = new_run_dir(a.out, "evaluate")
     save_config(vars(a) | {"func": None}, run / "config.yaml")

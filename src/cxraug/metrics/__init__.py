@@ -53,7 +53,7 @@ def check_encoder_reference(ext: Extractor, reference_u8: np.ndarray, allow: boo
     return n
 
 
-def nearest_anywhere(pools: dict[str, np.ndarray], fake_feat: np.ndarray, scale: float, top: int = 16) -> dict:
+def nearest_anywhere(pools: dict[str, np.ndarray], fake_feat: np.ndarray, scale: float, *, top: int = 16) -> dict:
     """Each generated image's nearest real image across every real set given (``pools``: name -> copy-space
     features), not only the generator's training set: a near-copy of a held-out image means that image (or a
     copy of it) was in training. Returns how many generated images are nearest to each set and the ``top``
@@ -82,6 +82,7 @@ def nearest_anywhere(pools: dict[str, np.ndarray], fake_feat: np.ndarray, scale:
 def evaluate_images(
     real_u8: np.ndarray,
     fake_u8: np.ndarray,
+    *,
     features: str = "auto",
     n: int = 5000,
     k: int = 5,
@@ -148,7 +149,7 @@ def evaluate_images(
     else:
         ext = get_extractor(features, real_images=real_u8, progress=progress, device=device)
     overlap = check_encoder_reference(ext, reference, allow_encoder_overlap)
-    fr = cached_features(ext, reference, progress)
+    fr = cached_features(ext, reference, progress=progress)
     ff = extract(ext, fake_u8, progress=progress)
     res = {
         "features": ext.name,
@@ -170,7 +171,8 @@ def evaluate_images(
     if audit:
         # the copy searches: in the extractor's copy space (a blurred or shifted copy stays near its original)
         copy = ext.copy_fn is not None
-        f_train = fr if reference is real_u8 and not copy else cached_features(ext, real_u8, progress, copy=copy)
+        same = reference is real_u8 and not copy
+        f_train = fr if same else cached_features(ext, real_u8, progress=progress, copy=copy)
         f_fake = extract(ext, fake_u8, progress=progress, copy=True) if copy else ff
         mem = memorization_audit(real_u8, fake_u8, f_train, f_fake)
         mem["copy_features"] = f"{ext.name} (copy space)" if copy else ext.name

@@ -55,7 +55,7 @@ def _phi(z: float) -> float:
     return 0.5 * math.erfc(-z / math.sqrt(2))
 
 
-def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 30) -> np.ndarray:
+def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iters: int = 30) -> np.ndarray:
     """k-means on ``x`` [N,D]: k-means++ seeding (Arthur & Vassilvitskii 2007), then Lloyd iterations.
     Returns the centroids [k,D]."""
     x = np.asarray(x, np.float64)
@@ -80,6 +80,7 @@ def three_sample_test(
     train: np.ndarray,
     heldout: np.ndarray,
     generated: np.ndarray,
+    *,
     cells: int | None = None,
     min_cell: int = 5,
     seed: int = 0,
@@ -94,7 +95,7 @@ def three_sample_test(
     lp, lq = nn_distance(p, t), nn_distance(q, t)
     z_global = mann_whitney_z(lq, lp)
     k = cells if cells is not None else int(np.clip(len(p) // 10, 1, 20))
-    centres = kmeans(t, k, seed)
+    centres = kmeans(t, k, seed=seed)
     cell_p = nn_index(p, centres)
     cell_q = nn_index(q, centres)
     rows, ws, zs = [], [], []
@@ -227,7 +228,7 @@ def _best_over_flips(w: _Windows, gen: torch.Tensor, idx: torch.Tensor | None = 
 
 
 def max_ncc(
-    gen_u8: np.ndarray, train_u8: np.ndarray, max_shift: int = 8, coarse: int | None = None, candidates: int = 10
+    gen_u8: np.ndarray, train_u8: np.ndarray, *, max_shift: int = 8, coarse: int | None = None, candidates: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
     """For every generated image: the highest NCC with any training image over integer shifts of up to
     ``max_shift`` pixels and a horizontal flip, and which training image it is.
@@ -259,6 +260,7 @@ def max_ncc(
 def copy_flags(
     gen_u8: np.ndarray,
     train_u8: np.ndarray,
+    *,
     threshold: float = 0.95,
     max_shift: int = 8,
 ) -> dict:
@@ -266,7 +268,7 @@ def copy_flags(
     least ``threshold``. Returns the flags and the NCC distribution. On 64 px CXRs, held-out real
     images reach NCC 0.88 at the 95th percentile (covid-cxnet); pairs above 0.95 there are the same
     study published twice."""
-    ncc, idx = max_ncc(gen_u8, train_u8, max_shift)
+    ncc, idx = max_ncc(gen_u8, train_u8, max_shift=max_shift)
     flagged = np.nonzero(ncc >= threshold)[0]
     return {
         "method": f"max NCC over ±{max_shift} px shifts and a horizontal flip (band-pass images, up to 64 px)",

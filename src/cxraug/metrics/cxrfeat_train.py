@@ -80,6 +80,7 @@ def train_cxr_features(
     images_u8: np.ndarray,
     groups: np.ndarray,
     n_groups: int,
+    *,
     steps: int = 3000,
     batch_size: int = 64,
     lr: float = 2e-3,

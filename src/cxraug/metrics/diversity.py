@@ -77,6 +77,7 @@ def _ssim_cs(x: torch.Tensor, y: torch.Tensor, data_range: float, padding: str) 
 def ms_ssim(
     a: np.ndarray | torch.Tensor,
     b: np.ndarray | torch.Tensor,
+    *,
     data_range: float = 255.0,
     betas: tuple[float, ...] | None = None,
     padding: str = "valid",

@@ -107,6 +107,7 @@ def degrade(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def train_encoder(
     images: np.ndarray,
+    *,
     steps: int = 150,
     batch_size: int = 32,
     width: int = 16,

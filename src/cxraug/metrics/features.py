@@ -156,7 +156,7 @@ def encoder_extractor(path: str | os.PathLike) -> Extractor:
 
 
 def get_extractor(
-    spec: str, real_images: np.ndarray | None = None, progress: bool = True, device: str = "cpu"
+    spec: str, *, real_images: np.ndarray | None = None, progress: bool = True, device: str = "cpu"
 ) -> Extractor:
     return _get_extractor(spec, real_images, progress).to(device)
 
@@ -202,7 +202,7 @@ def auto_encoder_path(real_images: np.ndarray, progress: bool = True) -> Path:
 
 @torch.no_grad()
 def extract(
-    ext: Extractor, images_u8: np.ndarray, batch: int = 128, progress: bool = True, copy: bool = False
+    ext: Extractor, images_u8: np.ndarray, *, batch: int = 128, progress: bool = True, copy: bool = False
 ) -> np.ndarray:
     """uint8 [N,S,S] -> float64 features [N,D]; batched, no-grad, channels_last. ``copy``: the copy-search
     features (``ext.copy_fn``, where the extractor has them)."""
@@ -215,7 +215,7 @@ def extract(
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def cached_features(ext: Extractor, images_u8: np.ndarray, progress: bool = True, copy: bool = False) -> np.ndarray:
+def cached_features(ext: Extractor, images_u8: np.ndarray, *, progress: bool = True, copy: bool = False) -> np.ndarray:
     """Features of a (real) image set, cached on disk by content hash + extractor identity."""
     from cxraug.data.cache import default_cache_root
 

@@ -53,7 +53,7 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
 
 
 def fid_bootstrap(
-    real: np.ndarray, fake: np.ndarray, reps: int = 50, seed: int = 0, level: float = 0.95
+    real: np.ndarray, fake: np.ndarray, *, reps: int = 50, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """Bootstrap CI of FID, both sets resampled with replacement (same sizes). Resampling repeats
     images, which biases a bootstrap FID upwards (often by more than the CI's half-width at a few
@@ -70,7 +70,7 @@ def fid_bootstrap(
 
 
 def fid_infinity(
-    real: np.ndarray, fake: np.ndarray, points: int = 8, reps: int = 3, min_n: int | None = None, seed: int = 0
+    real: np.ndarray, fake: np.ndarray, *, points: int = 8, reps: int = 3, min_n: int | None = None, seed: int = 0
 ) -> dict:
     """Chong & Forsyth's FID-infinity: FID of ``reps`` random fake subsets at each of ``points`` sizes
     n_i (evenly spaced from ``min_n`` to n, against the whole real set), a least-squares line
@@ -106,7 +106,7 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def kid(
-    real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+    real: np.ndarray, fake: np.ndarray, *, subsets: int = 100, subset_size: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
     """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD^2 with the cubic polynomial
     kernel, averaged over ``subsets`` random subset pairs of size ``kid_subset_size(...)``.
@@ -129,7 +129,7 @@ def _kth_nn_radius(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def prdc(
-    real: np.ndarray, fake: np.ndarray, k: int = 5, parts: Sequence[int] | None = None
+    real: np.ndarray, fake: np.ndarray, *, k: int = 5, parts: Sequence[int] | None = None
 ) -> dict[str, float]:
     """Precision/recall (Kynkäänniemi et al. 2019) and density/coverage (Naeem et al. 2020) from
     k-NN balls around real and fake features.
@@ -168,6 +168,7 @@ def prdc(
 def all_metrics(
     real: np.ndarray,
     fake: np.ndarray,
+    *,
     k: int = 5,
     kid_subsets: int = 50,
     seed: int = 0,
@@ -176,8 +177,8 @@ def all_metrics(
 ) -> dict:
     """FID (+ bootstrap CI + FID-infinity), KID (mean, std, subset size), PRDC (per feature group: ``prdc``'s
     ``parts``), with the n they used."""
-    kid_mean, kid_std = kid(real, fake, kid_subsets, 1000, seed)
-    lo, hi = fid_bootstrap(real, fake, fid_reps, seed)
+    kid_mean, kid_std = kid(real, fake, subsets=kid_subsets, subset_size=1000, seed=seed)
+    lo, hi = fid_bootstrap(real, fake, reps=fid_reps, seed=seed)
     inf = fid_infinity(real, fake, seed=seed)
     return {
         "fid": fid_from_features(real, fake),
@@ -189,5 +190,5 @@ def all_metrics(
         "kid_subset_size": kid_subset_size(len(real), len(fake)),
         "kid_subsets": kid_subsets,
         "k": k,
-        **prdc(real, fake, k, parts),
+        **prdc(real, fake, k=k, parts=parts),
     }

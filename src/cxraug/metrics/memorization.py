@@ -33,6 +33,7 @@ def memorization_audit(
     fake_u8: np.ndarray,
     real_feat: np.ndarray,
     fake_feat: np.ndarray,
+    *,
     pixel_threshold: float = 0.04,
     feature_ratio: float = 0.25,
     ncc_threshold: float = 0.95,
@@ -86,6 +87,7 @@ def closest_pairs_grid(
     fake_u8: np.ndarray,
     audit: dict,
     dest,
+    *,
     heldout_u8: np.ndarray | None = None,
     real_indices: list[int] | None = None,
 ) -> None:

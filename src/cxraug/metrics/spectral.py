@@ -125,7 +125,7 @@ def _resampled_means(profiles: np.ndarray, n_draw: int, reps: int, rng: np.rando
     return out
 
 
-def spectral_distance(real_u8: np.ndarray, fake_u8: np.ndarray, reps: int = 200, seed: int = 0,
+def spectral_distance(real_u8: np.ndarray, fake_u8: np.ndarray, *, reps: int = 200, seed: int = 0,
                       level: float = 0.95) -> dict:  # fmt: skip
     """The spectral check of ``fake_u8`` against ``real_u8`` (uint8 [N, S, S], the same S): the RMS
     difference (dB) of the sets' mean radial power profiles over all radii and over the top half, each
