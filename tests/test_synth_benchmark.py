@@ -45,7 +45,8 @@ def test_synthetic_markers_and_manifest(tmp_path):
     ck = tmp_path / "g.pt"
     torch.save({"x": torch.zeros(1)}, ck)
     imgs = np.random.default_rng(0).integers(0, 255, (3, 32, 32), dtype=np.uint8)
-    rows = write_synthetic(tmp_path / "out", imgs, np.array([[0, 1]] * 3, np.float32), ["normal", "covid"], ck, 7)
+    rows = write_synthetic(tmp_path / "out", imgs, np.array([[0, 1]] * 3, np.float32), class_names=["normal", "covid"],
+                           checkpoint=ck, seed=7)  # fmt: skip
     write_manifest(tmp_path / "out", rows)
     p = rows[0]["path"]
     assert is_marked_synthetic(p)

@@ -38,7 +38,8 @@ def cmd_synthesize(a: argparse.Namespace) -> int:
     ck = checkpoint_hash(a.checkpoint)
     rows: list[dict] = []
     for imgs, labs in batches:
-        rows += write_synthetic(out, imgs, labs, info["class_names"], a.checkpoint, a.seed, start=len(rows), ck=ck)
+        rows += write_synthetic(out, imgs, labs, class_names=info["class_names"], checkpoint=a.checkpoint, seed=a.seed,
+                                start=len(rows), ck=ck)  # fmt: skip
     print(f"wrote {len(rows)} synthetic images + {write_manifest(out, rows)}")
     skipped.save(out, left_out)  # --source files left out
     return 0
@@ -71,7 +72,7 @@ def cmd_balance(a: argparse.Namespace) -> int:
         from cxraug.errors import CXRAugError
 
         raise CXRAugError("the generator was trained on all classes at once; train it with --class to balance")
-    plan = plan_balance(counts, a.strategy, len(ds), only=can)
+    plan = plan_balance(counts, a.strategy, total=len(ds), only=can)
     run = new_run_dir(a.out, "balance")
     save_config(vars(a) | {"func": None}, run / "config.yaml")
     rows = [{"path": p, "label": ds.class_names[k], "labels": ds.class_names[k], "patient_id": pid,
@@ -83,7 +84,8 @@ def cmd_balance(a: argparse.Namespace) -> int:
         added[c] = len(imgs)  # a translating generator gives at most one image per source image
         lab = np.zeros((len(imgs), len(ds.class_names)), np.float32)
         lab[:, ds.class_names.index(c)] = 1
-        rows += write_synthetic(run / "synthetic", imgs, lab, ds.class_names, a.generator, a.seed, prefix=c)
+        rows += write_synthetic(run / "synthetic", imgs, lab, class_names=ds.class_names, checkpoint=a.generator,
+                                seed=a.seed, prefix=c)  # fmt: skip
     write_manifest(run, rows)
     after = {c: counts[c] + added.get(c, 0) for c in counts}
     write_json(run / "balance.json", {"strategy": a.strategy, "before": counts, "planned": plan, "added": added,

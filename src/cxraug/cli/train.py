@@ -40,7 +40,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         if a.clahe:
             ov.append("data.clahe=true")
         ov = manifest_overrides(a) + ov  # --format, --path-column, ... (an explicit --set still wins)
-        run = train(a.preset or "wgan-gp-64", a.data, a.out, a.config, ov, progress=not a.quiet,
+        run = train(a.preset or "wgan-gp-64", a.data, a.out, config=a.config, overrides=ov, progress=not a.quiet,
                     eval_hook=_fid_hook(a))  # fmt: skip
     if os.environ.get("RANK", "0") == "0":  # once, under accelerate launch / torchrun
         print(f"run folder: {run}")

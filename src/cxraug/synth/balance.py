@@ -15,7 +15,7 @@ from cxraug.errors import CXRAugError
 
 
 def plan_balance(
-    counts: dict[str, int], strategy: str, total: int | None = None, only: list[str] | None = None
+    counts: dict[str, int], strategy: str, *, total: int | None = None, only: list[str] | None = None
 ) -> dict[str, int]:
     """``counts`` = positives per label; ``total`` = number of images (for multi-label sets, where
     it is not the sum of counts). ``only`` = the labels the generator can make. Returns label -> n."""

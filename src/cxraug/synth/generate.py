@@ -59,6 +59,7 @@ MAX_N = 1_000_000
 def generate(
     checkpoint: str | os.PathLike,
     n: int | None,
+    *,
     seed: int = 0,
     label: str | None = None,
     batch: int = 256,
@@ -75,7 +76,8 @@ def generate(
     and the choice of source images are drawn on the CPU from ``seed`` whatever the ``device``, so a GPU
     gives the same images up to float rounding. :func:`generate_batches` gives the same images batch by batch.
     """
-    info, batches = generate_batches(checkpoint, n, seed, label, batch, source, device, left_out)
+    info, batches = generate_batches(checkpoint, n, seed=seed, label=label, batch=batch, source=source, device=device,
+                                     left_out=left_out)  # fmt: skip
     out, labs = [], []
     for imgs, y in batches:
         out.append(imgs)
@@ -89,6 +91,7 @@ def generate(
 def generate_batches(
     checkpoint: str | os.PathLike,
     n: int | None,
+    *,
     seed: int = 0,
     label: str | None = None,
     batch: int = 256,

@@ -22,6 +22,7 @@ def write_synthetic(
     out: str | os.PathLike,
     images: np.ndarray,
     labels: np.ndarray,
+    *,
     class_names: list[str],
     checkpoint: str | os.PathLike,
     seed: int,

@@ -19,6 +19,7 @@ def train(
     preset_name: str = "wgan-gp-64",
     data: str = "phantom",
     out: str | os.PathLike = "runs",
+    *,
     config: str | os.PathLike | None = None,
     overrides: list[str] | None = None,
     progress: bool = True,
@@ -85,7 +86,7 @@ def _shared_run_dir(out: str | os.PathLike, name: str, cpu: bool = False) -> Pat
     return Path(box[0])
 
 
-def resume(run_dir: str | os.PathLike, steps: int | None = None, progress: bool = True, eval_hook=None) -> Path:
+def resume(run_dir: str | os.PathLike, *, steps: int | None = None, progress: bool = True, eval_hook=None) -> Path:
     """Continue a run from ``run_dir/checkpoints/last.pt`` (same folder, same RNG streams)."""
     from cxraug.config import from_dict
     from cxraug.data.source import check_outputs, load_dataset
