@@ -56,7 +56,7 @@ def run(files: list[Path], n: int, seed: int = 0) -> dict:
     out["candidate_pairs"] = len(cands)
     t = time.perf_counter()
     fa, fb = fingerprints(a), fingerprints(b)
-    extra = hamming_pairs(fa, fb, NEAR_DUPLICATE_BITS)
+    extra = hamming_pairs(fa, fb, threshold=NEAR_DUPLICATE_BITS)
     out["phash_pairs"] = len(extra)
     t_hash = time.perf_counter() - t
     t = time.perf_counter()

@@ -50,7 +50,7 @@ def sets(shared: Path, seed: int = 0) -> dict[str, np.ndarray]:
     """The three covid-cxnet parts (64 px, via 256 px) and the comparison sets."""
     ds = load_dataset(DataConfig(path=str(shared / "covid-cxnet"), size=256), progress=False)
     imgs = np.asarray(ds.images)
-    sp = patient_split(np.zeros(len(imgs), int), ds.patient_ids, (1 / 3, 1 / 3, 1 / 3), seed=seed)
+    sp = patient_split(np.zeros(len(imgs), int), ds.patient_ids, fractions=(1 / 3, 1 / 3, 1 / 3), seed=seed)
     e, r, h = (np.sort(sp[k]) for k in ("train", "val", "test"))
     nih = load_dataset(DataConfig(path=str(shared / "nih-64" / "normal"), size=64), progress=False)
     e64, r64 = to64(imgs[e]), to64(imgs[r])

@@ -271,14 +271,14 @@ def _nih_like(n_pat=60, seed=0):
 
 def test_patient_split_disjoint_stratified_deterministic():
     labels, pids = _nih_like()
-    sp = patient_split(labels, pids, (0.6, 0.2, 0.2), seed=1)
+    sp = patient_split(labels, pids, fractions=(0.6, 0.2, 0.2), seed=1)
     check_patient_disjoint(pids, sp)
     assert sum(len(v) for v in sp.values()) == len(pids)
     for k in ("val", "test"):
         present = set(labels[sp[k]].argmax(1))
         assert present == {0, 1, 2}
     assert abs(len(sp["train"]) / len(pids) - 0.6) < 0.1
-    sp2 = patient_split(labels, pids, (0.6, 0.2, 0.2), seed=1)
+    sp2 = patient_split(labels, pids, fractions=(0.6, 0.2, 0.2), seed=1)
     assert all(np.array_equal(sp[k], sp2[k]) for k in sp)
 
 

@@ -44,7 +44,7 @@ def _sanity_fids():
     covid, nih = shared("covid-cxnet"), shared("nih-64")
     ds = load_dataset(DataConfig(path=str(covid), size=256), progress=False)
     imgs = np.asarray(ds.images)
-    sp = patient_split(np.zeros(len(imgs), int), ds.patient_ids, (1 / 3, 1 / 3, 1 / 3), seed=0)
+    sp = patient_split(np.zeros(len(imgs), int), ds.patient_ids, fractions=(1 / 3, 1 / 3, 1 / 3), seed=0)
     e, r, h = (imgs[np.sort(sp[k])] for k in ("train", "val", "test"))
     blurred = np.stack([cv2.GaussianBlur(im, (0, 0), 3.0) for im in h])
     down = np.stack([cv2.resize(cv2.resize(im, (32, 32), interpolation=cv2.INTER_AREA), (256, 256),

@@ -32,7 +32,8 @@ def _manifest(root: Path) -> dict[str, tuple[str, str]]:
 def _check(coll, truth: dict, fractions: tuple, seed: int) -> dict[str, set[str]]:
     labels = np.stack([s.labels for s in coll.samples])
     pids = [s.patient_id for s in coll.samples]
-    sp = patient_split(labels, pids, fractions, seed, [s.source for s in coll.samples], [s.path for s in coll.samples])
+    sp = patient_split(labels, pids, fractions=fractions, seed=seed, sources=[s.source for s in coll.samples],
+                       paths=[s.path for s in coll.samples])  # fmt: skip
     check_patient_disjoint(pids, sp)  # the product's own guard, and the independent check below
     where: dict[str, set[str]] = {}
     for name, idx in sp.items():

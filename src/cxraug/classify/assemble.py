@@ -94,7 +94,7 @@ def screen_against_training(
     elif sig is not None and train_sig is not None:
         from cxraug.data.dedupe import copies_of
 
-        dup = copies_of(sig, train_sig, extra_pairs=hamming_pairs(fp, train_fp, NEAR_DUPLICATE_BITS))
+        dup = copies_of(sig, train_sig, extra_pairs=hamming_pairs(fp, train_fp, threshold=NEAR_DUPLICATE_BITS))
     else:
         dup = min_hamming(fp, train_fp) <= NEAR_DUPLICATE_BITS
     return ~(same_patient | dup), int(same_patient.sum()), int((dup & ~same_patient).sum())
@@ -194,7 +194,7 @@ def check_generator_unseen(
         if not len(fp):
             continue
         if seen_sig is not None and sigs.get(name) is not None and len(seen_sig) == len(seen):
-            extra = hamming_pairs(fp, seen, NEAR_DUPLICATE_BITS)
+            extra = hamming_pairs(fp, seen, threshold=NEAR_DUPLICATE_BITS)
             hits[name] = int(copies_of(sigs[name], seen_sig, extra_pairs=extra).sum())
         else:
             hits[name] = int((min_hamming(fp, seen) <= NEAR_DUPLICATE_BITS).sum())

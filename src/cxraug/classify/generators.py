@@ -53,7 +53,7 @@ class StudyGenerators:
     def _minority_train(self, regime: float, seed: int) -> np.ndarray:
         """The (regime, seed) training images positive for the minority, or for any of several augment labels
         (a conditional generator then learns each label's rows)."""
-        idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
+        idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed=seed)
         if len(self.aug_k) > 1:
             return idx[(np.nan_to_num(self.ds.labels[idx][:, self.aug_k]) > 0.5).any(1)]
         return idx[self.pos[idx]]

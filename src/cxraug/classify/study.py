@@ -165,7 +165,8 @@ class Study(StudyGenerators):
         lab_k = np.nan_to_num(ds.labels[:, self.k_min], nan=-1.0)
         self.pos = lab_k == 1 if self.multilabel else self.y == self.k_min  # minority-positive images
         self.known = lab_k >= 0 if self.multilabel else np.ones(len(ds), bool)  # minority label recorded
-        sp = patient_split(ds.labels, ds.patient_ids, tuple(cfg.split), cfg.split_seed, ds.sources, ds.paths)
+        sp = patient_split(ds.labels, ds.patient_ids, fractions=tuple(cfg.split), seed=cfg.split_seed,
+                           sources=ds.sources, paths=ds.paths)  # fmt: skip
         check_patient_disjoint(ds.patient_ids, sp)
         n_unused = 0
         if cfg.minority_share is not None:
@@ -335,7 +336,7 @@ class Study(StudyGenerators):
         """Optimiser steps per epoch for every protocol of the (regime, seed): the batches of the class-balanced
         training set (the real training images plus the images the augment rule adds), so that real, the controls
         and GAN-aug differ in what they train on, not in how long they train."""
-        idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
+        idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed=seed)
         return max(1, int(np.ceil((len(idx) + self._n_to_add(idx)) / self.cfg.batch_size)))
 
     def train_set(self, protocol: str, regime: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -343,7 +344,7 @@ class Study(StudyGenerators):
         applied per batch); oversample's repeated real images are not synthetic. An arm of the ratio axis
         (``gan-aug@2x``, ``oversample@2x``) adds that many images per real minority training image."""
         protocol, ratio = split_arm(base_protocol(protocol)[0])
-        idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed)
+        idx = regime_subset(self.split["train"], self.ds.labels, self.ds.patient_ids, regime, seed=seed)
         x, y = self.images[idx], self.targets(idx)
         syn_flag = np.zeros(len(y), bool)
         if protocol == "oversample":

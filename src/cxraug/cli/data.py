@@ -183,15 +183,16 @@ def cmd_data_split(a: argparse.Namespace) -> int:
     images = np.asarray(ds.images)
     # copies of one radiograph (cropped, padded, rescaled, re-windowed or not), pHash neighbours verified too
     sig = dataset_signatures(ds.paths, images)
-    pairs = [(m.i, m.j) for m in find_duplicates(sig, extra_pairs=hamming_pairs(fingerprints(images), None,
-                                                                                   a.near_threshold))]  # fmt: skip
+    near = hamming_pairs(fingerprints(images), None, threshold=a.near_threshold)
+    pairs = [(m.i, m.j) for m in find_duplicates(sig, extra_pairs=near)]
     del sig
     patients = sorted(set(ds.patient_ids))
     at = {p: k for k, p in enumerate(patients)}
     joined = groups(len(patients), [(at[ds.patient_ids[i]], at[ds.patient_ids[j]]) for i, j in pairs])
     group_of = {patients[k]: "+".join(patients[m] for m in g) for g in joined for k in g}
     split_ids = [group_of.get(p, p) for p in ds.patient_ids] if a.dedupe else list(ds.patient_ids)
-    sp = patient_split(ds.labels, split_ids, fr, a.seed, ds.sources, ds.paths)  # refuses synthetic images
+    # refuses synthetic images
+    sp = patient_split(ds.labels, split_ids, fractions=fr, seed=a.seed, sources=ds.sources, paths=ds.paths)
     check_patient_disjoint(ds.patient_ids, sp)
     where = np.empty(len(ds), object)
     for k, idx in sp.items():
@@ -289,7 +290,8 @@ def cmd_data_dedupe(a: argparse.Namespace) -> int:
         sig_b = sig_a if within else dedupe.signatures(ib, flipped=False, progress=bar.update)
     fa = fingerprints(ia)
     fb = fa if within else fingerprints(ib)
-    extra = hamming_pairs(fa, None if within else fb, NEAR_DUPLICATE_BITS)  # the old screen's pairs: verified too
+    # the old screen's pairs: verified too
+    extra = hamming_pairs(fa, None if within else fb, threshold=NEAR_DUPLICATE_BITS)
     with tqdm(desc="verify", unit="pair", disable=not progress, leave=False) as bar:
         found = dedupe.find_duplicates(sig_a, None if within else sig_b, top_k=a.top_k, extra_pairs=extra,
                                        progress=bar.update)  # fmt: skip

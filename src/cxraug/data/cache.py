@@ -196,6 +196,7 @@ class CachedDataset(torch.utils.data.Dataset):
 def build_cache(
     coll: Collection,
     prep: Preprocess,
+    *,
     cache_root: str | os.PathLike | None = None,
     skip_bad: bool = True,
     progress: bool = True,

@@ -245,6 +245,7 @@ def _one(img: np.ndarray, flipped: bool) -> tuple:
 
 def signatures(
     images: Sequence[np.ndarray] | Callable[[int], np.ndarray],
+    *,
     n: int | None = None,
     flipped: bool = True,
     keep_images: bool = True,
@@ -305,7 +306,7 @@ def original_image(path: str | os.PathLike, cached: np.ndarray | None = None) ->
 
 
 def dataset_signatures(
-    paths: Sequence[str], cached: Sequence[np.ndarray] | np.ndarray | None = None, flipped: bool = True,
+    paths: Sequence[str], cached: Sequence[np.ndarray] | np.ndarray | None = None, *, flipped: bool = True,
     keep_images: bool = True, progress: Callable[[int], object] | None = None,
 ) -> Signatures:
     """Signatures of a dataset's images read from their files (``cached[i]`` where ``paths[i]`` is not one)."""
@@ -623,7 +624,7 @@ class Match:
 
 
 def find_duplicates(
-    a: Signatures, b: Signatures | None = None, top_k: int = TOP_K, extra_pairs: Sequence[tuple[int, int]] = (),
+    a: Signatures, b: Signatures | None = None, *, top_k: int = TOP_K, extra_pairs: Sequence[tuple[int, int]] = (),
     threads: int | None = None, progress: Callable[[int], object] | None = None,
 ) -> list[Match]:
     """Verified duplicate pairs within ``a`` (``b`` None: pairs i < j) or between ``a`` and ``b`` (``a`` holds the
@@ -655,7 +656,7 @@ def find_duplicates(
 
 
 def copies_of(
-    query: Signatures, index: Signatures, top_k: int = TOP_K, extra_pairs: Sequence[tuple[int, int]] = ()
+    query: Signatures, index: Signatures, *, top_k: int = TOP_K, extra_pairs: Sequence[tuple[int, int]] = ()
 ) -> np.ndarray:
     """Boolean mask over ``query``: the images that are the same radiograph as some ``index`` image (``extra_pairs``:
     more candidate pairs to verify, see :func:`find_duplicates`)."""

@@ -191,7 +191,7 @@ def phantom_collection(counts: dict[str, int], size: int = 64, seed: int = 0) ->
     return Collection(samples, classes, root="phantom")
 
 
-def write_phantom_folder(out: str | os.PathLike, counts: dict[str, int], size: int = 64, seed: int = 0) -> Path:
+def write_phantom_folder(out: str | os.PathLike, counts: dict[str, int], *, size: int = 64, seed: int = 0) -> Path:
     """Write a folder-per-class PNG collection (``out/<class>/<class>-00000.png``)."""
     out = Path(out)
     coll = phantom_collection(counts, size, seed)

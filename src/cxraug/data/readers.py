@@ -192,6 +192,7 @@ def read_folder(root: str | os.PathLike, classes: list[str] | None = None) -> Co
 
 def read_csv_manifest(
     csv_path: str | os.PathLike,
+    *,
     root: str | os.PathLike | None = None,
     path_col: str = "path",
     label_col: str | None = None,

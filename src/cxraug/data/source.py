@@ -94,7 +94,7 @@ def is_cache(path: str | os.PathLike) -> bool:
     return (p / "images.npy").is_file() and (p / "meta.json").is_file()
 
 
-def open_source(path: str, size: int = 64, seed: int = 0, manifest: ManifestSpec | None = None) -> Collection:
+def open_source(path: str, *, size: int = 64, seed: int = 0, manifest: ManifestSpec | None = None) -> Collection:
     if is_phantom(path):
         return phantom_collection(parse_phantom_spec(path), size=size, seed=seed)
     return open_collection(path, spec=manifest)
@@ -106,7 +106,7 @@ def open_config(cfg: DataConfig) -> Collection:
 
 
 def load_dataset(
-    cfg: DataConfig, progress: bool = True, collection: Collection | None = None, announce: bool = True
+    cfg: DataConfig, *, progress: bool = True, collection: Collection | None = None, announce: bool = True
 ) -> CachedDataset:
     """Return the cached, preprocessed dataset for ``cfg`` (building the cache if needed).
 

@@ -33,6 +33,7 @@ def _patient_strata(labels: np.ndarray, patient_ids: list[str]) -> dict[str, tup
 def patient_split(
     labels: np.ndarray,
     patient_ids: list[str],
+    *,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     sources: list[str] | None = None,
@@ -62,7 +63,7 @@ def patient_split(
 
 
 def regime_subset(
-    indices: np.ndarray, labels: np.ndarray, patient_ids: list[str], fraction: float, seed: int = 0
+    indices: np.ndarray, labels: np.ndarray, patient_ids: list[str], fraction: float, *, seed: int = 0
 ) -> np.ndarray:
     """A stratified, patient-level ``fraction`` of ``indices`` (>= 1 patient per class).
 
@@ -101,7 +102,7 @@ def near_duplicates_in_test(fingerprints: np.ndarray, split: dict[str, np.ndarra
     return min_hamming(fingerprints[split["test"]], fingerprints[split["train"]]) <= threshold
 
 
-def copies_in_test(fingerprints: np.ndarray, signatures, split: dict[str, np.ndarray],
+def copies_in_test(fingerprints: np.ndarray, signatures, split: dict[str, np.ndarray], *,
                    against: tuple[str, ...] = ("train", "val"), threshold: int = NEAR_DUPLICATE_BITS) -> np.ndarray:  # fmt: skip
     """Boolean mask over ``split["test"]``: images that are a copy of an image of the ``against`` splits, cropped,
     padded, rescaled, re-windowed or not (:mod:`cxraug.data.dedupe`; ``signatures`` one per dataset image, from
@@ -113,7 +114,7 @@ def copies_in_test(fingerprints: np.ndarray, signatures, split: dict[str, np.nda
     fit = np.concatenate([split[k] for k in against]) if against else np.zeros(0, np.int64)
     if not len(test) or not len(fit):
         return np.zeros(len(test), bool)
-    extra = hamming_pairs(fingerprints[test], fingerprints[fit], threshold)
+    extra = hamming_pairs(fingerprints[test], fingerprints[fit], threshold=threshold)
     return copies_of(signatures.subset(test), signatures.subset(fit), extra_pairs=extra)
 
 

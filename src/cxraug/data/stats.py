@@ -88,7 +88,7 @@ class Inspection:
 
 
 def find_duplicates(
-    paths: list[str], hashes: list[np.ndarray], digests: list[bytes], threshold: int = 4,
+    paths: list[str], hashes: list[np.ndarray], digests: list[bytes], *, threshold: int = 4,
     verify: Callable[[int, int], bool] | None = None,
 ) -> list[DuplicateGroup]:
     """Exact groups by content digest, then near groups by pHash Hamming distance <= threshold; with ``verify``
@@ -142,7 +142,9 @@ def min_hamming(a: np.ndarray, b: np.ndarray, chunk: int = 512) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: int = 4, chunk: int = 512) -> list[tuple[int, int]]:
+def hamming_pairs(
+    a: np.ndarray, b: np.ndarray | None = None, *, threshold: int = 4, chunk: int = 512
+) -> list[tuple[int, int]]:
     """Index pairs (i, j) of packed hashes within ``threshold`` bits: ``a`` [N,8] against ``b`` [M,8], or within
     ``a`` (``b`` None: pairs i < j)."""
     other = a if b is None else b
@@ -197,7 +199,7 @@ def inspect_collection(coll: Collection, near_threshold: int = 4, progress: bool
         sizes=sizes,
         modes=dict(modes),
         unreadable=unreadable,
-        duplicates=find_duplicates(paths, hashes, digests, near_threshold, _Verifier(paths, arrays)),
+        duplicates=find_duplicates(paths, hashes, digests, threshold=near_threshold, verify=_Verifier(paths, arrays)),
         problems=list(coll.problems) + _cross_class_duplicates(coll, paths, digests),
         n_images=len(good_labels),
         n_patients=len(set(good_pids)),
