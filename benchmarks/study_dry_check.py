@@ -41,7 +41,7 @@ def main() -> None:
     groups = {"internal": [st.ds.patient_ids[i] for i in te]}
     for n, e in st.external.items():
         groups[f"external:{n}"] = [f"{n}/{p}" for p in e["patients"]]
-    summary = aggregate(runs, cfg, groups, st.confounding)
+    summary = aggregate(runs, cfg, groups=groups, confounding=st.confounding)
     for r in runs:
         print(f"  {r['protocol']:<16} threshold {r['threshold']:.3f}  AUC {r['metrics']['auc']:.3f}  "
               f"synthetic {r['n_synthetic']}")  # fmt: skip

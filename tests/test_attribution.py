@@ -54,7 +54,7 @@ def test_gan_aug_that_only_rebalances_is_not_better_than_the_strongest_control()
     effect), but the headline, GAN-aug vs the strongest control, is not."""
     runs = _runs({"real": 0.5, "standard-aug": 0.8, "oversample": 2.0, "class-weighted": 1.9, "gan-aug": 0.0},
                  twin={"gan-aug": "oversample"})  # fmt: skip
-    s = aggregate(runs, _cfg(), {"internal": [str(i) for i in range(200)]})
+    s = aggregate(runs, _cfg(), groups={"internal": [str(i) for i in range(200)]})
     assert s["best_control"]["1.0"] == "oversample"
     assert s["comparisons"]["1.0"]["gan-aug vs real"]["internal"]["verdict"]["word"] == "better"
     head = s["headline"]
@@ -76,7 +76,7 @@ def test_the_strongest_control_is_chosen_on_validation_not_on_the_test_split():
     test_auc = {p: np.mean([r["metrics"]["auc"] for r in v]) for p, v in by.items()}
     assert test_auc["class-weighted"] > test_auc["oversample"]
     assert best_control(by) == "oversample"
-    s = aggregate(runs, _cfg(), {"internal": [str(i) for i in range(200)]})
+    s = aggregate(runs, _cfg(), groups={"internal": [str(i) for i in range(200)]})
     assert s["headline"]["against"] == "oversample"
 
 
@@ -85,20 +85,21 @@ def test_fewer_than_three_seeds_or_ten_test_images_of_a_class_cannot_conclude():
     base = {"real": 0.2, "gan-aug": 2.0}
     for seeds in (1, 2):
         s = aggregate(_runs(base, seeds=seeds), _cfg(primary=Primary("gan-aug vs real")),
-                      {"internal": [str(i) for i in range(200)]})  # fmt: skip
+                      groups={"internal": [str(i) for i in range(200)]})  # fmt: skip
         v = s["headline"]["verdict"]
         assert v["word"] == "cannot conclude" and f"{seeds} seed(s), at least 3" in v["text"]
     s = aggregate(_runs(base, n_pos=8, n_neg=200), _cfg(primary=Primary("gan-aug vs real")),
-                  {"internal": [str(i) for i in range(208)]})  # fmt: skip
+                  groups={"internal": [str(i) for i in range(208)]})  # fmt: skip
     v = s["headline"]["verdict"]
     assert v["word"] == "cannot conclude" and "only 8 positive" in v["text"]
-    s = aggregate(_runs(base, seeds=3), _cfg(primary=Primary("gan-aug vs real")), {"internal": [str(i) for i in range(200)]})
+    s = aggregate(_runs(base, seeds=3), _cfg(primary=Primary("gan-aug vs real")),
+                  groups={"internal": [str(i) for i in range(200)]})
     assert s["headline"]["verdict"]["word"] == "better"
 
 
 def test_exploratory_comparisons_are_holm_adjusted_and_the_primary_is_not():
     runs = _runs({"real": 0.5, "standard-aug": 0.6, "oversample": 0.55, "gan-aug": 0.7})
-    s = aggregate(runs, _cfg(primary=Primary("gan-aug vs real")), {"internal": [str(i) for i in range(200)]})
+    s = aggregate(runs, _cfg(primary=Primary("gan-aug vs real")), groups={"internal": [str(i) for i in range(200)]})
     from cxraug.classify.stats import holm_adjust
 
     explore = [c["internal"] for lab, c in s["comparisons"]["1.0"].items() if lab != "gan-aug vs real"]
@@ -116,13 +117,14 @@ def test_a_study_whose_test_split_cannot_detect_the_margin_is_underpowered_by_de
     power = power_line(0.85, 60, 140, correlation=0.5, alpha=0.05, power=0.8, design_effect=1.0, margin=0.02)
     assert not power["reachable"] and power["mdd"] > 0.02
     runs = _runs({"real": 0.2, "gan-aug": 2.0})
-    s = aggregate(runs, _cfg(primary=Primary("gan-aug vs real")), {"internal": [str(i) for i in range(200)]},
+    s = aggregate(runs, _cfg(primary=Primary("gan-aug vs real")), groups={"internal": [str(i) for i in range(200)]},
                   power=power)  # fmt: skip
     v = s["headline"]["verdict"]
     assert v["word"] == "underpowered by design" and "underpowered by design" in v["text"]
     ok = power_line(0.85, 60, 140, correlation=0.5, alpha=0.05, power=0.8, design_effect=1.0, margin=0.2)
     assert ok["reachable"]
-    s = aggregate(runs, _cfg(primary=Primary("gan-aug vs real")), {"internal": [str(i) for i in range(200)]}, power=ok)
+    s = aggregate(runs, _cfg(primary=Primary("gan-aug vs real")), groups={"internal": [str(i) for i in range(200)]},
+                  power=ok)
     assert s["headline"]["verdict"]["word"] == "better"
 
 
@@ -130,7 +132,7 @@ def test_headroom_margin_follows_the_comparator():
     """margin 50%-of-headroom: X = 0.5 x (1 - the comparator's mean AUC), recorded per comparison."""
     runs = _runs({"real": 1.0, "gan-aug": 1.05})
     s = aggregate(runs, _cfg(margin="50%-of-headroom", primary=Primary("gan-aug vs real")),
-                  {"internal": [str(i) for i in range(200)]})  # fmt: skip
+                  groups={"internal": [str(i) for i in range(200)]})  # fmt: skip
     c = s["comparisons"]["1.0"]["gan-aug vs real"]["internal"]
     ref = np.mean([r["metrics"]["auc"] for r in runs if r["protocol"] == "real"])
     assert c["margin"] == pytest.approx(0.5 * (1 - ref))

@@ -66,7 +66,7 @@ def test_the_dose_is_chosen_on_validation_and_compared_with_the_strongest_contro
             for s in range(4) for a, q in quality.items()]  # fmt: skip
     cfg = StudyConfig(regimes=[0.1], seeds=[0, 1, 2, 3], bootstrap=100, synthetic_ratios=[1.0, 4.0],
                       protocols=["real", "oversample", "gan-aug"])  # fmt: skip
-    s = aggregate(runs, cfg, {"internal": [str(i) for i in range(len(y))]})
+    s = aggregate(runs, cfg, groups={"internal": [str(i) for i in range(len(y))]})
     by_p = {a: [r for r in runs if r["protocol"] == a] for a in quality}
     assert resolve_arm(by_p, "gan-aug") == "gan-aug@1x" and best_control(by_p) == "oversample@1x"
     head = s["comparisons"]["0.1"]["gan-aug vs best-control"]["internal"]

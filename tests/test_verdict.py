@@ -179,7 +179,7 @@ def test_resume_after_set_epochs_reruns_instead_of_reusing(tmp_path, monkeypatch
     (study,) = list((tmp_path / "out").iterdir())
     calls = []
     real_fit = study_mod.fit_classifier
-    monkeypatch.setattr(study_mod, "fit_classifier", lambda *a, **k: calls.append(a[5]) or real_fit(*a, **k))
+    monkeypatch.setattr(study_mod, "fit_classifier", lambda *a, **k: calls.append(k["epochs"]) or real_fit(*a, **k))
     assert main(["benchmark", "--resume", str(study), "-q"]) == 0
     assert calls == []  # same configuration: reused
     assert main(["benchmark", "--resume", str(study), "--set", "epochs=2", "-q"]) == 0
@@ -300,7 +300,8 @@ def test_classifier_fit_is_reproducible_and_learns_in_the_machines_precision(mon
         for _ in range(2):
             torch.manual_seed(0)
             model, _ = build_classifier("lightweight", 2, pretrained=False)
-            model, curves = fit_classifier(model, x[:64], y[:64], x[64:], y[64:], 4, 16, 3e-3, augment=True, seed=3)
+            model, curves = fit_classifier(model, x[:64], y[:64], x[64:], y[64:], epochs=4, batch_size=16, lr=3e-3,
+                                           augment=True, seed=3)
             fits.append(model.state_dict())
         assert all(torch.equal(fits[0][k], fits[1][k]) for k in fits[0]), amp
         logits = predict_logits(model, to_float(x[64:]))

@@ -166,8 +166,9 @@ def _pooled(runs: list[dict], name: str, groups: list[str], cfg: StudyConfig) ->
     if len(y) == 0:
         return {}
     mean = scores.mean(0)
-    out = {"auc": cluster_bootstrap(lambda i: auc_of(y[i], mean[i]), groups, cfg.bootstrap),
-           "pr_auc": cluster_bootstrap(lambda i: average_precision(y[i], mean[i]), groups, cfg.bootstrap)}  # fmt: skip
+    out = {"auc": cluster_bootstrap(lambda i: auc_of(y[i], mean[i]), groups, n_boot=cfg.bootstrap),
+           "pr_auc": cluster_bootstrap(lambda i: average_precision(y[i], mean[i]), groups,
+                                       n_boot=cfg.bootstrap)}  # fmt: skip
     thr = [r.get("threshold") for r in runs]
     if all(t is not None for t in thr):
         calls = scores >= np.asarray(thr, float)[:, None]  # [seeds, N], each seed at its own operating point
@@ -177,8 +178,8 @@ def _pooled(runs: list[dict], name: str, groups: list[str], cfg: StudyConfig) ->
             c = calls[:, i][:, m]
             return float(c.mean() if positive else 1 - c.mean()) if m.any() else float("nan")
 
-        out["sensitivity"] = cluster_bootstrap(lambda i: rate(i, True), groups, cfg.bootstrap)
-        out["specificity"] = cluster_bootstrap(lambda i: rate(i, False), groups, cfg.bootstrap)
+        out["sensitivity"] = cluster_bootstrap(lambda i: rate(i, True), groups, n_boot=cfg.bootstrap)
+        out["specificity"] = cluster_bootstrap(lambda i: rate(i, False), groups, n_boot=cfg.bootstrap)
     return out
 
 
@@ -204,7 +205,7 @@ def compare(a_runs: list[dict], b_runs: list[dict], name: str, groups: list[str]
     delong = [delong_test(y, x[0], z[0], groups=dg) for x, z in zip(sa, sb)]
     ma, mb = np.mean([s for s, _ in sa], 0), np.mean([s for s, _ in sb], 0)
     pooled_delong = delong_test(y, ma, mb, groups=dg)
-    boot = cluster_bootstrap(lambda i: auc_of(y[i], ma[i]) - auc_of(y[i], mb[i]), groups, cfg.bootstrap)
+    boot = cluster_bootstrap(lambda i: auc_of(y[i], ma[i]) - auc_of(y[i], mb[i]), groups, n_boot=cfg.bootstrap)
     lo, hi = boot["ci"]
     if np.isfinite(seeds["ci"]):
         lo, hi = min(lo, seeds["mean"] - seeds["ci"]), max(hi, seeds["mean"] + seeds["ci"])
@@ -237,8 +238,8 @@ def _variance_label(groups: dict | None, patients_known: bool | None) -> str:
     return "patient-clustered (Obuchowski 1997)"
 
 
-def aggregate(results: list[dict], cfg: StudyConfig, groups: dict[str, list[str]] | None = None,
-              confounding: dict | None = None, *, patients_known: bool | None = None, power: dict | None = None,
+def aggregate(results: list[dict], cfg: StudyConfig, *, groups: dict[str, list[str]] | None = None,
+              confounding: dict | None = None, patients_known: bool | None = None, power: dict | None = None,
               generator_note: str = "") -> dict:  # fmt: skip
     """``groups``: patient id per image of each set ("internal", "external:NAME"); without it every image
     is its own cluster. ``confounding``: :func:`cxraug.classify.assemble.confounding`'s result.

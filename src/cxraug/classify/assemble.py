@@ -18,7 +18,7 @@ from cxraug.models.artifact import GeneratorArtifact
 
 
 def load_labelled(
-    sources: list[Source], size: int, class_names: list[str] | None = None, progress: bool = True,
+    sources: list[Source], size: int, *, class_names: list[str] | None = None, progress: bool = True,
     info: dict | None = None,
 ) -> tuple[CachedDataset, list[str]]:
     """One dataset from ``sources`` (folders/phantoms: one class each via ``label``, or folder-per-class;
@@ -79,7 +79,7 @@ def load_sources(cfg: StudyConfig, progress: bool = True) -> CachedDataset:
 
 
 def screen_against_training(
-    fp: np.ndarray, patient_ids: list[str], train_fp: np.ndarray, train_patients: set[str], sig=None, train_sig=None
+    fp: np.ndarray, patient_ids: list[str], train_fp: np.ndarray, train_patients: set[str], *, sig=None, train_sig=None
 ) -> tuple[np.ndarray, int, int]:
     """Which images of an external/probe set may be used: not a training patient (by id) and not a copy of a
     training image. With the duplicate detector's signatures (``sig``, ``train_sig``: :mod:`cxraug.data.dedupe`) a

@@ -22,7 +22,7 @@ from cxraug.train.config import TrainConfig, preset
 from cxraug.train.engine import Trainer
 
 
-def gan_seed(spec: GanSpec, regime: float, seed: int, per_run: bool = True) -> int:
+def gan_seed(spec: GanSpec, regime: float, seed: int, *, per_run: bool = True) -> int:
     """The seed a study's generator for the (regime, seed) run trains with: ``per_run``, one derived from the run
     key and the `gan:` block's seed (BLAKE2b, so neighbouring runs get unrelated streams and the seed never
     depends on the order runs are scheduled in); else the block's seed for every run."""
@@ -32,7 +32,7 @@ def gan_seed(spec: GanSpec, regime: float, seed: int, per_run: bool = True) -> i
     return int.from_bytes(h.digest(), "little") % (2**31 - 1)
 
 
-def gan_train_config(spec: GanSpec, size: int, minority: str = "minority", n_images: int = 0,
+def gan_train_config(spec: GanSpec, size: int, *, minority: str = "minority", n_images: int = 0,
                      seed: int | None = None) -> TrainConfig:  # fmt: skip
     """The training config of a study's `gan:` block for ``n_images`` minority training images (the batch
     is capped at that many; 0: not known yet, no cap); ``seed``: the generator's (default the block's)."""
@@ -86,7 +86,8 @@ class StudyGenerators:
         spec = self.cfg.gan
         assert spec is not None
         per_run = self.cfg.generator_seeds == "per-run"
-        tcfg = gan_train_config(spec, self.cfg.size, self.cfg.minority, len(mins), gan_seed(spec, regime, seed, per_run))
+        tcfg = gan_train_config(spec, self.cfg.size, minority=self.cfg.minority, n_images=len(mins),
+                                seed=gan_seed(spec, regime, seed, per_run=per_run))  # fmt: skip
         h = hashlib.sha1(mins.astype(np.int64).tobytes())
         h.update(repr(sorted((k, str(v)) for k, v in to_dict(tcfg).items() if k != "steps")).encode())
         return self.dir / "gans" / f"{self.cfg.minority}-{len(mins)}-{h.hexdigest()[:12]}", tcfg, mins

@@ -145,7 +145,7 @@ def clustered_auc_cov(
 
 
 def delong_test(
-    y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, groups: list[str] | np.ndarray | None = None
+    y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, *, groups: list[str] | np.ndarray | None = None
 ) -> dict:
     """Two-sided DeLong test of AUC(a) = AUC(b) for two classifiers scored on the same images.
 
@@ -179,6 +179,7 @@ def delong_test(
 def cluster_bootstrap(
     stat: Callable[[np.ndarray], float],
     groups: list[str] | np.ndarray,
+    *,
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,

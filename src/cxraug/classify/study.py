@@ -137,7 +137,7 @@ class Study(StudyGenerators):
                               "and seed, the default) or shared")  # fmt: skip
         return fraction
 
-    def __init__(self, cfg: StudyConfig, out: str | os.PathLike, progress: bool = True):
+    def __init__(self, cfg: StudyConfig, out: str | os.PathLike, *, progress: bool = True):
         self.cfg, self.dir, self.progress = cfg, Path(out), progress
         self.fraction = self.check(cfg)
 
@@ -301,8 +301,8 @@ class Study(StudyGenerators):
             imgs = np.asarray(e.images)
             check_no_synthetic(e.sources, e.paths, where=f"the {kind} set {name}")
             fp, sig = fingerprints(imgs), dataset_signatures(e.paths, imgs)
-            keep, n_pat, n_dup = screen_against_training(fp, e.patient_ids, self.fp[fit_idx], train_patients, sig,
-                                                         fit_sig)  # fmt: skip
+            keep, n_pat, n_dup = screen_against_training(fp, e.patient_ids, self.fp[fit_idx], train_patients, sig=sig,
+                                                         train_sig=fit_sig)  # fmt: skip
             lab = e.label_index[keep]
             out[name] = {"path": s.path, "images": imgs[keep], "fp": fp[keep], "sig": sig.subset(np.flatnonzero(keep)),
                          "y": lab.tolist(),
@@ -498,9 +498,9 @@ class Study(StudyGenerators):
         cw = balanced_class_weight(y, len(self.names)) if base == "class-weighted" else None
         steps = self.steps_per_epoch(regime, seed)
         t_run = time.perf_counter()
-        model, curves = fit_classifier(model, x, y, self.images[v], self.targets(v), cfg.epochs, cfg.batch_size,
-                                       cfg.lr, augment=aug, seed=seed, device=cfg.device, steps_per_epoch=steps,
-                                       class_weight=cw)  # fmt: skip
+        model, curves = fit_classifier(model, x, y, self.images[v], self.targets(v), epochs=cfg.epochs,
+                                       batch_size=cfg.batch_size, lr=cfg.lr, augment=aug, seed=seed, device=cfg.device,
+                                       steps_per_epoch=steps, class_weight=cw)  # fmt: skip
         ml = self.multilabel
         # operating point: chosen on validation only, then applied unchanged to every test set
         binary = ml or len(self.names) == 2
@@ -579,8 +579,9 @@ class Study(StudyGenerators):
             groups[f"internal:{lab}"] = pats
         for n, e in self.external.items():
             groups[f"external:{n}"] = [f"{n}/{p}" for p in e["patients"]]
-        summary = aggregate(results, cfg, groups, self.confounding, patients_known=self.patients_known,
-                            power=data.get("power"), generator_note=self.generator_note())  # fmt: skip
+        summary = aggregate(results, cfg, groups=groups, confounding=self.confounding,
+                            patients_known=self.patients_known, power=data.get("power"),
+                            generator_note=self.generator_note())  # fmt: skip
         write_json(self.dir / "results.json", {"config": load_config_dict(self.dir), "summary": summary,
                                                "runs": [{k: v for k, v in r.items() if k not in RAW_KEYS}
                                                         for r in results]})  # fmt: skip

@@ -101,13 +101,13 @@ def fit_classifier(
     y_train: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
+    *,
     epochs: int = 10,
     batch_size: int = 64,
     lr: float = 1e-3,
     augment: bool | Callable[[torch.Tensor], torch.Tensor] = False,
     seed: int = 0,
     device: str = "cpu",
-    *,
     steps_per_epoch: int | None = None,
     class_weight: np.ndarray | None = None,
 ) -> tuple[nn.Module, dict]:
@@ -200,7 +200,9 @@ def _fit(model, x_train, y_train, x_val, y_val, epochs, batch_size, lr, augment,
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = 256, dtype: torch.dtype | None = None) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, *, batch: int = 256, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Logits [N,K] of images x [N,1,S,S] in [0,1]; ``dtype``: autocast to it (None: float32)."""
     model.eval()
     dev = next(model.parameters()).device

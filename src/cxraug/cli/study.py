@@ -52,7 +52,7 @@ def _check_study_bounds(cfg) -> None:
     from cxraug.train.checks import check_train_config
 
     try:
-        check_train_config(gan_train_config(cfg.gan, cfg.size, cfg.minority))
+        check_train_config(gan_train_config(cfg.gan, cfg.size, minority=cfg.minority))
     except CXRAugError as e:
         raise ConfigError(f"gan: {e}") from None
 
