@@ -163,7 +163,7 @@ def new_run_dir(base: str | os.PathLike, name: str) -> Path:
 
 
 def ensure_outside(
-    out: str | os.PathLike, inputs: list[str | os.PathLike], what: str = "output folder", hint: str = ""
+    out: str | os.PathLike, inputs: list[str | os.PathLike], *, what: str = "output folder", hint: str = ""
 ) -> None:
     """Refuse to write ``out`` inside (or onto) any input: the tool never writes into the user's data.
 

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from cxraug.io import atomic_path
 
 
-def save_grid(images: torch.Tensor | np.ndarray, dest: str | os.PathLike, nrow: int = 8, pad: int = 2) -> Path:
+def save_grid(images: torch.Tensor | np.ndarray, dest: str | os.PathLike, *, nrow: int = 8, pad: int = 2) -> Path:
     """Images as [N,1,H,W] float in [-1,1] or [N,H,W] uint8 -> one grayscale PNG grid (atomic write)."""
     from PIL import Image
     from torchvision.utils import make_grid
@@ -50,7 +50,7 @@ def save_fig(fig: Figure, dest: str | os.PathLike) -> Path:
 
 
 def plot_curves(
-    series: dict[str, list[tuple[float, float]]], dest: str | os.PathLike, title: str = "", xlabel: str = "step"
+    series: dict[str, list[tuple[float, float]]], dest: str | os.PathLike, *, title: str = "", xlabel: str = "step"
 ) -> Path:
     """One line per named series of (x, y) points, e.g. training losses against the step."""
     fig = new_figure((6, 3.5))
