@@ -67,6 +67,31 @@ def test_fid_is_the_same_whatever_else_the_user_has():
     assert res["fid"] == pytest.approx(_frechet_scipy(fr, ff), rel=1e-5, abs=1e-6)
 
 
+def test_fid_sits_next_to_its_real_vs_real_floor_at_the_same_n(tmp_path, capsys):
+    """``evaluate_images`` reports FID(A, B) for patient-level halves A, B of the real set beside FID(A, the first |B|
+    generated images); both checked here against scipy's Fréchet distance on the model's features, with the halves
+    read back and checked to share no patient; ``cxraug evaluate`` prints the line."""
+    from cxraug.cli import main
+    from cxraug.metrics import encoder_split
+
+    real, fake = _phantoms(40, 1), _phantoms(30, 2)
+    pids = [f"p{i // 4}" for i in range(40)]  # 10 patients of 4 images
+    f = evaluate_images(real, fake, features="cxr", patient_ids=pids, progress=False, audit=False, fid_reps=4)["floor"]
+    a, b = encoder_split(40, pids, 0)
+    assert not {pids[i] for i in a} & {pids[i] for i in b}
+    assert f["n_a"] == len(a) == 20 and f["n"] == 20 and f["split"].startswith("patient-level")
+    model = load_features()
+    with torch.no_grad():
+        fr, ff = (model(torch.from_numpy(x).float().div(127.5).sub(1).unsqueeze(1)).double().numpy() for x in (real, fake))
+    assert f["real"]["fid"] == pytest.approx(_frechet_scipy(fr[a], fr[b]), rel=1e-5, abs=1e-6)
+    assert f["generated"]["fid"] == pytest.approx(_frechet_scipy(fr[a], ff[:20]), rel=1e-5, abs=1e-6)
+    assert f["real"]["ci95"][0] <= f["real"]["fid"] <= f["real"]["ci95"][1]
+    capsys.readouterr()
+    assert main(["evaluate", "--real", "phantom:normal=24", "--fake", "phantom:covid=24", "--features", "cxr",
+                 "--out", str(tmp_path), "-q"]) == 0  # fmt: skip
+    assert "  floor      real vs real FID " in capsys.readouterr().out
+
+
 def test_tiny_training_run_round_trips(tmp_path):
     """The recipe runs (a few steps on phantoms) and the file format keeps every number."""
     from cxraug.metrics.cxrfeat import save_features

@@ -209,6 +209,8 @@ def test_tiny_end_to_end_study_report_and_resume(tmp_path, monkeypatch):
     assert "data:image/png;base64" in html
     res = json.loads((study / "results.json").read_text())
     assert {"summary", "runs", "quality", "config"} <= set(res)
+    floor = res["quality"]["floor"]  # FID's real-vs-real floor at the same n, in the report beside FID
+    assert f"FID at the same n ({floor['n_a']} vs {floor['n']})" in html
 
 
 def test_minority_share_thins_only_the_training_minority(tmp_path):

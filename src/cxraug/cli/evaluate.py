@@ -97,6 +97,15 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _floor_line(f: dict | None) -> str:
+    if not f:
+        return "  floor      n/a (fewer than 2 real images in a half of the reference)"
+    r, g = f["real"], f["generated"]
+    return (f"  floor      real vs real FID {r['fid']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], generated "
+            f"{g['fid']:.3f} [{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}] at the same n ({f['n_a']} vs {f['n']}; "
+            f"{f['split']})")  # fmt: skip
+
+
 def format_table(res: dict) -> str:
     """Every number with its backbone and n."""
     m = res.get("memorization", {})
@@ -110,6 +119,7 @@ def format_table(res: dict) -> str:
         f"{', '.join(str(x) for x in res['fid_inf_fit']['ns'])}, extrapolated to n -> inf)  {tag}"
         if inf is not None
         else "  FID-inf    n/a (too few images)",
+        _floor_line(res.get("floor")),
         f"  KID        {res['kid_mean']:.5f} ± {res['kid_std']:.5f}  ({res.get('kid_subsets')} subsets of "
         f"{res.get('kid_subset_size')})  {tag}",
         f"  precision  {res['precision']:.3f}    recall   {res['recall']:.3f}    (k={res.get('k')})  {tag}",

@@ -35,6 +35,29 @@ def encoder_split(n: int, patient_ids: list[str] | None = None, seed: int = 0) -
     return np.nonzero(mask)[0], np.nonzero(~mask)[0]
 
 
+def fid_floor(
+    real: np.ndarray, fake: np.ndarray, *, patient_ids: list[str] | None = None, seed: int = 0, reps: int = 50
+) -> dict | None:
+    """FID's real-vs-real floor at the same n, from features: the reference split into patient-level halves A and
+    B; FID(A, B) beside FID(A, the first |B| generated images), each with its bootstrap CI. FID grows as n falls
+    (and differs between feature spaces), so a generator's FID means something only next to what real images of
+    the same collection score at the same n (at a few images both are large: that is the point). ``None`` with
+    fewer than 2 images in a half."""
+    from cxraug.metrics.fid import fid_bootstrap, fid_from_features
+
+    a, b = encoder_split(len(real), patient_ids, seed)
+    m = min(len(b), len(fake))
+    if len(a) < MIN_IMAGES or m < MIN_IMAGES:
+        return None
+    ra, rb, fb = real[a], real[b][:m], fake[:m]
+    out: dict = {"split": "patient-level halves of the reference" if patient_ids is not None else
+                 "random halves of the reference (no patient ids)", "n_a": len(a), "n": m}  # fmt: skip
+    for name, other in (("real", rb), ("generated", fb)):
+        lo, hi = fid_bootstrap(ra, other, reps=reps, seed=seed)
+        out[name] = {"fid": fid_from_features(ra, other), "ci95": [lo, hi]}
+    return out
+
+
 def check_encoder_reference(ext: Extractor, reference_u8: np.ndarray, allow: bool = False) -> int:
     """Refuse a reference set the feature encoder was trained on (its file records fingerprints);
     returns how many reference images it has seen (0 unless ``allow``)."""
@@ -126,7 +149,7 @@ def evaluate_images(
         raise CXRAugError(f"the metrics need at least {MIN_IMAGES} real and {MIN_IMAGES} generated images (KID "
                           f"compares subsets of 2, precision/recall a nearest neighbour); got {len(real_u8)} real "
                           f"and {len(fake_u8)} generated")  # fmt: skip
-    reference = real_u8
+    reference, ref_pids = real_u8, patient_ids
     encoder_note = None
     if features == "trained":
         if encoder_images is None:
@@ -134,6 +157,7 @@ def evaluate_images(
             if len(enc_idx) < 2 or len(ref_idx) < 2:
                 raise CXRAugError(f"features=trained needs at least 4 real images (2 patients), got {len(real_u8)}")
             encoder_images, reference = real_u8[enc_idx], real_u8[ref_idx]
+            ref_pids = [patient_ids[i] for i in ref_idx] if patient_ids is not None else None
             encoder_note = f"trained on a patient-level half of the real images ({len(enc_idx)}); reference: the rest"
         else:
             encoder_note = f"trained on {len(encoder_images)} separate real images"
@@ -162,6 +186,7 @@ def evaluate_images(
         "prdc_feature_groups": list(ext.parts) if ext.parts else None,  # boundaries: a sample must be in all
     }
     res.update(all_metrics(fr, ff, k=k, seed=seed, fid_reps=fid_reps, parts=ext.parts))
+    res["floor"] = fid_floor(fr, ff, patient_ids=ref_pids, seed=seed, reps=fid_reps)
     res["diversity"] = {
         "synthetic": ms_ssim_diversity(fake_u8, seed=seed),
         "real": ms_ssim_diversity(reference, seed=seed),

@@ -76,6 +76,12 @@ positive are evidence that the classifier learnt the source.</p>{% endif %}
   "%.3f"|format(quality.coverage), quality.n_real, quality.n_fake]],
   ["features", "FID", "KID", "precision", "recall", "density", "coverage", "n real", "n fake"]) }}
 <p class="note">Real = minority-class training images. Numbers are comparable only within one extractor.</p>
+{% if quality.get("floor") %}{% set fl = quality.floor %}
+{{ table([["real vs real", "%.3f"|format(fl.real.fid), "[%.3f, %.3f]"|format(fl.real.ci95[0], fl.real.ci95[1])],
+          ["generated", "%.3f"|format(fl.generated.fid), "[%.3f, %.3f]"|format(fl.generated.ci95[0], fl.generated.ci95[1])]],
+  ["FID at the same n (" ~ fl.n_a ~ " vs " ~ fl.n ~ ")", "FID", "95 % CI"]) }}
+<p class="note">The floor: {{ fl.split }} (A and B); FID(A, B) is what real images score at this n, FID(A, the first
+|B| generated images) the generator's number beside it.</p>{% endif %}
 {% if quality.get("spectral") %}{% set sp = quality.spectral %}
 {% set rows = [] %}{% for part in ["all", "high"] %}{% set p = sp[part] %}{% set _ = rows.append([part ~ " radii (" ~ p.radii|join("–") ~ ")",
   "%.2f"|format(p.distance), "[%.2f, %.2f]"|format(p.ci95[0], p.ci95[1]), "%.2f (95th pct %.2f)"|format(p.floor.median, p.floor.p95)]) %}{% endfor %}
