@@ -32,6 +32,11 @@ images split in two seeded halves A and B, FID(A, B) against FID(A, the first |B
 CIs. ``--features trained`` reproduces the first (session 6) run: an encoder trained on a patient-level half of the
 training images, a new feature space per reference set (issue 27: not comparable across runs).
 
+**On a GPU** (``--device cuda --clock wall --size 64|128``): the budget is wall seconds of the training loop (CPU
+time means nothing there), each contestant runs alone (one after another, not side by side), the presets are the
+families' own at that size (``dcgan-128``, ``wgan-gp-128``, ``stylegan2-ada-128``, ``ddpm-128``) with the CPU sizing
+overrides kept, and synthesis is timed by the wall clock with the device synchronised. Use one ``--out`` per size.
+
 ``study`` runs benchmarks/study-four-way.yaml (the COVID study at the 10 % regime, 3 seeds) with the
 contestant's family in the `gan:` block, each seed's generator trained for the number of steps the
 contestant makes in ``--budget`` CPU seconds at the rate ``train`` measured: equal compute per generator.
@@ -136,8 +141,34 @@ def trace_encoder(out: Path, train) -> Path:
     return enc
 
 
+def contestant(name: str, size: int) -> tuple[str, list[str]]:
+    """(preset, overrides) of ``name`` at ``size``: the family's own preset at that size."""
+    from cxraug.train.config import PRESETS
+
+    preset_name, overrides = CONTESTANTS[name]
+    sized = preset_name.rsplit("-", 1)[0] + f"-{size}"
+    if sized not in PRESETS:
+        raise SystemExit(f"{name}: no preset {sized} (at {size} px)")
+    return sized, overrides
+
+
+def _clock(kind: str, device: str = "cpu"):
+    """The budget's clock: this thread's CPU time, or the wall clock (a GPU: synchronised before reading)."""
+    if kind == "cpu":
+        return time.thread_time
+
+    def wall() -> float:
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    return wall
+
+
 def cmd_prepare(a: argparse.Namespace) -> int:
-    train, held, n_dup = split_data()
+    train, held, n_dup = split_data(a.size)
     print(f"{len(train)} training images, {len(held)} held out ({n_dup} near-duplicates of training images dropped)")
     print(f"trace features: {trace_features(Path(a.out), train, a.features)}")
     return 0
@@ -151,13 +182,14 @@ def cmd_train(a: argparse.Namespace) -> int:
     from cxraug.train.engine import Trainer
 
     name = a.name
-    preset_name, overrides = CONTESTANTS[name]
+    preset_name, overrides = contestant(name, a.size)
     out = Path(a.out) / name
     out.mkdir(parents=True, exist_ok=True)
-    train, held, n_dup = split_data()
+    train, held, n_dup = split_data(a.size)
     feats = trace_features(Path(a.out), train, a.features)
     cfg = load_config(TrainConfig, None, [*overrides, "steps=10000000", "fid_every=0", "sample_every=10000000",
-                                          "ckpt_every=10000000", f"fid_n={a.fid_n}", "threads=1", "device=cpu", *a.set],
+                                          "ckpt_every=10000000", f"fid_n={a.fid_n}", "threads=1", f"device={a.device}",
+                                          *a.set],
                       base=preset(preset_name))  # fmt: skip
     tr = Trainer(cfg, with_normals(train) if cfg.domain_a else train, out / "run", progress=False)
     hook = EncoderFIDHook(feats)
@@ -165,31 +197,34 @@ def cmd_train(a: argparse.Namespace) -> int:
     t_train = t_eval = 0.0
     next_eval = 0.0
 
+    clock = _clock(a.clock, a.device)
+
     def evaluate() -> None:
         nonlocal t_eval
-        e0 = time.thread_time()
+        e0 = clock()
         fid = hook(tr)
-        t_eval += time.thread_time() - e0
+        t_eval += clock() - e0
         trace.append({"step": tr.step, "cpu_s": round(t_train, 1), "images": tr.images_seen, "fid": round(fid, 3)})
-        print(f"{name}: step {tr.step:6d}  {t_train:7.1f} cpu-s  FID {fid:7.2f}", file=sys.stderr, flush=True)
+        print(f"{name}: step {tr.step:6d}  {t_train:7.1f} {a.clock}-s  FID {fid:7.2f}", file=sys.stderr, flush=True)
 
     wall0 = time.perf_counter()
     while t_train < a.budget:
         if t_train >= next_eval:
             evaluate()
             next_eval += a.eval_every
-        c0 = time.thread_time()
+        c0 = clock()
         logs = tr.train_step()
         if tr.step % 10 == 0:
             for k, v in logs.items():
                 tr.history.setdefault(k, []).append([tr.step, float(v)])
-        t_train += time.thread_time() - c0
+        t_train += clock() - c0
     evaluate()
     tr.run_dir.mkdir(parents=True, exist_ok=True)
     tr.save_samples()
     tr.save_curves()
     ckpt = tr.save_checkpoint(out / "last.pt")
     info = {"name": name, "preset": preset_name, "overrides": [*overrides, *a.set], "budget_cpu_s": a.budget,
+            "clock": a.clock, "device": a.device, "size": a.size,
             "train_cpu_s": round(t_train, 1), "eval_cpu_s": round(t_eval, 1),
             "wall_s": round(time.perf_counter() - wall0, 1), "steps": tr.step, "images_seen": tr.images_seen,
             "train_images": len(train), "heldout_images": len(held), "heldout_near_duplicates_dropped": n_dup,
@@ -197,7 +232,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             "params_d": sum(p.numel() for m in tr.family.critics.values() for p in m.parameters()),
             "trace": trace, "trace_features": feats, "checkpoint": str(ckpt), "cpu": _cpu()}  # fmt: skip
     (out / "train.json").write_text(json.dumps(info, indent=2))
-    print(f"{name}: {tr.step} steps in {t_train:.0f} cpu-s, last FID {trace[-1]['fid']:.2f}")
+    print(f"{name}: {tr.step} steps in {t_train:.0f} {a.clock}-s, last FID {trace[-1]['fid']:.2f}")
     return 0
 
 
@@ -210,7 +245,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from cxraug.plotting import save_grid
     from cxraug.synth.generate import generate
 
-    train, held, _ = split_data()
+    train, held, _ = split_data(a.size)
     real = np.asarray(train.images)
     half_a, half_b = real_halves(real)
     floor = _fid(real[half_a], real[half_b], a.features)
@@ -219,11 +254,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     names = a.only or [n for n in CONTESTANTS if (Path(a.out) / n / "last.pt").exists()]
     for name in names:
         d = Path(a.out) / name
-        generate(d / "last.pt", 8, seed=1)  # warm-up: the first call pays for imports and allocation
-        t0 = time.thread_time()  # CPU time of this (one-thread) process: unmoved by other jobs on the machine
-        fake, _, _ = generate(d / "last.pt", N_EVAL, seed=a.seed)
-        gen_s = time.thread_time() - t0
-        res = evaluate_images(real, fake, features=a.features, n=N_EVAL, seed=0, progress=False, heldout_u8=held)
+        clock = _clock(a.clock, a.device)  # cpu: this thread's CPU time, unmoved by other jobs on the machine
+        generate(d / "last.pt", 8, seed=1, device=a.device)  # warm-up: the first call pays for imports and allocation
+        t0 = clock()
+        fake, _, _ = generate(d / "last.pt", N_EVAL, seed=a.seed, device=a.device)
+        gen_s = clock() - t0
+        res = evaluate_images(real, fake, features=a.features, n=N_EVAL, seed=0, progress=False, heldout_u8=held,
+                              device=a.device)  # fmt: skip
         res["matched_n"] = _fid(real[half_a], fake[: len(half_b)], a.features)  # beside the floor, same n
         res["samples_per_s"] = round(N_EVAL / gen_s, 2)
         res["synthesis_s"] = round(gen_s, 1)
@@ -424,12 +461,19 @@ FEATURES = {"choices": ["cxr", "trained"], "default": "cxr",
                     "trained (an encoder trained on half the training images, as the first run did)"}  # fmt: skip
 
 
+SIZE = {"type": int, "default": 64, "choices": [64, 128], "help": "image size; the presets at that size"}
+CLOCK = {"choices": ["cpu", "wall"], "default": "cpu",
+         "help": "budget and synthesis clock: cpu (this thread's CPU seconds; contestants may run side by side) or "
+                 "wall (seconds of the wall clock, device synchronised: a GPU, one contestant at a time)"}  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("prepare", help="the split and the trace's encoder (before contestants run side by side)")
     r.add_argument("--out", default=str(ROOT / "runs" / "four-way"))
     r.add_argument("--features", **FEATURES)
+    r.add_argument("--size", **SIZE)
     r.set_defaults(func=cmd_prepare)
     t = sub.add_parser("train", help="train one contestant for a CPU-time budget")
     t.add_argument("name", choices=list(CONTESTANTS))
@@ -438,11 +482,17 @@ def main() -> int:
     t.add_argument("--fid-n", type=int, default=128, help="EMA samples per FID point of the trace")
     t.add_argument("--out", default=str(ROOT / "runs" / "four-way"))
     t.add_argument("--features", **FEATURES)
+    t.add_argument("--size", **SIZE)
+    t.add_argument("--clock", **CLOCK)
+    t.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("evaluate", help="metrics and synthesis speed of every trained contestant")
     e.add_argument("--out", default=str(ROOT / "runs" / "four-way"))
     e.add_argument("--features", **FEATURES)
+    e.add_argument("--size", **SIZE)
+    e.add_argument("--clock", **CLOCK)
+    e.add_argument("--device", default="cpu", help="where synthesis and the features run: cpu (default) or cuda")
     e.add_argument("--only", nargs="*")
     # not 0, as it was chosen before the cause of the seed-0 anomaly was known (cxraug.train.seeding: weights
     # used to be initialised from the same stream as synthesis seed 0); any seed is fine since that fix
