@@ -1,18 +1,41 @@
 """Training configuration and the named presets.
 
-Two kinds of preset: the papers' setups by name (``nguyen-wgan-gp-128``, ``hussain-wgan-96``, ...), faithful by
-default — architecture sizes, loss, optimiser, batch, no EMA unless the paper has one, length in epochs —
-and the project's tuned defaults (``wgan-gp-64``, ``dcgan-64``, ...). ``docs/presets.md`` sets each paper
-preset beside the paper's values and says why any differs.
+:class:`TrainConfig` is one flat dataclass: every key a run is configured and saved with (``--set w_dim=128``,
+``w_dim: 128`` in a YAML config or a run's ``config.yaml``).
+
+Presets are small YAML files shipped with the package, ``src/cxraug/train/presets/<name>.yaml``, one per preset
+(after StudioGAN's ``configs/<data>/<model>.yaml``). Each starts with comment lines saying what it follows, then
+
+- ``paper:`` the paper it reproduces (a citation) or, for the project's own, "project default; ..." and the
+  sources it starts from;
+- ``kind:`` ``paper`` — a paper's setup by name (``nguyen-wgan-gp-128``, ``hussain-wgan-96``, ...), faithful by
+  default: architecture sizes, loss, optimiser, batch, no EMA unless the paper has one, length in epochs — or
+  ``tuned``: the project's tuned defaults (``wgan-gp-64``, ``dcgan-64``, ...);
+- optionally ``base:`` the name of another file of the folder whose keys are read first and overridden by this
+  file's (one level of keys, no deep merge); a file whose name starts with ``_`` is such a base, not a preset;
+- the config keys, flat as in ``--set``, and ``size``: the image size (without it, the number the name ends in).
+
+:func:`preset` strips ``paper``, ``kind`` and ``base`` and returns the config dict; :data:`PRESETS` (and
+:data:`PAPER_PRESETS`, :data:`TUNED_PRESETS`) map names to the files' config keys; :func:`list_presets` gives
+(name, kind, paper) for ``cxraug train --list-presets``. The folder is read on first use, not at import.
+``docs/presets.md`` sets each paper preset beside the paper's values and says why any differs.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from importlib import resources
+from importlib.resources.abc import Traversable
+from typing import Any, NamedTuple
 
+from cxraug.config import load_yaml
 from cxraug.data.source import DataConfig
+from cxraug.errors import ConfigError
 
 
 @dataclass
@@ -83,122 +106,103 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch (0 = torch's default)
 
 
-# The project's tuned defaults: what `cxraug train` runs unless told otherwise. They start from the papers'
-# optimisers but are not any paper's setup (e.g. the generator EMA, batch 64, wider 128 px networks).
-TUNED_PRESETS: dict[str, dict] = {
-    # Radford et al.: Adam 2e-4, beta1 0.5, batch 128, BCE.
-    "dcgan-64": dict(family="dcgan", loss="bce", batch_size=128, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1),
-    "dcgan-128": dict(family="dcgan", loss="bce", batch_size=128, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1),
-    # Hussain et al.'s networks (see models/wgan.py) with RMSprop 5e-5, clip 0.01, n_critic 5.
-    "wgan-hussain-96": dict(family="wgan", loss="wgan-clip", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, n_critic=5),
-    "wgan-clip-64": dict(family="wgan", loss="wgan-clip", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, n_critic=5),
-    # Gulrajani et al.: Adam 1e-4 (0.5, 0.9), lambda 10, n_critic 5.
-    "wgan-gp-64": dict(family="wgangp", loss="wgan-gp", lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, n_critic=5),
-    "wgan-gp-128": dict(family="wgangp", loss="wgan-gp", lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, n_critic=5),
-    # Conditional GAN; projection D with spectral norm + hinge (Miyato & Koyama).
-    "cgan-64": dict(family="cgan", loss="hinge", lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.9, n_critic=2),
-    "cgan-128": dict(family="cgan", loss="hinge", lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.9, n_critic=2),
-    # Zhu et al.: LSGAN, cycle 10, identity 0.5, pool 50, Adam 2e-4 (0.5, 0.999), batch 1.
-    "cyclegan-128": dict(family="cyclegan", loss="lsgan", batch_size=1, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1),
-    "cyclegan-256": dict(
-        family="cyclegan", loss="lsgan", batch_size=1, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1, n_blocks=9
-    ),
-    "cyclegan-64": dict(family="cyclegan", loss="lsgan", batch_size=1, lr_g=2e-4, lr_d=2e-4, beta2=0.999, n_critic=1),
-    # DDPM (Ho et al. 2020; docs/presets.md): epsilon-prediction UNet, linear betas over T=1000, Adam (0.9, 0.999),
-    # EMA 0.9999; lr 1e-4 as the diffusers DDPM example (Ho et al.: 2e-4 at 32 px). Scaled down for ~1,000 CXR
-    # images: base width 64 (Ho: 128), 4 levels at 64 px, 5 at 128 px; DDIM sampling in 50 steps (Song et al.).
-    "ddpm-64": dict(family="ddpm", lr_g=1e-4, beta1=0.9, beta2=0.999, batch_size=64, width=64, ema_decay=0.9999,
-                    unet_mult=[1, 2, 2, 2], unet_layers=2, unet_attention=[16], dropout=0.1, steps=10000,
-                    sample_every=1000, ckpt_every=500),
-    "ddpm-128": dict(family="ddpm", lr_g=1e-4, beta1=0.9, beta2=0.999, batch_size=64, width=64, ema_decay=0.9999,
-                     unet_mult=[1, 1, 2, 2, 4], unet_layers=2, unet_attention=[16], dropout=0.1, steps=10000,
-                     sample_every=1000, ckpt_every=500),
-}
+# --------------------------------------------------------------------------- the presets folder
+PRESET_KINDS = ("paper", "tuned")  # a paper's setup | the project's tuned default
+_ABOUT = ("paper", "kind")  # what a preset file says about itself, beside its config keys
 
-# StyleGAN2-ADA (Karras et al. 2020), the ADA paper's 256 px limited-data configuration scaled to each size
-# (docs/presets.md): Adam 0.0025 with betas (0, 0.99), batch 64, one D step per G step, 512-d z and w, channels
-# 64..512, minibatch-stddev groups of 4, generator EMA with a 20k-image half-life (0.5 ** (64 / 20000) per
-# step), lazy R1 every 16 D steps with gamma 1 at 256 px scaled by (size / 256) ** 2, D's learning rate times
-# 16/17 for the lazy regulariser, ADA 'bgc' toward r_t = 0.6, p adjusted every 4 steps, 0 -> 1 in 500k images.
-_STYLEGAN2_ADA = dict(
-    family="stylegan2", loss="bce", optimizer="adam", lr_g=0.0025, lr_d=0.0025 * 16 / 17, beta1=0.0, beta2=0.99,
-    n_critic=1, batch_size=64, z_dim=512, w_dim=512, width=64, mbstd_group=4, ema_decay=0.9978, r1_every=16,
-    ada="bgc", ada_target=0.6, ada_interval=4, ada_kimg=500.0, diffaug="",
-)  # fmt: skip
-TUNED_PRESETS.update({
-    "stylegan2-ada-64": dict(_STYLEGAN2_ADA, map_layers=2, r1_gamma=1.0 * (64 / 256) ** 2),
-    "stylegan2-ada-128": dict(_STYLEGAN2_ADA, map_layers=2, r1_gamma=1.0 * (128 / 256) ** 2),
-    "stylegan2-ada-256": dict(_STYLEGAN2_ADA, map_layers=8, r1_gamma=1.0),
-})  # fmt: skip
 
-# Optimisers the CXR papers take from their sources (Ng & Hargreaves state them; Nguyen follows Ng).
-_DCGAN_OPT = dict(optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1)  # Radford et al.
-_WGANGP_OPT = dict(optimizer="adam", lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, n_critic=5, gp_lambda=10.0)
-# The PyTorch DCGAN tutorial's networks (Ng & Hargreaves; Nguyen's 64 px listings): no conv bias anywhere.
-_TUTORIAL_G = {"widths": [512, 256, 128, 64], "bias": False}
-_TUTORIAL_D = {"widths": [64, 128, 256, 512], "bias": False}
+class PresetInfo(NamedTuple):
+    """One preset as ``cxraug train --list-presets`` shows it."""
 
-# The papers' setups, faithful by default; docs/presets.md gives the paper value beside each preset value.
-PAPER_PRESETS: dict[str, dict] = {
-    # Hussain et al.: Keras WGAN, RMSprop 5e-5, clip 0.01, n_critic 5, 96 px, "20000 epochs" = Keras-GAN
-    # iterations of one batch (batch 32 in that code), so a length in generator steps.
-    "hussain-wgan-96": dict(
-        family="wgan", loss="wgan-clip", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, n_critic=5, clip=0.01,
-        batch_size=32, steps=20000, size=96,
-    ),
-    # Nguyen: DCGAN 64 px, BCE, batch 128, 500 epochs (2000 CLAHE images).
-    "nguyen-dcgan-64": dict(
-        family="dcgan", loss="bce", **_DCGAN_OPT, batch_size=128, epochs=500, g_layout=_TUTORIAL_G,
-        d_layout=_TUTORIAL_D, size=64,
-    ),
-    # Nguyen: WGAN-GP 64 px; critic with parameter-free InstanceNorm after every conv, no bias.
-    "nguyen-wgan-gp-64": dict(
-        family="wgangp", loss="wgan-gp", **_WGANGP_OPT, batch_size=128, epochs=500, g_layout=_TUTORIAL_G,
-        d_layout={**_TUTORIAL_D, "norm_first": True, "affine": False}, size=64,
-    ),
-    # Nguyen: WGAN-GP 128 px, G 512->32 and critic 16->256 with biases (3.6 M / 0.7 M parameters), 500 epochs.
-    "nguyen-wgan-gp-128": dict(
-        family="wgangp", loss="wgan-gp", **_WGANGP_OPT, batch_size=128, epochs=500,
-        g_layout={"widths": [512, 256, 128, 64, 32], "bias": True},
-        d_layout={"widths": [16, 32, 64, 128, 256], "bias": True, "norm_first": True, "affine": False}, size=128,
-    ),
-    # Ng & Hargreaves: the PyTorch DCGAN tutorial, Adam 2e-4 beta1 0.5, batch 128, 700 epochs (their best).
-    "ng-dcgan-64": dict(
-        family="dcgan", loss="bce", **_DCGAN_OPT, batch_size=128, epochs=700, g_layout=_TUTORIAL_G,
-        d_layout=_TUTORIAL_D, size=64,
-    ),
-    # Ng & Hargreaves: the same networks, InstanceNorm in the critic, Adam 1e-4 (0.5, 0.9), batch 128, 700 epochs.
-    "ng-wgan-gp-64": dict(
-        family="wgangp", loss="wgan-gp", **_WGANGP_OPT, batch_size=128, epochs=700, g_layout=_TUTORIAL_G,
-        d_layout=_TUTORIAL_D, size=64,
-    ),
-    # Zunair & Hamza: CycleGAN (Zhu et al.) at 256 px with the log-likelihood GAN loss and the cycle loss only
-    # (their objective has no identity term); Zhu et al.'s Adam 2e-4 (0.5, 0.999), batch 1, pool 50, 200 epochs.
-    "zunair-cyclegan-256": dict(
-        family="cyclegan", loss="bce", optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1,
-        batch_size=1, n_blocks=9, cycle_lambda=10.0, identity_lambda=0.0, pool_size=50, epochs=200, size=256,
-    ),
-    # Sundaram & Hulkund used a pretrained progressive GAN (Segal et al.) conditioned on 14-label vectors; the
-    # closest trainable substitute is the conditional GAN (projection critic, hinge). Progressive GANs average
-    # the generator's weights (EMA 0.999), so that stays on.
-    "sundaram-cgan": dict(
-        family="cgan", loss="hinge", optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.9, n_critic=2,
-        batch_size=64, ema_decay=0.999, epochs=100, size=128,
-    ),
-}  # fmt: skip
-for _p in PAPER_PRESETS.values():  # EMA off unless the paper uses it
-    _p.setdefault("ema_decay", 0.0)
+    name: str
+    kind: str  # paper | tuned
+    paper: str  # the paper it follows (a citation), or "project default; ..." and the sources it starts from
 
-PRESETS: dict[str, dict] = {**PAPER_PRESETS, **TUNED_PRESETS}
+
+def _preset_files() -> dict[str, Traversable]:
+    """Every ``presets/<name>.yaml`` of the package, by name (``_name``: a base file, no preset)."""
+    folder = resources.files("cxraug.train") / "presets"
+    return {f.name.removesuffix(".yaml"): f for f in folder.iterdir() if f.name.endswith(".yaml")}
+
+
+def _read_preset(files: dict[str, Traversable], name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The file's keys, on top of those of the file its ``base`` names (read first, its paper and kind left out)."""
+    if name not in files or name in chain:
+        why = "no such file" if name not in files else "a loop"
+        raise ConfigError(f"presets: {' -> '.join((*chain, name))}.yaml: {why}")
+    data = load_yaml(files[name].read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ConfigError(f"presets/{name}.yaml: expected a mapping of config keys")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    inherited = {k: v for k, v in _read_preset(files, str(base), (*chain, name)).items() if k not in _ABOUT}
+    return {**inherited, **data}
+
+
+def _natural(name: str) -> list:
+    """Sort key: ``cgan-64`` before ``cgan-128``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+@functools.cache
+def _registry() -> dict[str, tuple[PresetInfo, dict[str, Any]]]:
+    """Every preset, read once from the package's files: paper presets first, then the tuned ones, each in
+    natural name order."""
+    files = _preset_files()
+    found = []
+    for name in (n for n in files if not n.startswith("_")):
+        fields = _read_preset(files, name)
+        info = PresetInfo(name, str(fields.pop("kind", "")), str(fields.pop("paper", "")))
+        if info.kind not in PRESET_KINDS or not info.paper:
+            raise ConfigError(f"presets/{name}.yaml: needs a paper (or project default) and a kind "
+                              f"({' or '.join(PRESET_KINDS)})")  # fmt: skip
+        found.append((info, fields))
+    found.sort(key=lambda p: (PRESET_KINDS.index(p[0].kind), _natural(p[0].name)))
+    return {info.name: (info, fields) for info, fields in found}
+
+
+class _Presets(Mapping[str, dict]):
+    """The presets (of one kind, or all) by name, as read-only config dicts: each lookup returns a fresh copy
+    of the file's config keys (``size`` included where the file gives one). Nothing is read before first use."""
+
+    def __init__(self, kind: str | None = None):
+        self._kind = kind
+
+    def _entries(self) -> dict[str, dict[str, Any]]:
+        return {n: f for n, (info, f) in _registry().items() if self._kind in (None, info.kind)}
+
+    def __getitem__(self, name: str) -> dict:
+        return copy.deepcopy(self._entries()[name])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+    def __repr__(self) -> str:
+        return f"<presets{f' ({self._kind})' if self._kind else ''}: {', '.join(self)}>"
+
+
+PAPER_PRESETS: Mapping[str, dict] = _Presets("paper")  # the papers' setups, faithful by default
+TUNED_PRESETS: Mapping[str, dict] = _Presets("tuned")  # the project's tuned defaults
+PRESETS: Mapping[str, dict] = _Presets()  # both: paper presets first
+
+
+def list_presets() -> list[PresetInfo]:
+    """(name, kind, paper) of every preset, paper presets first, each kind in natural name order."""
+    return [info for info, _ in _registry().values()]
 
 
 def preset(name: str) -> dict:
     """The preset as a config dict (``data.size`` from its ``size`` or else the name's suffix)."""
     if not isinstance(name, str) or name not in PRESETS:
-        from cxraug.errors import ConfigError
-
         raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
-    fields = dict(PRESETS[name])
+    fields = PRESETS[name]
     size = int(fields.pop("size", 0) or name.rsplit("-", 1)[1])
     return {"preset": name, **fields, "data": {"size": size}}
 
