@@ -107,3 +107,26 @@ def test_import_reads_no_preset_file():
     code = ("import cxraug.train.config as c; assert c._registry.cache_info().currsize == 0; "
             "import cxraug.cli; assert c._registry.cache_info().currsize == 0")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_lists_the_presets_with_their_papers(capsys, tmp_path):
+    from cxraug.cli import main
+
+    assert main(["train", "--list-presets", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(PRESETS)
+    for line, info in zip(lines, list_presets()):
+        assert line.split()[:2] == [info.name, info.kind] and line.endswith(info.paper)
+    assert not list(tmp_path.iterdir())  # nothing trained
+
+
+def test_cli_help_and_choices_come_from_the_registry(capsys):
+    from cxraug.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in PRESETS)
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", "no-such-preset"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -12,6 +12,8 @@ from cxraug.errors import CXRAugError
 def cmd_train(a: argparse.Namespace) -> int:
     from cxraug.train import resume, train
 
+    if a.list_presets:
+        return print_presets()
     if a.resume:
         changed = [f"--{k.replace('_', '-')}" for k, default in a.train_defaults.items()
                    if k not in RESUME_FLAGS and getattr(a, k, default) != default]  # fmt: skip
@@ -49,7 +51,19 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-RESUME_FLAGS = {"resume", "steps", "fid_encoder", "quiet", "out", "func", "train_defaults"}  # what --resume takes
+def print_presets() -> int:
+    """``--list-presets``: one line per preset, its name, kind and the paper it follows; nothing is trained."""
+    from cxraug.train.config import list_presets
+
+    infos = list_presets()
+    width = max(len(i.name) for i in infos)
+    for info in infos:
+        print(f"{info.name:<{width}}  {info.kind:<5}  {info.paper}")
+    return 0
+
+
+# what --resume takes
+RESUME_FLAGS = {"resume", "steps", "fid_encoder", "quiet", "out", "func", "train_defaults", "list_presets"}
 
 
 def _fid_hook(a: argparse.Namespace):
@@ -62,19 +76,24 @@ def _fid_hook(a: argparse.Namespace):
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """``cxraug train``."""
-    from cxraug.train.config import PAPER_PRESETS, PRESETS, TUNED_PRESETS
+    from cxraug.train.config import list_presets
 
+    infos = list_presets()  # the presets folder (src/cxraug/train/presets/*.yaml), read once here
+    names = {kind: [i.name for i in infos if i.kind == kind] for kind in ("paper", "tuned")}
     p = sub.add_parser(
         "train",
         help="train a GAN (DCGAN, WGAN, WGAN-GP, conditional, CycleGAN) from a preset",
         description="Train a GAN on a CXR collection.\nPapers' setups (faithful; docs/presets.md compares them):\n  "
-        + "\n  ".join(PAPER_PRESETS)
+        + "\n  ".join(names["paper"])
         + "\nThe project's tuned defaults:\n  "
-        + "\n  ".join(TUNED_PRESETS)
+        + "\n  ".join(names["tuned"])
+        + "\n--list-presets names the paper each follows."
         + "\nOverride any config field with --set key=value (e.g. --set lr_g=2e-4 --set diffaug=translation,cutout).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), help="default wgan-gp-64")
+    p.add_argument("--preset", choices=sorted(i.name for i in infos), help="default wgan-gp-64")
+    p.add_argument("--list-presets", action="store_true",
+                   help="print each preset with its kind and the paper it follows, then exit")  # fmt: skip
     p.add_argument("--data", default="phantom", help="folder, CSV, cache or phantom spec; default %(default)s")
     p.add_argument("--class", dest="cls", help="train on this class only (e.g. COVID)")
     p.add_argument("--domain-a", help="CycleGAN source class (e.g. normal)")
