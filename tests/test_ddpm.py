@@ -8,6 +8,7 @@ CPU thread: as fast as two for networks this small, and it does not collapse whe
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from conftest import gan_cfg
 from cxraug.config import to_dict
 from cxraug.io import load_checkpoint
 from cxraug.models.artifact import load_generator
-from cxraug.models.ddpm import DEFAULTS, DDPMFamily, ddim_scheduler, noise_scheduler, unet_kwargs
+from cxraug.models.ddpm import DDPMConfig, DDPMFamily, ddim_scheduler, noise_scheduler, unet_kwargs
 from cxraug.train.config import TrainConfig
 from cxraug.train.engine import Trainer
 from cxraug.train.families import make_family
@@ -254,8 +255,9 @@ def test_resume_is_exact_and_there_is_no_critic(tiny_ds, tmp_path):
 
 def test_defaults_match_the_train_config():
     """The models layer's fallbacks for a config without the diffusion fields are TrainConfig's defaults."""
-    c = TrainConfig()
-    assert {k: getattr(c, k) for k in DEFAULTS} == DEFAULTS
+    c, defaults = TrainConfig(), asdict(DDPMConfig())
+    assert {k: getattr(c, k) for k in defaults} == defaults
+    assert DDPMConfig.from_config({}) == DDPMConfig.from_config({k: None for k in defaults}) == DDPMConfig()
 
 
 def test_bad_settings_are_one_line_before_any_work(tmp_path, capsys):

@@ -1,8 +1,12 @@
-"""Small shared pieces: normalisation by name, weight init, parameter counts."""
+"""Small shared pieces: normalisation by name, weight init, parameter counts, a family's config section."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
+from collections.abc import Mapping
+from typing import Any, Self
 
 import torch
 from torch import nn
@@ -120,3 +124,31 @@ def memory_bytes(device: str | torch.device = "cpu") -> int:
 
 def gb(n: float) -> str:
     return f"{n / 2**30:,.1f} GB" if n >= 2**30 / 10 else f"{n / 2**20:,.1f} MB"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigSection:
+    """A family's own options, as typed fields whose defaults are the one place those defaults are written
+    (:class:`cxraug.train.config.TrainConfig` takes its defaults for them from here). Subclasses: a network's
+    section next to it (:class:`cxraug.models.stylegan2.StyleGAN2Config`, :class:`cxraug.models.ddpm.DDPMConfig`).
+
+    The user-facing keys stay flat (``--set w_dim=128``, ``w_dim: 128``, every run's ``config.yaml``): a section
+    is how the models layer reads and defaults them from a config dict, not a nested syntax.
+    """
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Self:
+        """The section's fields from a flat config dict; a key that is absent or None (a config written before
+        the field existed) takes the default. Values are converted to the field's type (``int``, ``float``,
+        ``bool``, ``str``, or a list of one of them), as the networks have always read them."""
+        hints = typing.get_type_hints(cls)
+        given = {f.name: _convert(hints[f.name], config[f.name])
+                 for f in dataclasses.fields(cls) if config.get(f.name) is not None}  # fmt: skip
+        return cls(**given)
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
+        return [item(v) for v in value]
+    return tp(value)

@@ -25,6 +25,7 @@ inside the functions, so ``import cxraug`` stays light.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,25 +33,35 @@ from torch import nn
 
 from cxraug.errors import ConfigError
 from cxraug.models.artifact import GeneratorFamily, register
+from cxraug.models.common import ConfigSection
 
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}  # our name -> diffusers' beta_schedule
-DEFAULTS: dict[str, Any] = {  # used when a config lacks a field (e.g. an older config dict)
-    "unet_mult": [1, 2, 2, 2], "unet_layers": 2, "unet_attention": [16], "dropout": 0.1, "class_cond": False,
-    "noise_schedule": "linear", "diffusion_steps": 1000, "sample_steps": 50, "sample_batch": 128,
-    "preview_steps": 10,
-}  # fmt: skip
 
 
-def _get(config: dict[str, Any], key: str) -> Any:
-    v = config.get(key)
-    return DEFAULTS[key] if v is None else v
+@dataclass(frozen=True)
+class DDPMConfig(ConfigSection):
+    """The diffusion family's own options (flat config keys) and their defaults (Ho et al. 2020; DDIM sampling,
+    Song et al. 2021); a config without one of them (e.g. an older config dict) reads the default. The family
+    also reads width (the UNet's base width) and data.size."""
+
+    unet_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # UNet block widths = width x these
+    unet_layers: int = 2  # residual blocks per UNet level
+    unet_attention: list[int] = field(default_factory=lambda: [16])  # feature-map sizes with self-attention
+    dropout: float = 0.1  # in the UNet's residual blocks (Ho et al.: 0.1 on CIFAR-10)
+    class_cond: bool = False  # condition on the label vectors (W y added to the timestep embedding)
+    noise_schedule: str = "linear"  # linear (Ho et al.) | cosine (Nichol & Dhariwal)
+    diffusion_steps: int = 1000  # T, the forward process's steps
+    sample_steps: int = 50  # DDIM steps when sampling (eta 0)
+    sample_batch: int = 128  # images denoised at once when sampling
+    preview_steps: int = 10  # DDIM steps for the training previews (sample grids): a fifth of sample_steps' cost
 
 
 def _schedule_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    kind = str(_get(config, "noise_schedule"))
+    opts = DDPMConfig.from_config(config)
+    kind = opts.noise_schedule
     if kind not in SCHEDULES:
         raise ConfigError(f"noise_schedule must be one of {', '.join(SCHEDULES)}, got {kind!r} (--set noise_schedule)")
-    t = int(_get(config, "diffusion_steps"))
+    t = opts.diffusion_steps
     if t < 2:
         raise ConfigError(f"diffusion_steps must be an integer >= 2, got {t} (--set diffusion_steps)")
     # linear: Ho et al.'s beta_1 = 1e-4 ... beta_T = 0.02 (diffusers' defaults, stated here so they cannot drift)
@@ -69,9 +80,10 @@ def check_sampling(config: dict[str, Any]) -> dict[str, Any]:
     """The schedule's arguments, once ``sample_steps`` and ``preview_steps`` (1..T) and ``sample_batch`` (>= 1)
     are checked."""
     kw = _schedule_kwargs(config)
-    batch = int(_get(config, "sample_batch"))
+    opts = DDPMConfig.from_config(config)
+    batch = opts.sample_batch
     for key in ("sample_steps", "preview_steps"):
-        steps = int(_get(config, key))
+        steps = getattr(opts, key)
         if not 1 <= steps <= kw["num_train_timesteps"]:
             raise ConfigError(f"{key} must be within 1..{kw['num_train_timesteps']} (the diffusion steps), "
                               f"got {steps} (--set {key})")  # fmt: skip
@@ -86,7 +98,7 @@ def ddim_scheduler(config: dict[str, Any], steps: int | None = None):
     from diffusers import DDIMScheduler
 
     kw = check_sampling(config)
-    steps = int(steps or _get(config, "sample_steps"))
+    steps = int(steps or DDPMConfig.from_config(config).sample_steps)
     s = DDIMScheduler(**kw, clip_sample=True, set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading")
     s.set_timesteps(steps)
     return s
@@ -95,10 +107,8 @@ def ddim_scheduler(config: dict[str, Any], steps: int | None = None):
 def unet_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     """``UNet2DModel`` arguments for a config; a size or width the UNet cannot take is one :class:`ConfigError`."""
     size, width = int(config["data"]["size"]), int(config["width"])
-    mult = [int(m) for m in _get(config, "unet_mult")]
-    attn = {int(a) for a in _get(config, "unet_attention")}
-    layers = int(_get(config, "unet_layers"))
-    dropout = float(_get(config, "dropout"))
+    opts = DDPMConfig.from_config(config)
+    mult, attn, layers, dropout = opts.unet_mult, set(opts.unet_attention), opts.unet_layers, opts.dropout
     if not mult or min(mult) < 1 or layers < 1 or width < 1 or not 0 <= dropout < 1:
         raise ConfigError(f"ddpm: unet_mult {mult} (integers >= 1), unet_layers {layers} (>= 1), width {width} "
                           f"(>= 1) and dropout {dropout} (within [0, 1)) must be valid")  # fmt: skip
@@ -135,7 +145,7 @@ class DenoisingUNet(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], n_labels: int) -> DenoisingUNet:
-        conditional = bool(_get(config, "class_cond")) and n_labels > 0
+        conditional = DDPMConfig.from_config(config).class_cond and n_labels > 0
         return cls(unet_kwargs(config), n_labels if conditional else 0)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | int, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -159,10 +169,11 @@ class DDPMFamily(GeneratorFamily):
     def __init__(self, net: nn.Module, config: dict[str, Any], class_names: list[str], real_labels: torch.Tensor):
         super().__init__(net, config, class_names, real_labels)
         self.conditional = getattr(net, "label_proj", None) is not None  # an instance fact: class_cond in its config
+        self.opts = DDPMConfig.from_config(config)
 
     @classmethod
     def conditional_for(cls, config: dict) -> bool:
-        return bool(config.get("class_cond"))  # class-conditional by configuration
+        return DDPMConfig.from_config(config).class_cond  # class-conditional by configuration
 
     @classmethod
     def build(cls, config: dict[str, Any], n_labels: int) -> nn.Module:
@@ -172,7 +183,7 @@ class DDPMFamily(GeneratorFamily):
     def preview(self, n, labels=None, source=None, generator=None):
         """Training previews: DDIM with ``preview_steps`` (default 10) instead of ``sample_steps``, so that a
         sample grid costs a fifth of a full sampling (a rougher picture of the same x_T)."""
-        return self.sample(n, labels=labels, generator=generator, steps=int(_get(self.config, "preview_steps")))
+        return self.sample(n, labels=labels, generator=generator, steps=self.opts.preview_steps)
 
     @torch.no_grad()
     def sample(self, n, labels=None, source=None, generator=None, batch: int | None = None, steps: int | None = None):
@@ -183,7 +194,7 @@ class DDPMFamily(GeneratorFamily):
         x_T = torch.randn(n, 1, size, size, generator=generator)  # [n,1,S,S], on the CPU
         y = self._real_rows(n, generator) if labels is None else labels.float()  # [n,K]
         sched = ddim_scheduler(self.config, steps)
-        bs = max(1, int(batch or _get(self.config, "sample_batch")))
+        bs = max(1, int(batch or self.opts.sample_batch))
         dev = self.device
         self.net.eval()
         out = []

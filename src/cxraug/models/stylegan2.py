@@ -36,15 +36,36 @@ channel_max; width 64 at 256 px gives the ADA paper's 256 px network: 64, 128, 2
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from cxraug.models.artifact import GeneratorFamily, register
-from cxraug.models.common import as_labels, n_doublings
+from cxraug.models.common import ConfigSection, as_labels, n_doublings
 
 LRELU_GAIN = math.sqrt(2.0)
+
+
+@dataclass(frozen=True)
+class StyleGAN2Config(ConfigSection):
+    """StyleGAN2-ADA's own options (flat config keys) and their defaults, the ADA paper's: the networks read
+    them here, the training (train/stylegan_family.py, train/ada.py) through TrainConfig, which takes these
+    defaults. The family also reads z_dim, width (channels ``min(width * size / res, 8 * width)``) and data.size."""
+
+    w_dim: int = 512  # the intermediate latent w
+    map_layers: int = 8  # fully connected layers of the mapping network z -> w
+    mbstd_group: int = 4  # minibatch-stddev group size (the discriminator)
+    r1_gamma: float = 1.0  # R1 penalty weight gamma on the real images (0 = off)
+    r1_every: int = 16  # lazy R1: on every k-th discriminator step, the term times k
+    ada: str = "bgc"  # ADA pipeline: "bgc", some of its letters, or operation names (train/ada.py); "" = off
+    ada_target: float = 0.6  # target of r_t = E[sign(D(real))]; 0 = p stays at ada_p
+    ada_interval: int = 4  # discriminator steps between two adjustments of p
+    ada_kimg: float = 500.0  # thousand real images over which p can move from 0 to 1
+    ada_p: float = 0.0  # initial augmentation probability
+    truncation: float = 1.0  # psi when sampling (1 = no truncation)
+    class_cond: bool = False  # condition on the label vectors (mapping network and projection discriminator)
 
 
 def channels(res: int, size: int, width: int) -> int:
@@ -277,19 +298,21 @@ class StyleGAN2Discriminator(nn.Module):
 
 def build_generator(config: dict, n_labels: int) -> StyleGAN2Generator:
     """The generator a (training) config describes; class-conditional when ``config["class_cond"]``."""
+    opts = StyleGAN2Config.from_config(config)
     return StyleGAN2Generator(
         int(config["z_dim"]),
         int(config["data"]["size"]),
         int(config["width"]),
-        int(config.get("w_dim", 512)),
-        n_labels if config.get("class_cond") else 0,
-        int(config.get("map_layers", 8)),
+        opts.w_dim,
+        n_labels if opts.class_cond else 0,
+        opts.map_layers,
     )
 
 
 def build_discriminator(config: dict, n_labels: int) -> StyleGAN2Discriminator:
+    opts = StyleGAN2Config.from_config(config)
     return StyleGAN2Discriminator(int(config["data"]["size"]), int(config["width"]),
-                                  n_labels if config.get("class_cond") else 0, int(config.get("mbstd_group", 4)))  # fmt: skip
+                                  n_labels if opts.class_cond else 0, opts.mbstd_group)  # fmt: skip
 
 
 @register
@@ -302,12 +325,13 @@ class StyleGAN2Family(GeneratorFamily):
 
     def __init__(self, net: nn.Module, config: dict, class_names: list[str], real_labels: torch.Tensor):
         super().__init__(net, config, class_names, real_labels)
-        self.conditional = bool(config.get("class_cond"))  # per checkpoint, not per family name
-        self.psi = float(config.get("truncation", 1.0))
+        opts = StyleGAN2Config.from_config(config)
+        self.conditional = opts.class_cond  # per checkpoint, not per family name
+        self.psi = opts.truncation
 
     @classmethod
     def conditional_for(cls, config: dict) -> bool:
-        return bool(config.get("class_cond"))  # class-conditional by configuration
+        return StyleGAN2Config.from_config(config).class_cond  # class-conditional by configuration
 
     @classmethod
     def build(cls, config: dict, n_labels: int) -> nn.Module:

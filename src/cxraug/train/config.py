@@ -1,7 +1,11 @@
 """Training configuration and the named presets.
 
 :class:`TrainConfig` is one flat dataclass: every key a run is configured and saved with (``--set w_dim=128``,
-``w_dim: 128`` in a YAML config or a run's ``config.yaml``).
+``w_dim: 128`` in a YAML config or a run's ``config.yaml``). The options of the StyleGAN2-ADA and DDPM families
+take their defaults from the models layer's sections (:class:`cxraug.models.stylegan2.StyleGAN2Config`,
+:class:`cxraug.models.ddpm.DDPMConfig`, the one place those defaults are written), which is also how those
+networks read a config dict: ``StyleGAN2Config.from_config(config)``. The keys stay flat; a section is not a
+nested syntax.
 
 Presets are small YAML files shipped with the package, ``src/cxraug/train/presets/<name>.yaml``, one per preset
 (after StudioGAN's ``configs/<data>/<model>.yaml``). Each starts with comment lines saying what it follows, then
@@ -36,6 +40,11 @@ from typing import Any, NamedTuple
 from cxraug.config import load_yaml
 from cxraug.data.source import DataConfig
 from cxraug.errors import ConfigError
+from cxraug.models.ddpm import DDPMConfig
+from cxraug.models.stylegan2 import StyleGAN2Config
+
+# The family sections' defaults (models layer), which TrainConfig's fields of those names take.
+_STYLEGAN2, _DDPM = StyleGAN2Config(), DDPMConfig()
 
 
 @dataclass
@@ -69,29 +78,31 @@ class TrainConfig:
     ema_decay: float = 0.999  # 0 disables the generator EMA
     diffaug: str = ""  # e.g. "translation,cutout,brightness" for the limited-data regime
     # --- StyleGAN2-ADA (family stylegan2: models/stylegan2.py, train/ada.py, train/stylegan_family.py; Karras et
-    # al. 2020). Also read by it: z_dim, width (channels min(width * size / res, 8 * width)), class_cond. ---
-    w_dim: int = 512  # the intermediate latent w
-    map_layers: int = 8  # fully connected layers of the mapping network z -> w
-    mbstd_group: int = 4  # minibatch-stddev group size (the discriminator)
-    r1_gamma: float = 1.0  # R1 penalty weight gamma on the real images (0 = off)
-    r1_every: int = 16  # lazy R1: on every k-th discriminator step, the term times k
-    ada: str = "bgc"  # ADA pipeline: "bgc", some of its letters, or operation names (train/ada.py); "" = off
-    ada_target: float = 0.6  # target of r_t = E[sign(D(real))]; 0 = p stays at ada_p
-    ada_interval: int = 4  # discriminator steps between two adjustments of p
-    ada_kimg: float = 500.0  # thousand real images over which p can move from 0 to 1
-    ada_p: float = 0.0  # initial augmentation probability
-    truncation: float = 1.0  # psi when sampling (1 = no truncation)
-    # --- diffusion (family ddpm, models/ddpm.py; Ho et al. 2020, DDIM sampling Song et al. 2021) ---
-    unet_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # UNet block widths = width x these
-    unet_layers: int = 2  # residual blocks per UNet level
-    unet_attention: list[int] = field(default_factory=lambda: [16])  # feature-map sizes with self-attention
-    dropout: float = 0.1  # in the UNet's residual blocks (Ho et al.: 0.1 on CIFAR-10)
-    class_cond: bool = False  # condition on the label vectors (the denoiser; StyleGAN2 reads it too)
-    noise_schedule: str = "linear"  # linear (Ho et al.) | cosine (Nichol & Dhariwal)
-    diffusion_steps: int = 1000  # T, the forward process's steps
-    sample_steps: int = 50  # DDIM steps when sampling (eta 0)
-    sample_batch: int = 128  # images denoised at once when sampling
-    preview_steps: int = 10  # DDIM steps for the training previews (sample grids): a fifth of sample_steps' cost
+    # al. 2020). What each field means, and its default: StyleGAN2Config (models/stylegan2.py). Also read by
+    # it: z_dim, width, class_cond. ---
+    w_dim: int = _STYLEGAN2.w_dim
+    map_layers: int = _STYLEGAN2.map_layers
+    mbstd_group: int = _STYLEGAN2.mbstd_group
+    r1_gamma: float = _STYLEGAN2.r1_gamma
+    r1_every: int = _STYLEGAN2.r1_every
+    ada: str = _STYLEGAN2.ada
+    ada_target: float = _STYLEGAN2.ada_target
+    ada_interval: int = _STYLEGAN2.ada_interval
+    ada_kimg: float = _STYLEGAN2.ada_kimg
+    ada_p: float = _STYLEGAN2.ada_p
+    truncation: float = _STYLEGAN2.truncation
+    # --- diffusion (family ddpm, models/ddpm.py; Ho et al. 2020, DDIM sampling Song et al. 2021). What each
+    # field means, and its default: DDPMConfig (models/ddpm.py). ---
+    unet_mult: list[int] = field(default_factory=lambda: _DDPM.unet_mult.copy())
+    unet_layers: int = _DDPM.unet_layers
+    unet_attention: list[int] = field(default_factory=lambda: _DDPM.unet_attention.copy())
+    dropout: float = _DDPM.dropout
+    class_cond: bool = _DDPM.class_cond  # condition on the label vectors (the denoiser; StyleGAN2 reads it too)
+    noise_schedule: str = _DDPM.noise_schedule
+    diffusion_steps: int = _DDPM.diffusion_steps
+    sample_steps: int = _DDPM.sample_steps
+    sample_batch: int = _DDPM.sample_batch
+    preview_steps: int = _DDPM.preview_steps
     seed: int = 0
     log_every: int = 10  # host syncs (loss .item()) only every log_every steps
     sample_every: int = 200
