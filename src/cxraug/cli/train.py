@@ -82,8 +82,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     names = {kind: [i.name for i in infos if i.kind == kind] for kind in ("paper", "tuned")}
     p = sub.add_parser(
         "train",
-        help="train a GAN (DCGAN, WGAN, WGAN-GP, conditional, CycleGAN) from a preset",
-        description="Train a GAN on a CXR collection.\nPapers' setups (faithful; docs/presets.md compares them):\n  "
+        help="train a generator (DCGAN, WGAN, WGAN-GP, conditional GAN, CycleGAN, StyleGAN2-ADA, DDPM) from a preset",
+        description="Train a generator (a GAN or a diffusion model) on a CXR collection.\nPapers' setups (faithful; docs/presets.md compares them):\n  "
         + "\n  ".join(names["paper"])
         + "\nThe project's tuned defaults:\n  "
         + "\n  ".join(names["tuned"])
