@@ -187,7 +187,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     train, held, n_dup = split_data(a.size)
     feats = trace_features(Path(a.out), train, a.features)
-    cfg = load_config(TrainConfig, None, [*overrides, "steps=10000000", "fid_every=0", "sample_every=10000000",
+    cfg = load_config(TrainConfig, overrides=[*overrides, "steps=10000000", "fid_every=0", "sample_every=10000000",
                                           "ckpt_every=10000000", f"fid_n={a.fid_n}", "threads=1", f"device={a.device}",
                                           *a.set],
                       base=preset(preset_name))  # fmt: skip

@@ -40,7 +40,7 @@ def main() -> int:
     cuda = a.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     for name in a.presets:
-        cfg = load_config(TrainConfig, None, [f"device={a.device}", "batch_size=64", *a.set], base=preset(name))
+        cfg = load_config(TrainConfig, overrides=[f"device={a.device}", "batch_size=64", *a.set], base=preset(name))
         ds = load_dataset(DataConfig("phantom:covid=128", size=cfg.data.size), progress=False)
         tr = Trainer(cfg, ds, tempfile.mkdtemp(), progress=False)
         for _ in range(10):

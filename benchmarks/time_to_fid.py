@@ -84,7 +84,7 @@ def main() -> int:
         features, t_enc = f"encoder:{enc}", time.perf_counter() - t0
         a.threshold = a.threshold if a.threshold is not None else 10.0
     width = [f"width={a.width}"] if a.width else []
-    cfg = load_config(TrainConfig, None, [*width, f"steps={a.max_steps}", f"fid_every={a.every}",
+    cfg = load_config(TrainConfig, overrides=[*width, f"steps={a.max_steps}", f"fid_every={a.every}",
                                           "sample_every=100000", "ckpt_every=100000", *a.set], base=base)  # fmt: skip
     hook = EncoderFIDHook(features)
     trace: list[dict] = []

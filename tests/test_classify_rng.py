@@ -62,8 +62,9 @@ def test_study_quality_encoder_split_is_patient_level(monkeypatch, tmp_path):
     rng = np.random.default_rng(0)
     train_min = rng.integers(0, 256, (8, 16, 16), dtype=np.uint8)
     patients = ["p0", "p0", "p1", "p1", "p2", "p2", "p3", "p3"]
-    explain.save_explanations(tmp_path, nn.Identity(), 1, train_min[:2], train_min[:4], train_min, train_min[:2],
-                              np.zeros(2, np.int64), np.zeros(2, bool), "auto", progress=False,
+    explain.save_explanations(tmp_path, nn.Identity(), 1, test_minority=train_min[:2], synthetic=train_min[:4],
+                              train_minority=train_min, umap_x=train_min[:2], umap_y=np.zeros(2, np.int64),
+                              umap_synthetic=np.zeros(2, bool), features="auto", progress=False,
                               train_patients=patients)  # fmt: skip
     assert seen["patient_ids"] == patients
     enc, ref = encoder_split(len(patients), seen["patient_ids"], 0)

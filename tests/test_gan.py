@@ -137,7 +137,7 @@ def test_gradient_penalty_on_the_augmented_inputs():
     """The penalty is taken on the DiffAugment'ed real and fake images the critic loss saw (issue 12), checked
     by an independent computation that replays the family's documented draw order: z, aug(real), aug(fake), eps."""
     cfg = gan_cfg("wgan-gp-64", width=8, batch_size=4, diffaug="brightness")  # brightness: x + (u - 0.5)
-    fam = make_family(cfg, 2, torch.Generator().manual_seed(7))
+    fam = make_family(cfg, 2, rng=torch.Generator().manual_seed(7))
     x = torch.rand(4, 1, 64, 64) * 2 - 1
     _, logs = fam.critic_loss((x, torch.zeros(4, 2)))
     g = torch.Generator().manual_seed(7)
@@ -524,7 +524,7 @@ def test_config_words_stay_words(tmp_path):
     from cxraug.config import load_config
 
     cfg = load_config(
-        TrainConfig, None, ["amp=no", "channels_last=on", "ema_decay=0", "compile=yes"], base=preset("dcgan-64")
+        TrainConfig, overrides=["amp=no", "channels_last=on", "ema_decay=0", "compile=yes"], base=preset("dcgan-64")
     )
     assert (cfg.amp, cfg.channels_last, cfg.compile) == ("no", "on", True)
     f = tmp_path / "c.yaml"

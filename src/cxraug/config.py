@@ -241,7 +241,8 @@ def _set_dotted(d: dict, key: str, value: Any) -> None:
 
 
 def load_config(
-    cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None, base: dict | None = None
+    cls: type[T], path: str | os.PathLike | None = None, *, overrides: list[str] | None = None,
+    base: dict | None = None,
 ) -> T:
     """``base`` (e.g. a preset) < YAML file < ``overrides`` ("a.b=value", YAML-parsed values)."""
     data: dict = to_dict(base) if base is not None else {}

@@ -190,7 +190,7 @@ def _p_value(seeds: dict, dl: dict) -> float:
     return float(max(ps)) if ps else float("nan")
 
 
-def compare(a_runs: list[dict], b_runs: list[dict], name: str, groups: list[str], cfg: StudyConfig,
+def compare(a_runs: list[dict], b_runs: list[dict], name: str, *, groups: list[str], cfg: StudyConfig,
             confounded: str = "", patients_known: bool = True) -> dict:  # fmt: skip
     """Protocol a against protocol b on one evaluation set, paired by seed and by image. ``patients_known``:
     ``groups`` are patient ids, so DeLong's variance is the patient-clustered one (Obuchowski 1997); else
@@ -306,7 +306,8 @@ def aggregate(results: list[dict], cfg: StudyConfig, *, groups: dict[str, list[s
                 continue
             label = f"{a} vs {b}"
             cmp_sets = [s for s in sets if s == "internal" or s == "external:pooled" or s.startswith("internal:")]
-            cmp = {s: compare(by_p[a_name], by_p[b_name], s, grp[s], cfg, conf_text, patients_known=known)
+            cmp = {s: compare(by_p[a_name], by_p[b_name], s, groups=grp[s], cfg=cfg, confounded=conf_text,
+                          patients_known=known)
                    for s in cmp_sets}  # fmt: skip
             for c in cmp.values():
                 c["arm"], c["against"] = a_name, b_name

@@ -205,7 +205,7 @@ class StudyConfig:
 
 
 def load_study_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> StudyConfig:
-    return load_config(StudyConfig, path, overrides)
+    return load_config(StudyConfig, path, overrides=overrides)
 
 
 def load_config_dict(d: Path) -> dict:

@@ -80,6 +80,7 @@ def save_explanations(
     dest: Path,
     model: torch.nn.Module,
     target: int,
+    *,
     test_minority: np.ndarray,
     synthetic: np.ndarray | None,
     train_minority: np.ndarray,

@@ -38,7 +38,7 @@ def gan_train_config(spec: GanSpec, size: int, *, minority: str = "minority", n_
     is capped at that many; 0: not known yet, no cap); ``seed``: the generator's (default the block's)."""
     batch = min(spec.batch_size, n_images) if n_images else spec.batch_size
     seed = spec.seed if seed is None else seed
-    return load_config(TrainConfig, None, [f"width={spec.width}", f"steps={spec.steps}", f"batch_size={batch}",
+    return load_config(TrainConfig, overrides=[f"width={spec.width}", f"steps={spec.steps}", f"batch_size={batch}",
                                            f"diffaug={spec.diffaug}", f"seed={seed}", f"data.size={size}",
                                            f"data.path=study:{n_images} {minority} training images",
                                            "epochs=0",  # length in steps

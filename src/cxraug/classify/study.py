@@ -607,8 +607,10 @@ class Study(StudyGenerators):
         pick = np.sort(np.random.default_rng(0).permutation(len(x))[:cap])
         tr_min = tr[self.pos[tr]]
         return save_explanations(self.dir, self.model(self.key(protocol, top, s0)), self.k_min,
-                                 self.images[te][self.pos[te]], self.syn, self.images[tr_min], x[pick],
-                                 y[pick].astype(np.int64), syn[pick], self.cfg.features, self.progress,
+                                 test_minority=self.images[te][self.pos[te]], synthetic=self.syn,
+                                 train_minority=self.images[tr_min], umap_x=x[pick],
+                                 umap_y=y[pick].astype(np.int64), umap_synthetic=syn[pick],
+                                 features=self.cfg.features, progress=self.progress,
                                  train_patients=[self.ds.patient_ids[i] for i in tr_min])  # fmt: skip
 
     def model(self, key: str) -> torch.nn.Module:

@@ -373,7 +373,7 @@ class Candidate:
 
 
 def candidate_pairs(
-    query: Signatures, index: Signatures, same: bool = False, top_k: int = TOP_K, min_votes: float = MIN_VOTES,
+    query: Signatures, index: Signatures, *, same: bool = False, top_k: int = TOP_K, min_votes: float = MIN_VOTES,
     chunk: int = 256,
 ) -> list[Candidate]:
     """For each query image (as is, and flipped when the query holds flipped features), the ``top_k`` index images
@@ -526,7 +526,7 @@ def _refine(a: np.ndarray, b: np.ndarray, m: np.ndarray, u: float) -> np.ndarray
     return (np.vstack([m, [0, 0, 1]]) @ np.vstack([c, [0, 0, 1]]))[:2]
 
 
-def compare_pixels(a: np.ndarray, b: np.ndarray, m: np.ndarray, u: float = 1.0) -> tuple[float, float, float, int] | None:
+def compare_pixels(a: np.ndarray, b: np.ndarray, m: np.ndarray, *, u: float = 1.0) -> tuple[float, float, float, int] | None:
     """Working images ``a`` and ``b`` with the affine map ``m`` (a's coordinates -> b's) and the resolution factor
     ``u`` (how many working pixels the coarser image's pixel spans): (median and lower-quartile tile correlation
     at zero shift, median gain of the best shift within SHIFT px, number of tiles), after refining ``m`` twice from
@@ -542,7 +542,8 @@ def compare_pixels(a: np.ndarray, b: np.ndarray, m: np.ndarray, u: float = 1.0) 
     return float(np.median(t[:, 0])), float(np.percentile(t[:, 0], 25)), float(np.median(t[:, 1] - t[:, 0])), len(t)
 
 
-def verify(query: Signatures, i: int, index: Signatures, j: int, orientations: Sequence[bool] | None = None) -> Evidence:
+def verify(query: Signatures, i: int, index: Signatures, j: int, *, orientations: Sequence[bool] | None = None
+) -> Evidence:
     """Is query image ``i`` the same radiograph as index image ``j``? ``orientations``: which orientations of the
     query to try (default: as is, and flipped when the query holds flipped features)."""
     tries = list(orientations) if orientations is not None else [False, True] if query.flipped else [False]
@@ -583,7 +584,7 @@ def _verify_one(query: Signatures, i: int, index: Signatures, j: int, flipped: b
     # both ways, each image the frame once: the decision must not depend on which image is the query
     tests = ((a, b, m, max(ea, eb / max(s, 1e-6), 1.0)), (b, a, cv2.invertAffineTransform(m), max(eb, ea * s, 1.0)))
     for x, y, mm, u in tests:
-        px = compare_pixels(x, y, mm, u)
+        px = compare_pixels(x, y, mm, u=u)
         if px is None:
             ev.reason = "too little common content to compare"
             return ev
@@ -604,7 +605,7 @@ def _verify_one(query: Signatures, i: int, index: Signatures, j: int, flipped: b
 
 
 def verify_pairs(
-    query: Signatures, index: Signatures, pairs: Sequence[tuple[int, int]], threads: int | None = None
+    query: Signatures, index: Signatures, pairs: Sequence[tuple[int, int]], *, threads: int | None = None
 ) -> list[Evidence]:
     """:func:`verify` for each (query image, index image) pair, on ``threads`` threads (default: up to 2)."""
     threads = threads or min(2, os.cpu_count() or 1)
@@ -641,7 +642,7 @@ def find_duplicates(
             seen.add(key)
 
     def job(c: Candidate) -> Match | None:
-        ev = verify(a, c.i, index, c.j, c.orientations)
+        ev = verify(a, c.i, index, c.j, orientations=c.orientations)
         if progress is not None:
             progress(1)
         return Match(c.i, c.j, ev, c.votes) if ev.same else None
@@ -686,7 +687,7 @@ def groups(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
 
 
 # ------------------------------------------------------------------------------------------- contact sheet
-def pair_panel(a: np.ndarray, b: np.ndarray, ev: Evidence, height: int = 160) -> np.ndarray:
+def pair_panel(a: np.ndarray, b: np.ndarray, ev: Evidence, *, height: int = 160) -> np.ndarray:
     """One row of a contact sheet (BGR uint8): the first working image, the second, and the second warped onto the
     first over it (first in magenta, second in green: grey where they agree, colour where they differ)."""
     a = cv2.flip(a, 1) if ev.flipped else a

@@ -59,7 +59,7 @@ class ProjectionDiscriminator(nn.Module):
         return self.psi(h).flatten() + (self.embed(y) * h).sum(1)
 
 
-def sample_label_vectors(real_labels: np.ndarray, n: int, pathology: int | None = None, seed: int = 0) -> torch.Tensor:
+def sample_label_vectors(real_labels: np.ndarray, n: int, *, pathology: int | None = None, seed: int = 0) -> torch.Tensor:
     """``n`` label vectors drawn from the real label distribution, restricted to rows where
     ``pathology`` is positive (so co-occurring findings keep their real frequencies)."""
     lab = np.nan_to_num(np.asarray(real_labels, np.float32))

@@ -109,7 +109,7 @@ class EqualConv2d(nn.Module):
         return lrelu(y) if self.act else y
 
 
-def modulate(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, eps: float = 1e-8) -> torch.Tensor:
+def modulate(weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool, eps: float = 1e-8) -> torch.Tensor:
     """The paper's Eqs. 1-3: w'_ijk = s_i w_ijk, then w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + eps).
 
     weight [O, I, k, k], styles s [B, I] -> per-sample weights [B, O, I, k, k] (each output filter of unit
@@ -145,7 +145,7 @@ class ModulatedConv2d(nn.Module):
         weight = self.weight * self.w_gain  # [O, I, k, k]
         h, wd = x.shape[2:]
         if self.fused:
-            wt = modulate(weight, styles, self.demodulate)  # [B, O, I, k, k]
+            wt = modulate(weight, styles, demodulate=self.demodulate)  # [B, O, I, k, k]
             y = F.conv2d(x.reshape(1, b * self.cin, h, wd), wt.reshape(b * self.cout, self.cin, *wt.shape[3:]),
                          padding=self.pad, groups=b)  # fmt: skip
             return y.reshape(b, self.cout, h, wd)  # [B, O, H, W]

@@ -132,7 +132,7 @@ def generate_batches(
     def batches(total: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for i in range(0, total, batch):
             b = min(batch, total - i)
-            y = sample_label_vectors(real, b, k, seed=seed + i) if g.conditional else None
+            y = sample_label_vectors(real, b, pathology=k, seed=seed + i) if g.conditional else None
             imgs, y = g.sample(b, labels=y, source=None if src is None else src[i : i + b], generator=gen)
             yield tensor_to_u8(imgs), y.numpy().astype(np.float32)
 

@@ -32,12 +32,12 @@ def train(
 
     ov = [f"data.path={data}"] + [f"{k}={v}" for k, v in kwargs.items()] + list(overrides or [])
     ov = steps_over_epochs(ov)  # --steps beats a preset's epochs
-    cfg = load_config(TrainConfig, config, ov, base=preset(preset_name))
+    cfg = load_config(TrainConfig, config, overrides=ov, base=preset(preset_name))
     check_train_config(cfg)  # one clear line per bad value, before any work
     check_outputs([cfg.data], out)  # no run folder or cache inside an input
     ds = load_dataset(cfg.data, progress=progress)
     fit_to_data(cfg, ds)  # an empty --class is refused; the batch is capped at the training images
-    resolve_steps(cfg, ds.counts(), len(ds), int(os.environ.get("WORLD_SIZE", "1")))  # epochs -> steps, once
+    resolve_steps(cfg, ds.counts(), len(ds), processes=int(os.environ.get("WORLD_SIZE", "1")))  # epochs -> steps, once
     run = _shared_run_dir(out, f"train-{cfg.preset}", cpu=pick_device(cfg.device).type == "cpu")
     skipped.save(run, skipped_lines(ds))  # the files left out of the training set, named when loaded
     _finish(Trainer(cfg, ds, run, progress=progress, eval_hook=eval_hook))
@@ -50,7 +50,7 @@ def _check_config_not_edited(path: Path, cfg: TrainConfig) -> None:
     if not path.is_file():
         return
     try:
-        on_disk = to_dict(load_config(TrainConfig, path, []))
+        on_disk = to_dict(load_config(TrainConfig, path, overrides=[]))
     except CXRAugError as e:
         raise CheckpointError(f"{show_path(path)} no longer reads as the run's config ({e})") from e
     diff = changed_settings(to_dict(cfg), on_disk)

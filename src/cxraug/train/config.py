@@ -218,7 +218,7 @@ def preset(name: str) -> dict:
     return {"preset": name, **fields, "data": {"size": size}}
 
 
-def steps_for_epochs(epochs: int, n_images: int, batch_size: int, processes: int = 1) -> int:
+def steps_for_epochs(epochs: int, n_images: int, batch_size: int, *, processes: int = 1) -> int:
     """Generator steps in ``epochs`` passes over ``n_images``: one step per batch, the last batch of a pass
     partial (as a PyTorch DataLoader without drop_last), ``processes`` data-parallel processes sharing a pass."""
     if epochs < 0 or n_images < 1 or batch_size < 1 or processes < 1:
@@ -238,13 +238,13 @@ def training_images(cfg: TrainConfig, counts: dict[str, int], total: int) -> int
     return total
 
 
-def resolve_steps(cfg: TrainConfig, counts: dict[str, int], total: int, processes: int = 1) -> TrainConfig:
+def resolve_steps(cfg: TrainConfig, counts: dict[str, int], total: int, *, processes: int = 1) -> TrainConfig:
     """With ``cfg.epochs`` set, fix ``cfg.steps`` from the training-set size and batch (once, before training;
     the saved config keeps both). Without it, ``steps`` stands."""
     if cfg.epochs > 0:
         n = training_images(cfg, counts, total)
         if n > 0:
-            cfg.steps = steps_for_epochs(cfg.epochs, n, cfg.batch_size, processes)
+            cfg.steps = steps_for_epochs(cfg.epochs, n, cfg.batch_size, processes=processes)
     return cfg
 
 

@@ -203,7 +203,7 @@ class CycleGANTraining(TrainingFamily):
             self._fakes = tuple(f.to(dev) for f in st["fakes"])
 
 
-def make_family(cfg: TrainConfig, n_labels: int, rng: torch.Generator | None = None, pool_seed: int | None = None):
+def make_family(cfg: TrainConfig, n_labels: int, *, rng: torch.Generator | None = None, pool_seed: int | None = None):
     """The training family for ``cfg.family``; ``rng`` draws on its device (default: CPU, the ``noise`` stream
     of ``cfg.seed``, as the engine's process 0)."""
     family_of(cfg.family)  # a clear error for an unknown name

@@ -76,6 +76,7 @@ def gradient_penalty(
     critic: Callable,
     real: torch.Tensor,
     fake: torch.Tensor,
+    *,
     y=None,
     eps: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -103,8 +104,8 @@ class WassersteinGP(Wasserstein):
             # float16 cannot carry the penalty's double backward (the loss scale collapses to ~1 within a
             # few steps); bf16 and float32 can. Under fp16 the penalty alone runs in float32.
             with torch.autocast(dev, enabled=False):
-                return self.gp_lambda * gradient_penalty(critic, real.float(), fake.float(), y, generator=generator)
-        return self.gp_lambda * gradient_penalty(critic, real, fake, y, generator=generator)
+                return self.gp_lambda * gradient_penalty(critic, real.float(), fake.float(), y=y, generator=generator)
+        return self.gp_lambda * gradient_penalty(critic, real, fake, y=y, generator=generator)
 
 
 class Hinge(GANLoss):

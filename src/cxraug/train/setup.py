@@ -99,7 +99,7 @@ class TrainerSetup:
         # each process of a multi-GPU/multi-node run (`accelerate launch`) draws its own batches
         self.sampler = torch.Generator().manual_seed(stream_seed(cfg.seed, "sampler", rank))
         self._ambient = self._ambient_init(stream_seed(cfg.seed, "ambient", rank))
-        self.family = make_family(cfg, self.n_labels, self.rng, stream_seed(cfg.seed, "pool", rank))
+        self.family = make_family(cfg, self.n_labels, rng=self.rng, pool_seed=stream_seed(cfg.seed, "pool", rank))
         self.spec: type[GeneratorFamily] = self.family.spec
         self.data_a, self.data_b = self.family.select_data(data)
         self._on_device_a, self._on_device_b = self._resident(self.data_a), self._resident(self.data_b)
