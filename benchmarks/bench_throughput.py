@@ -210,13 +210,15 @@ def naive_step(cfg, root: Path, work: Path, dev: torch.device):
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from cxraug.train.families import build_critic, build_generator
+    from cxraug.config import to_dict
+    from cxraug.families import family_of
 
     s = cfg.data.size
     tf = transforms.Compose([transforms.Grayscale(), transforms.Resize(s), transforms.CenterCrop(s),
                              transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])  # fmt: skip
     loader = DataLoader(datasets.ImageFolder(str(root), tf), batch_size=cfg.batch_size, shuffle=True, drop_last=True)
-    G, D = build_generator(cfg).to(dev), textbook_norms(build_critic(cfg)).to(dev)
+    family, config = family_of(cfg.family), to_dict(cfg)
+    G, D = family.build(config, 0).to(dev), textbook_norms(family.build_critics(config, 0)["D"]).to(dev)
     if cfg.optimizer == "rmsprop":
         opt_g, opt_d = torch.optim.RMSprop(G.parameters(), cfg.lr_g), torch.optim.RMSprop(D.parameters(), cfg.lr_d)
     else:

@@ -494,7 +494,7 @@ def main() -> int:
     e.add_argument("--clock", **CLOCK)
     e.add_argument("--device", default="cpu", help="where synthesis and the features run: cpu (default) or cuda")
     e.add_argument("--only", nargs="*")
-    # not 0, as it was chosen before the cause of the seed-0 anomaly was known (cxraug.train.seeding: weights
+    # not 0, as it was chosen before the cause of the seed-0 anomaly was known (cxraug.seeding: weights
     # used to be initialised from the same stream as synthesis seed 0); any seed is fine since that fix
     e.add_argument("--seed", type=int, default=1000, help="noise seed of the evaluated samples")
     e.set_defaults(func=cmd_evaluate)

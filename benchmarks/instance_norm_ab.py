@@ -18,8 +18,8 @@ import time
 import torch
 
 import cxraug.models.common as common
+from cxraug.families.losses import gradient_penalty
 from cxraug.models import WGANGPCritic
-from cxraug.train.losses import gradient_penalty
 
 
 class TorchIN(torch.nn.InstanceNorm2d):

@@ -13,7 +13,7 @@ from conftest import gan_cfg
 from cxraug.data.preprocess import tensor_to_u8, u8_to_tensor
 from cxraug.data.stats import fingerprints
 from cxraug.errors import CXRAugError
-from cxraug.models.artifact import FORMAT, GeneratorArtifact, load_generator
+from cxraug.families import FORMAT, GeneratorArtifact, load_generator
 from cxraug.models.cyclegan import ResnetGenerator
 from cxraug.train.engine import Trainer
 
@@ -185,7 +185,7 @@ def test_conditional_for_a_config_is_what_the_built_sampler_does(family, class_c
     """A family's answer before training (``conditional_for(config)``, which a study's checks use) agrees with
     the sampler built from that config (its ``conditional``, what synthesis honours)."""
     from cxraug.config import to_dict
-    from cxraug.models.artifact import family_of
+    from cxraug.families import family_of
 
     cfg = to_dict(gan_cfg({"dcgan": "dcgan-64", "wgangp": "wgan-gp-64", "cgan": "cgan-64",
                            "stylegan2": "stylegan2-ada-64", "ddpm": "ddpm-64"}[family],

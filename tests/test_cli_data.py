@@ -169,7 +169,7 @@ def test_cyclegan_size_the_check_suggests_really_trains(tmp_path, capsys):
     """The sizes the check calls workable are: 40 px (suggested for 42) trains a step and round-trips to 40 px."""
     import numpy as np
 
-    from cxraug.models.artifact import load_generator
+    from cxraug.families import load_generator
 
     out = tmp_path / "runs"
     assert main(["train", "--preset", "cyclegan-64", "--data", "phantom:normal=3,covid=3", "--domain-a", "normal",

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from cxraug.config import load_config, to_dict
+from cxraug.families.ddpm import DDPM as DDPMFamily
+from cxraug.families.stylegan2 import StyleGAN2ADA as StyleGAN2Family
 from cxraug.models.common import ConfigSection
-from cxraug.models.ddpm import DDPMConfig, DDPMFamily, unet_kwargs
-from cxraug.models.stylegan2 import StyleGAN2Config, StyleGAN2Family, build_discriminator, build_generator
+from cxraug.models.ddpm import DDPMConfig, unet_kwargs
+from cxraug.models.stylegan2 import StyleGAN2Config, build_discriminator, build_generator
 from cxraug.train.config import TrainConfig, preset
 
 SECTIONS = [StyleGAN2Config, DDPMConfig]

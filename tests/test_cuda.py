@@ -10,8 +10,9 @@ import torch
 
 from conftest import FAMILY_CASES, gan_cfg
 from cxraug.data.preprocess import u8_to_tensor
+from cxraug.families import load_generator
 from cxraug.train.config import TrainConfig
-from cxraug.train.engine import Trainer, load_generator
+from cxraug.train.engine import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -48,8 +49,8 @@ def test_every_family_trains_on_cuda_with_the_gpu_defaults(name, phantom_ds, ds1
     s = tr.sample(8)
     assert s.device.type == "cpu" and torch.isfinite(s).all() and s.abs().max() <= 1
     # the checkpoint loads on the CPU (no CUDA tensors needed) and gives the same images
-    g_cpu, _, _ = load_generator(tmp_path / "checkpoints" / "last.pt", "cpu")
-    g_gpu, _, _ = load_generator(tmp_path / "checkpoints" / "last.pt", "cuda")
+    g_cpu = load_generator(tmp_path / "checkpoints" / "last.pt", "cpu").net
+    g_gpu = load_generator(tmp_path / "checkpoints" / "last.pt", "cuda").net
     if name.startswith("cyclegan"):
         x = tr.fixed_a[:4]
         a, b = g_cpu(x), g_gpu(x.cuda()).cpu()

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from conftest import gan_cfg
-from cxraug.config import to_dict
+from cxraug.config import from_dict, to_dict
+from cxraug.families import load_generator, make_training
+from cxraug.families.ddpm import DDPM
 from cxraug.io import load_checkpoint
-from cxraug.models.artifact import load_generator
-from cxraug.models.ddpm import DDPMConfig, DDPMFamily, ddim_scheduler, noise_scheduler, unet_kwargs
-from cxraug.train.config import TrainConfig
+from cxraug.models.ddpm import DDPMConfig, ddim_scheduler, noise_scheduler, unet_kwargs
+from cxraug.train.config import TrainConfig, preset
 from cxraug.train.engine import Trainer
-from cxraug.train.families import make_family
 
 pytest.importorskip("diffusers")
 
@@ -79,7 +79,7 @@ def test_forward_noising_is_the_closed_form(schedule):
 
 def test_training_loss_is_the_mse_of_the_noise_for_the_drawn_t_and_eps():
     c = cfg(class_cond=True, dropout=0.0)
-    fam = make_family(c, n_labels=2)
+    fam = make_training(c, n_labels=2)
     g = torch.Generator().manual_seed(1)
     x0 = torch.rand(4, 1, S, S, generator=g) * 2 - 1
     y = torch.tensor([[1.0, 0], [0, 1], [1, 0], [0, 1]])
@@ -104,7 +104,7 @@ def test_label_projection_of_a_one_hot_vector_is_diffusers_class_embedding():
     from diffusers import UNet2DModel
 
     c = cfg(class_cond=True, dropout=0.0)
-    net = DDPMFamily.build(to_dict(c), 3).eval()
+    net = DDPM.build(to_dict(c), 3).eval()
     ref = UNet2DModel(**unet_kwargs(to_dict(c)), num_class_embeds=3).eval()
     missing, unexpected = ref.load_state_dict(net.unet.state_dict(), strict=False)
     assert missing == ["class_embedding.weight"] and unexpected == []
@@ -147,7 +147,7 @@ class Affine(torch.nn.Module):
 
 def test_sampler_runs_the_ddim_recursion_from_x_T_on_the_generator():
     config = {**to_dict(cfg()), "data": {"size": 8}, "sample_steps": 4, "sample_batch": 2}
-    fam = DDPMFamily(Affine(), config, ["normal", "covid"], torch.tensor([[1.0, 0], [0, 1]]))
+    fam = DDPM(Affine(), config, ["normal", "covid"], torch.tensor([[1.0, 0], [0, 1]]))
     imgs, y = fam.sample(3, generator=torch.Generator().manual_seed(7))
     g = torch.Generator().manual_seed(7)
     x = torch.randn(3, 1, 8, 8, generator=g).double()  # x_T first
@@ -207,7 +207,7 @@ def test_training_previews_take_preview_steps_and_sampling_sample_steps(tiny_ds,
 def test_training_lowers_the_denoising_loss_on_fixed_draws(tiny_ds):
     """Adam steps on the family's loss lower the MSE on a fixed set of (x0, t, eps) held apart from training."""
     c = cfg(dropout=0.0)
-    fam = make_family(c, n_labels=2)
+    fam = make_training(c, n_labels=2)
     x = torch.from_numpy(np.asarray(tiny_ds.images[:8], np.float32) / 127.5 - 1)[:, None]  # [8,1,S,S]
     g = torch.Generator().manual_seed(5)
     t, eps = torch.randint(0, T, (8,), generator=g), torch.randn(8, 1, S, S, generator=g)
@@ -345,7 +345,7 @@ def test_importing_cxraug_does_not_import_diffusers():
     import subprocess
     import sys
 
-    code = "import sys, cxraug, cxraug.models, cxraug.train.families, cxraug.cli; print('diffusers' in sys.modules)"
+    code = "import sys, cxraug, cxraug.models, cxraug.families, cxraug.cli; print('diffusers' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]
 
@@ -400,3 +400,16 @@ def test_fid_hook_scores_the_ema_denoisers_samples(tiny_ds, tmp_path):
                              extract(ext, tensor_to_u8(fake), progress=False))  # fmt: skip
     assert fid == pytest.approx(want, rel=1e-4)
     assert load_generator(tmp_path / "run" / "checkpoints" / "best.pt").name == "ddpm"
+
+
+def test_the_denoiser_refuses_only_a_loss_someone_set():
+    """families.ddpm cannot import TrainConfig (train sits above it), so it names TrainConfig's default loss
+    itself: the two must agree, or every plain DDPM config would be refused."""
+    from cxraug.errors import ConfigError
+    from cxraug.families.ddpm import GAN_LOSS_DEFAULT
+    from cxraug.families.ddpm import check_config as check_ddpm
+
+    assert TrainConfig().loss == GAN_LOSS_DEFAULT
+    check_ddpm(from_dict(TrainConfig, preset("ddpm-64")))
+    with pytest.raises(ConfigError, match="denoising objective"):
+        check_ddpm(from_dict(TrainConfig, {**preset("ddpm-64"), "loss": "hinge"}))

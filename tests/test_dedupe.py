@@ -250,7 +250,7 @@ def test_study_drops_cropped_copies_from_external_sets_and_refuses_a_generator_t
     gan = train("dcgan-64", str(tmp / "a"), tmp_path / "gan", progress=False, cls="covid", steps=1, width=8,
                 batch_size=4)  # fmt: skip
     ckpt = gan / "checkpoints" / "last.pt"
-    from cxraug.models.artifact import GeneratorArtifact
+    from cxraug.families import GeneratorArtifact
 
     assert len(GeneratorArtifact.load(ckpt).signatures()) == 12  # every training image's features
     own, ext = tmp_path / "own", tmp_path / "copies"  # a study on B's own images; B's copies as its external set

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxraug.train.diffaug import DiffAugment, brightness, contrast, cutout, saturation, translation
+from cxraug.families.diffaug import DiffAugment, brightness, contrast, cutout, saturation, translation
 
 
 def _cutout_closed_form(n: int, cut: int) -> tuple[np.ndarray, float]:

@@ -14,6 +14,8 @@ import torch
 
 from conftest import FAMILY_CASES, gan_cfg, tiny_cache
 from cxraug.config import from_dict
+from cxraug.families import load_generator, make_training
+from cxraug.families.losses import WeightClip, cycle_loss, gradient_penalty
 from cxraug.io import load_checkpoint
 from cxraug.models import (
     ConditionalGenerator,
@@ -30,9 +32,7 @@ from cxraug.models import (
 from cxraug.models.cgan import sample_label_vectors
 from cxraug.models.common import keras_param_count
 from cxraug.train.config import PRESETS, TrainConfig, preset
-from cxraug.train.engine import Trainer, TrainingDiverged, load_generator
-from cxraug.train.families import make_family
-from cxraug.train.losses import WeightClip, cycle_loss, gradient_penalty
+from cxraug.train.engine import Trainer, TrainingDiverged
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_gradient_penalty_on_the_augmented_inputs():
     """The penalty is taken on the DiffAugment'ed real and fake images the critic loss saw (issue 12), checked
     by an independent computation that replays the family's documented draw order: z, aug(real), aug(fake), eps."""
     cfg = gan_cfg("wgan-gp-64", width=8, batch_size=4, diffaug="brightness")  # brightness: x + (u - 0.5)
-    fam = make_family(cfg, 2, rng=torch.Generator().manual_seed(7))
+    fam = make_training(cfg, 2, rng=torch.Generator().manual_seed(7))
     x = torch.rand(4, 1, 64, 64) * 2 - 1
     _, logs = fam.critic_loss((x, torch.zeros(4, 2)))
     g = torch.Generator().manual_seed(7)
@@ -245,7 +245,7 @@ def test_short_training_moves_loss_and_samples_are_valid(name, phantom_ds, tmp_p
     assert torch.isfinite(s).all() and s.min() >= -1 and s.max() <= 1
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "losses.png").is_file()
     assert (tmp_path / "losses.csv").read_text().startswith("step,metric,value")
-    _g, cfg2, _ = load_generator(tmp_path / "checkpoints" / "last.pt")
+    cfg2 = from_dict(TrainConfig, load_generator(tmp_path / "checkpoints" / "last.pt").config)
     assert cfg2.family == cfg.family
 
 
@@ -436,7 +436,7 @@ import os, sys, torch
 from cxraug.config import from_dict
 from cxraug.data.source import DataConfig, load_dataset
 from cxraug.train.config import TrainConfig, preset
-from cxraug.train.diffaug import DiffAugment
+from cxraug.families.diffaug import DiffAugment
 from cxraug.train.engine import Trainer
 d = preset(sys.argv[1]); d.update(steps=2, batch_size=4, width=8, log_every=1, sample_every=2, ckpt_every=2,
                                   device="cpu", cls="covid", n_blocks=1, amp="no", n_critic=1, diffaug=sys.argv[3])

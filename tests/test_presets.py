@@ -28,10 +28,12 @@ def cfg_of(name: str) -> TrainConfig:
 
 
 def G_and_D(name: str, n_labels: int = 2) -> tuple[nn.Module, nn.Module]:
-    from cxraug.train.families import build_critic, build_generator
+    from cxraug.config import to_dict
+    from cxraug.families import family_of
 
     cfg = cfg_of(name)
-    return build_generator(cfg, n_labels), build_critic(cfg, n_labels)
+    family, config = family_of(cfg.family), to_dict(cfg)
+    return family.build(config, n_labels), family.build_critics(config, n_labels)["D"]
 
 
 # --------------------------------------------------------------------------- the papers' listings

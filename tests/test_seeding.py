@@ -1,4 +1,4 @@
-"""Independent random streams (cxraug.train.seeding).
+"""Independent random streams (cxraug.seeding).
 
 The bug this guards against: networks were initialised from ``torch.manual_seed(seed)`` and synthesis draws
 its noise from ``torch.Generator().manual_seed(seed)``: the same integer gives the same numbers. StyleGAN2's
@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from conftest import gan_cfg
-from cxraug.train.families import make_family
-from cxraug.train.seeding import seeded_init, stream_seed
+from cxraug.families import make_training
+from cxraug.seeding import seeded_init, stream_seed
 
 
 def _stream_heads(m: int, seeds=range(4)) -> list[torch.Tensor]:
@@ -42,7 +42,7 @@ def test_stylegan2_mapping_rows_are_not_the_latents_synthesis_draws():
     of seeds 0-3, in 128 dimensions. Independent: |cos| has sd 1/sqrt(128) = 0.088, so over 4 x 256 x 128
     pairs the largest is about 0.4 (a 0.6 bound is 6.8 sd). The old code gave cos = 1.000 for seed 0."""
     cfg = gan_cfg("stylegan2-ada-64", data={"size": 32}, width=4, z_dim=128, w_dim=128, map_layers=1, seed=0)
-    fam = make_family(cfg, 0)
+    fam = make_training(cfg, 0)
     w = next(p for n, p in fam.G.named_parameters() if p.dim() == 2).detach()  # the first mapping layer
     assert tuple(w.shape) == (128, 128)
     wn = w / w.norm(dim=1, keepdim=True)
@@ -69,7 +69,7 @@ def test_no_initial_weight_is_a_copy_of_a_sampling_stream(name):
     64 normal or uniform draws of seeds 0-3. Independent 64-value sequences have |corr| with sd 1/8; the bound
     0.9 is far above chance and far below the exact copy (corr 1) the old seeding produced."""
     cfg = gan_cfg(name, data={"size": 32}, seed=0, **FAMILIES[name])
-    fam = make_family(cfg, 2)
+    fam = make_training(cfg, 2)
     heads = _stream_heads(64)
     for net in fam.generators.values():
         for pname, p in net.named_parameters():

@@ -46,7 +46,7 @@ def test_both_instance_norm_kernels_match_torch_incl_double_backward(kernel):
     """Each kernel the per-device choice can pick, against torch's nn.InstanceNorm2d: values (contiguous and
     channels_last), first-order gradients, the gradient penalty's double backward, and bf16 autocast."""
     import cxraug.models.common as common
-    from cxraug.train.losses import gradient_penalty
+    from cxraug.families.losses import gradient_penalty
 
     fn = getattr(common, kernel)
     w, b = torch.randn(8), torch.randn(8)

@@ -13,8 +13,9 @@ import torch
 from torch.nn import functional as F
 
 from conftest import gan_cfg, tiny_cache
+from cxraug.families import load_generator
+from cxraug.families.ada import AdaptiveAugment, apply_geometric, rotate2d, scale2d, translate2d
 from cxraug.io import load_checkpoint
-from cxraug.models.artifact import load_generator
 from cxraug.models.stylegan2 import (
     ModulatedConv2d,
     StyleGAN2Discriminator,
@@ -22,7 +23,6 @@ from cxraug.models.stylegan2 import (
     minibatch_stddev,
     modulate,
 )
-from cxraug.train.ada import AdaptiveAugment, apply_geometric, rotate2d, scale2d, translate2d
 from cxraug.train.engine import Trainer
 
 

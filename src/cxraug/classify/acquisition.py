@@ -159,7 +159,7 @@ def acquisition_cue_check(
 
     oof = np.empty(len(y))
     # One OpenMP thread while fitting (restored after): on thousands of rows it is as fast, and a busy machine
-    # (the study's own training) made the default threads spin up to 15x slower.
+    # (the study's own training) made the default threads spin many times slower.
     with threadpool_limits(limits=1, user_api="openmp"):
         for train, test in folds:
             if len(np.unique(y[train])) < 2:  # a fold without one class cannot be learned: its prevalence

@@ -14,7 +14,7 @@ from cxraug.data.sample import Collection
 from cxraug.data.source import open_source
 from cxraug.data.splits import NEAR_DUPLICATE_BITS
 from cxraug.errors import CXRAugError, LeakageError, show_path
-from cxraug.models.artifact import GeneratorArtifact
+from cxraug.families import GeneratorArtifact
 
 
 def load_labelled(

@@ -16,8 +16,8 @@ from cxraug.classify.config import GanSpec
 from cxraug.config import load_config, to_dict
 from cxraug.data.splits import regime_subset
 from cxraug.errors import CXRAugError
+from cxraug.families import GeneratorArtifact
 from cxraug.io import load_checkpoint
-from cxraug.models.artifact import GeneratorArtifact
 from cxraug.train.config import TrainConfig, preset
 from cxraug.train.engine import Trainer
 

@@ -62,8 +62,8 @@ from cxraug.data.splits import (
     regime_subset,
 )
 from cxraug.errors import CXRAugError
+from cxraug.families import family_of
 from cxraug.io import load_checkpoint, save_checkpoint, write_json
-from cxraug.models.artifact import family_of
 
 # per-image, kept in runs/*/result.json
 RAW_KEYS = ("test_prob", "test_true", "external_prob", "external_true", "test_prob_labels", "test_true_labels")

@@ -54,7 +54,7 @@ class Extractor:
     def to(self, device: str | torch.device) -> Extractor:
         """Run on ``device`` ("auto": CUDA, then MPS, then CPU); features are the same up to float rounding."""
         if self.net is not None:
-            from cxraug.models.artifact import pick_device
+            from cxraug.models.common import pick_device
 
             self.net.to(pick_device(str(device)))
         return self

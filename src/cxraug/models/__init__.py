@@ -1,5 +1,6 @@
-"""Generator families, one file each: DCGAN, WGAN (Hussain, weight clipping), WGAN-GP, conditional, CycleGAN,
-StyleGAN2-ADA, DDPM (diffusion)."""
+"""The networks, one file per architecture: DCGAN, WGAN (Hussain, weight clipping), WGAN-GP, conditional GAN,
+CycleGAN, StyleGAN2-ADA, DDPM (diffusion), and the typed config sections of the last two. How each family builds,
+trains and samples them: :mod:`cxraug.families`."""
 
 from cxraug.models.cgan import ConditionalGenerator, ProjectionDiscriminator
 from cxraug.models.cyclegan import PatchDiscriminator, ResnetGenerator

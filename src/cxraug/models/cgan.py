@@ -15,7 +15,6 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from cxraug.models.artifact import NoiseGenerator, register
 from cxraug.models.common import as_labels, dcgan_init, n_doublings
 from cxraug.models.dcgan import DCGANGenerator
 
@@ -68,15 +67,3 @@ def sample_label_vectors(real_labels: np.ndarray, n: int, *, pathology: int | No
         raise ValueError(f"no real image has label index {pathology}")
     rng = np.random.default_rng(seed)
     return torch.from_numpy(rows[rng.integers(len(rows), size=n)])
-
-
-@register
-class ConditionalFamily(NoiseGenerator):
-    """Sampling a conditional GAN: ``labels`` [n,K] chosen by the caller, else rows of the real labels."""
-
-    name = "cgan"
-    conditional = True
-
-    @classmethod
-    def build(cls, config: dict, n_labels: int) -> nn.Module:
-        return ConditionalGenerator(n_labels, config["z_dim"], config["data"]["size"], config["width"])

@@ -1,4 +1,5 @@
-"""Small shared pieces: normalisation by name, weight init, parameter counts, a family's config section."""
+"""Small shared pieces: normalisation by name, weight init, parameter counts, device and memory, a family's config
+section."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def instance_norm_native(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 
 # Which kernel runs on which device type, from measurements of a WGAN-GP-64 critic update (forward on real and
-# fake, the penalty's double backward, Adam): on an H100 the plain ops made the step 29-46 % faster (torch's
-# kernels for that many tiny channels, and their channels_last copies, were 45 % of the GPU time; BENCHMARKS.md
-# §6); on CPUs torch's kernel is as fast or up to 8 % faster (AVX-512-BF16 EPYC in bf16 and float32, §1b and
+# fake, the penalty's double backward, Adam): on an H100 the plain ops made the step faster (torch's kernels for
+# that many tiny channels, and their channels_last copies, took much of the GPU time; BENCHMARKS.md §6); on CPUs
+# torch's kernel is as fast or a little faster (AVX-512-BF16 EPYC in bf16 and float32, §1b and
 # §8b; AVX2-only EPYC in float32, §8b), so CPUs take torch's stock kernel. Devices not listed take the plain ops.
 INSTANCE_NORM_KERNEL = {"cpu": instance_norm_native, "cuda": instance_norm_plain}
 
@@ -98,6 +99,17 @@ def as_labels(y: torch.Tensor | None, batch: int, dim: int, device) -> torch.Ten
     if y is None:
         return torch.zeros(batch, dim, device=device)
     return torch.nan_to_num(y.float(), nan=0.0)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA, else Apple MPS, else CPU; anything else is passed to ``torch.device``."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def tensor_bytes(*nets: nn.Module | None) -> int:

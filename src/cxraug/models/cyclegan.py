@@ -4,19 +4,14 @@ ResNet generator: c7s1-64, d128, d256, R256 x n_blocks (6 for <=128 px, 9 for 25
 c7s1-1, with InstanceNorm and reflection padding. Discriminator: the 70x70 PatchGAN
 C64-C128-C256-C512 (4x4 convs, strides 2,2,2,1; no norm on C64) and a 1-channel patch map.
 
-Synthesis (:class:`TranslationFamily`) translates given domain-A images, each exactly once, as Zunair
+Synthesis (:class:`cxraug.families.cyclegan.CycleGAN`) translates given domain-A images, each exactly once, as Zunair
 & Hamza translate every majority-class (normal) training image to the minority class.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
-
-from cxraug.data.preprocess import u8_to_tensor
-from cxraug.errors import CXRAugError
-from cxraug.models.artifact import GeneratorFamily, register
 
 
 class ResnetBlock(nn.Module):
@@ -135,38 +130,3 @@ class ImagePool:
         self.images = [imgs[i : i + 1] for i in range(len(imgs))]
         if isinstance(st.get("rng"), torch.Tensor):  # (older checkpoints kept a Python RNG: its draws are lost)
             self.rng.set_state(st["rng"])
-
-
-@register
-class TranslationFamily(GeneratorFamily):
-    """CycleGAN synthesis: G_AB translates each given source (domain A) image once; labels = domain B."""
-
-    name = "cyclegan"
-    main = "G_AB"
-    names = ("G_AB", "G_BA")
-    takes_source = True
-
-    @classmethod
-    def build(cls, config: dict, n_labels: int = 0) -> nn.Module:
-        return ResnetGenerator(1, config["width"], config["n_blocks"])
-
-    @property
-    def target_class(self) -> str | None:
-        return self.config.get("domain_b")
-
-    @torch.no_grad()
-    def sample(self, n, labels=None, source=None, generator=None):
-        """Translate ``source[:n]`` (uint8 [N,S,S] or float [N,1,S,S] in [-1,1]); fewer if it has fewer."""
-        if source is None or len(source) == 0:
-            a = self.config.get("domain_a") or "domain A"
-            raise CXRAugError(
-                f"a {self.preset} generator translates images: give the {a} images to translate (--source DIR)"
-            )
-        x = source[:n]
-        if isinstance(x, np.ndarray):
-            x = u8_to_tensor(x)  # uint8 [n,S,S] -> [n,1,S,S] in [-1,1]
-        y = torch.zeros(len(x), len(self.class_names))  # [n, K]: one-hot domain B
-        if self.target_class in self.class_names:
-            y[:, self.class_names.index(self.target_class)] = 1
-        self.net.eval()
-        return self.net(x.to(self.device)).float().cpu(), y

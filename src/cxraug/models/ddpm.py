@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from cxraug.errors import ConfigError
-from cxraug.models.artifact import GeneratorFamily, register
 from cxraug.models.common import ConfigSection
 
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}  # our name -> diffusers' beta_schedule
@@ -154,56 +153,3 @@ class DenoisingUNet(nn.Module):
             y = torch.zeros(x.size(0), self.n_labels, device=x.device) if y is None else torch.nan_to_num(y.float())
             emb = self.label_proj(y.to(self.label_proj.weight.dtype))  # [B, temb]
         return self.unet(x, t, class_labels=emb).sample
-
-
-@register
-class DDPMFamily(GeneratorFamily):
-    """Sampling a trained DDPM with DDIM: x_T ~ N(0, I) on the CPU ``generator``, then ``sample_steps`` steps.
-
-    Conditional (``class_cond``): ``labels`` [n,K] chosen by the caller, else rows of the real labels; the
-    unconditional model returns real label rows too (for the manifest), as the noise GANs do.
-    """
-
-    name = "ddpm"
-
-    def __init__(self, net: nn.Module, config: dict[str, Any], class_names: list[str], real_labels: torch.Tensor):
-        super().__init__(net, config, class_names, real_labels)
-        self.conditional = getattr(net, "label_proj", None) is not None  # an instance fact: class_cond in its config
-        self.opts = DDPMConfig.from_config(config)
-
-    @classmethod
-    def conditional_for(cls, config: dict) -> bool:
-        return DDPMConfig.from_config(config).class_cond  # class-conditional by configuration
-
-    @classmethod
-    def build(cls, config: dict[str, Any], n_labels: int) -> nn.Module:
-        check_sampling(config)  # a bad schedule or sampler setting is refused up front, with the network's shape
-        return DenoisingUNet.from_config(config, n_labels)
-
-    def preview(self, n, labels=None, source=None, generator=None):
-        """Training previews: DDIM with ``preview_steps`` (default 10) instead of ``sample_steps``, so that a
-        sample grid costs a fifth of a full sampling (a rougher picture of the same x_T)."""
-        return self.sample(n, labels=labels, generator=generator, steps=self.opts.preview_steps)
-
-    @torch.no_grad()
-    def sample(self, n, labels=None, source=None, generator=None, batch: int | None = None, steps: int | None = None):
-        """``n`` images [n,1,S,S] in [-1,1] (float32, CPU) and their label vectors [n,K]. All of x_T is drawn
-        first, so the images do not depend on ``batch`` (default: the config's ``sample_batch``). ``steps``: DDIM
-        steps (default: the config's ``sample_steps``)."""
-        size = self.size
-        x_T = torch.randn(n, 1, size, size, generator=generator)  # [n,1,S,S], on the CPU
-        y = self._real_rows(n, generator) if labels is None else labels.float()  # [n,K]
-        sched = ddim_scheduler(self.config, steps)
-        bs = max(1, int(batch or self.opts.sample_batch))
-        dev = self.device
-        self.net.eval()
-        out = []
-        for i in range(0, n, bs):
-            x = x_T[i : i + bs].to(dev)
-            yb = y[i : i + bs].to(dev) if self.conditional else None
-            for t in sched.timesteps.tolist():
-                eps = self.net(x, t, yb).float()  # eps_theta(x_t, t)
-                x = sched.step(eps, t, x, eta=0.0).prev_sample  # x_{t - T/S}
-            out.append(x.clamp(-1, 1).float().cpu())
-        imgs = torch.cat(out) if out else torch.zeros(0, 1, size, size)
-        return imgs, y

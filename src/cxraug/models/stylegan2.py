@@ -42,7 +42,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cxraug.models.artifact import GeneratorFamily, register
 from cxraug.models.common import ConfigSection, as_labels, n_doublings
 
 LRELU_GAIN = math.sqrt(2.0)
@@ -51,7 +50,7 @@ LRELU_GAIN = math.sqrt(2.0)
 @dataclass(frozen=True)
 class StyleGAN2Config(ConfigSection):
     """StyleGAN2-ADA's own options (flat config keys) and their defaults, the ADA paper's: the networks read
-    them here, the training (train/stylegan_family.py, train/ada.py) through TrainConfig, which takes these
+    them here, the training (families/stylegan2.py, families/ada.py) through TrainConfig, which takes these
     defaults. The family also reads z_dim, width (channels ``min(width * size / res, 8 * width)``) and data.size."""
 
     w_dim: int = 512  # the intermediate latent w
@@ -59,7 +58,7 @@ class StyleGAN2Config(ConfigSection):
     mbstd_group: int = 4  # minibatch-stddev group size (the discriminator)
     r1_gamma: float = 1.0  # R1 penalty weight gamma on the real images (0 = off)
     r1_every: int = 16  # lazy R1: on every k-th discriminator step, the term times k
-    ada: str = "bgc"  # ADA pipeline: "bgc", some of its letters, or operation names (train/ada.py); "" = off
+    ada: str = "bgc"  # ADA pipeline: "bgc", some of its letters, or operation names (families/ada.py); "" = off
     ada_target: float = 0.6  # target of r_t = E[sign(D(real))]; 0 = p stays at ada_p
     ada_interval: int = 4  # discriminator steps between two adjustments of p
     ada_kimg: float = 500.0  # thousand real images over which p can move from 0 to 1
@@ -123,8 +122,8 @@ def modulate(weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool, ep
 class ModulatedConv2d(nn.Module):
     """A modulated (and demodulated) k x k convolution: the style s = A(w) scales the input channels of the
     weight per sample. Two equal ways to run it: ``fused`` = one grouped convolution over the batch with the
-    per-sample weights of :func:`modulate` (groups = B, the paper's implementation), else (default, 3-6x faster
-    on CPUs) the shared weight on s-scaled activations, the outputs times d_bj = 1 / sqrt(sum_i s_bi^2
+    per-sample weights of :func:`modulate` (groups = B, the paper's implementation), else (default, several times
+    faster on CPUs) the shared weight on s-scaled activations, the outputs times d_bj = 1 / sqrt(sum_i s_bi^2
     sum_k w_ijk^2 + eps): the same demodulation factor, since scaling input channels commutes with the
     convolution. ``up``: bilinear x2 first."""
 
@@ -313,37 +312,3 @@ def build_discriminator(config: dict, n_labels: int) -> StyleGAN2Discriminator:
     opts = StyleGAN2Config.from_config(config)
     return StyleGAN2Discriminator(int(config["data"]["size"]), int(config["width"]),
                                   n_labels if opts.class_cond else 0, opts.mbstd_group)  # fmt: skip
-
-
-@register
-class StyleGAN2Family(GeneratorFamily):
-    """Sampling StyleGAN2: z ~ N(0, I) and per-layer noise maps drawn on the CPU from ``generator``; ``labels``
-    [n, K] honoured when the network is class-conditional (else real label rows are reported, as for the other
-    noise generators). ``psi`` (default: the config's ``truncation``, 1 = none) truncates w toward its mean."""
-
-    name = "stylegan2"
-
-    def __init__(self, net: nn.Module, config: dict, class_names: list[str], real_labels: torch.Tensor):
-        super().__init__(net, config, class_names, real_labels)
-        opts = StyleGAN2Config.from_config(config)
-        self.conditional = opts.class_cond  # per checkpoint, not per family name
-        self.psi = opts.truncation
-
-    @classmethod
-    def conditional_for(cls, config: dict) -> bool:
-        return StyleGAN2Config.from_config(config).class_cond  # class-conditional by configuration
-
-    @classmethod
-    def build(cls, config: dict, n_labels: int) -> nn.Module:
-        return build_generator(config, n_labels)
-
-    @torch.no_grad()
-    def sample(self, n, labels=None, source=None, generator=None, psi: float | None = None):
-        net = self.net
-        z = torch.randn(n, net.z_dim, generator=generator)  # [n, z]
-        y = self._real_rows(n, generator) if labels is None else labels.float()  # [n, K]
-        noise = [torch.randn(s, generator=generator).to(self.device) for s in net.noise_shapes(n)]
-        net.eval()
-        out = net(z.to(self.device), y.to(self.device) if self.conditional else None, noise=noise,
-                  psi=self.psi if psi is None else psi)  # fmt: skip
-        return out.float().clamp(-1, 1).cpu(), y

@@ -2,7 +2,7 @@
 
 The generator is DCGAN's. The critic is DCGAN's discriminator with InstanceNorm instead of
 BatchNorm (the gradient penalty is per-sample, so batch-coupled norms are not allowed) and no
-sigmoid. The penalty itself lives in :class:`cxraug.train.losses.WassersteinGP`. Layout options
+sigmoid. The penalty itself lives in :class:`cxraug.families.losses.WassersteinGP`. Layout options
 (``widths``, ``bias``, ``norm_first``, ``affine``) as in :mod:`cxraug.models.dcgan`.
 """
 

@@ -1,4 +1,4 @@
-"""Generate images from a generator artifact (a training checkpoint), whatever its GAN family."""
+"""Generate images from a generator artifact (a training checkpoint), whatever its family."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import torch
 from cxraug.data.preprocess import resize, tensor_to_u8
 from cxraug.data.source import DataConfig
 from cxraug.errors import CXRAugError
-from cxraug.models.artifact import GeneratorFamily, load_generator, pick_device
+from cxraug.families import Family, load_generator
 from cxraug.models.cgan import sample_label_vectors
+from cxraug.models.common import pick_device
 
 Source = np.ndarray | str | os.PathLike | DataConfig
 
 
-def generator_info(g: GeneratorFamily) -> dict:
+def generator_info(g: Family) -> dict:
     return {"class_names": g.class_names, "family": g.name, "preset": g.preset, "size": g.size,
             "trained_on_class": g.target_class, "conditional": g.conditional,
             "takes_source": g.takes_source}  # fmt: skip

@@ -1,7 +1,7 @@
 """The trainer's checkpoint store: what a checkpoint holds (the generator artifact plus critics, optimisers, EMA
-count, every process's random streams, history), its atomic write, reading it back for an exact resume (the
-current format and the legacy ``cxraug-gan/1`` one, here and nowhere else in the trainer), and the checks that a
-resume continues the same run. A mixin of :class:`cxraug.train.engine.Trainer`."""
+count, every process's random streams, history), its atomic write, reading it back for an exact resume (a legacy
+``cxraug-gan/1`` checkpoint converted first by :func:`cxraug.families.artifact.current_format`, the one place that
+format is read), and the checks that a resume continues the same run. A mixin of :class:`cxraug.train.engine.Trainer`."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ import torch
 
 from cxraug.config import from_dict, to_dict
 from cxraug.errors import CheckpointError, CXRAugError, show_path
+from cxraug.families.artifact import GeneratorArtifact, current_format
 from cxraug.io import atomic_path, crash_hook, load_checkpoint
-from cxraug.models.artifact import LEGACY_FORMAT, GeneratorArtifact
-from cxraug.models.artifact import load_generator as load_family
 from cxraug.train.config import TrainConfig
 from cxraug.train.graphs import StepGraph
 
@@ -124,27 +123,26 @@ class CheckpointStore:
                                   "resuming would mix two datasets in one run")  # fmt: skip
 
     def load_state_dict(self, st: dict, source: str | os.PathLike = "checkpoint") -> None:
-        """Continue the run ``st`` was saved from (a current or a legacy ``cxraug-gan/1`` checkpoint)."""
+        """Continue the run ``st`` was saved from (a current or a legacy ``cxraug-gan/1`` checkpoint, read by
+        :func:`cxraug.families.artifact.current_format`)."""
+        st = current_format(st)
         art = GeneratorArtifact.from_dict(st, source)
         self._check_same_run(st, source)
-        legacy = st.get("format") == LEGACY_FORMAT
-        self._load_networks(st, art, legacy, source)
+        self._load_networks(st, art, source)
         if st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
-        if self.ema is not None and legacy and st.get("ema") is not None:
-            self.ema.load_state_dict(st["ema"])
-        elif self.ema is not None and art.ema is not None:
+        if self.ema is not None and art.ema is not None:
             self.ema.module.load_state_dict(art.ema[self.spec.main])
             self.ema.n_averaged.copy_(st["ema_n_averaged"])
         self._load_progress(st, source)
         if self._graph is not None:  # the optimisers' state tensors are new: warm up and capture again
             self._graph = StepGraph(self)
 
-    def _load_networks(self, st: dict, art: GeneratorArtifact, legacy: bool, source: str | os.PathLike) -> None:
-        """Generators, critics and optimisers (legacy checkpoints keep the critics among ``nets``)."""
+    def _load_networks(self, st: dict, art: GeneratorArtifact, source: str | os.PathLike) -> None:
+        """Generators, critics and optimisers."""
         fam, unwrap = self.family, self.acc.unwrap_model
         try:
-            critics = st["nets"] if legacy else st["critics"]
+            critics = st["critics"]
             for k, m in fam.generators.items():
                 unwrap(m).load_state_dict(art.weights[k])
             for k, m in fam.critics.items():
@@ -165,7 +163,7 @@ class CheckpointStore:
     def _load_progress(self, st: dict, source: str | os.PathLike) -> None:
         """Step, history, images seen, best FID and every process's random streams."""
         try:
-            ranks = st.get("per_rank") or [{"sampler": st["rng"]["sampler"], "family": st.get("family", {})}]
+            ranks = st["per_rank"]
             step, history = int(st["step"]), {k: [list(p) for p in v] for k, v in st["history"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{show_path(source)}: incomplete training checkpoint (no usable {e})") from e
@@ -201,9 +199,3 @@ def changed_settings(a: dict, b: dict) -> list[str]:
 def config_from_checkpoint(st: dict) -> TrainConfig:
     return from_dict(TrainConfig, st["config"])
 
-
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True):
-    """(generator network in eval mode, TrainConfig, artifact dict): the trainer's view of a checkpoint.
-    Sampling code uses :func:`cxraug.models.artifact.load_generator` instead."""
-    fam = load_family(path, device, use_ema)
-    return fam.net, from_dict(TrainConfig, fam.config), fam.artifact.to_dict()

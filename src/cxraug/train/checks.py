@@ -11,8 +11,8 @@ from typing import Any
 
 from cxraug.data.cache import CachedDataset
 from cxraug.errors import CheckpointError, ConfigError, show_path
+from cxraug.families.losses import LOSSES as LOSS_CLASSES
 from cxraug.io import check_device
-from cxraug.train.losses import LOSSES as LOSS_CLASSES
 
 log = logging.getLogger("cxraug")
 
@@ -71,7 +71,7 @@ def check_train_config(cfg: Any) -> None:
     check_device(cfg.device)
     cfg.data.validate()
     if cfg.diffaug:
-        from cxraug.train.diffaug import DiffAugment
+        from cxraug.families.diffaug import DiffAugment
 
         try:
             DiffAugment(cfg.diffaug)
@@ -84,17 +84,15 @@ def check_train_config(cfg: Any) -> None:
 
 def _check_family(cfg: Any) -> None:
     """A training family's own fields (e.g. StyleGAN2-ADA's R1 and ADA settings), when it has a ``check_config``."""
-    from cxraug.train.families import TRAINING
+    from cxraug.families import family_of
 
-    check = getattr(TRAINING.get(cfg.family), "check_config", None)
-    if check is not None:
-        check(cfg)
+    family_of(cfg.family).check_config(cfg)
 
 
 def _check_domains(cfg: Any) -> None:
     """A translating family (CycleGAN) needs two different classes of the data, named before any decoding
     (they are looked up in the data by :func:`fit_to_data`, before any run folder)."""
-    from cxraug.models.artifact import family_of
+    from cxraug.families import family_of
 
     if not family_of(cfg.family).takes_source:
         return
@@ -113,20 +111,21 @@ def _check_size(cfg: Any) -> None:
     it cannot be built for with one line."""
     import torch
 
-    from cxraug.models.artifact import family_of
-    from cxraug.train.families import build_critic, build_generator
+    from cxraug.config import to_dict
+    from cxraug.families import family_of
 
+    family, config = family_of(cfg.family), to_dict(cfg)
     try:
         with torch.device("meta"):
-            g, d = build_generator(cfg, 1), build_critic(cfg, 1)
+            g, critics = family.build(config, 1), family.build_critics(config, 1)
     except TypeError as e:  # a layout option the networks do not take (--set g_layout.KEY=...)
         raise ConfigError(f"{cfg.preset}: g_layout / d_layout: {e} (--set g_layout.KEY=... or d_layout.KEY=...)") from None
     except (ValueError, RuntimeError, OverflowError) as e:  # e.g. a negative channel width in g_layout.widths
         raise ConfigError(f"{cfg.preset}: its networks cannot be built from this config ({_first_line(e)}); check "
                           "width, z_dim, g_layout / d_layout and the family's sizes (--set KEY=...)") from None  # fmt: skip
-    check_network_memory(cfg, g, d)
-    if family_of(cfg.family).takes_source:
-        _check_translation_size(cfg, g, d)
+    check_network_memory(cfg, g, critics)
+    if family.takes_source:
+        _check_translation_size(cfg, g, next(iter(critics.values())))
 
 
 def _first_line(e: BaseException) -> str:
@@ -137,25 +136,26 @@ def _first_line(e: BaseException) -> str:
 TRAIN_BYTES_PER_WEIGHT = 5
 
 
-def check_network_memory(cfg: Any, g: Any, d: Any) -> None:
-    """Refuse networks (built on the meta device) whose training state would not fit the device's memory, with
-    one line naming the sizes that set them (``width: 10000000`` used to end in the allocator's "can't allocate
-    40960000000000 bytes" traceback when the networks were built)."""
-    from cxraug.models.artifact import family_of, pick_device
-    from cxraug.models.common import gb, memory_bytes, tensor_bytes
+def check_network_memory(cfg: Any, g: Any, critics: dict[str, Any]) -> None:
+    """Refuse networks (built on the meta device: one generator ``g``, as every one of the family's ``names`` is
+    built, and its ``critics``) whose training state would not fit the device's memory, with one line naming the
+    sizes that set them (``width: 10000000`` used to end in the allocator's "can't allocate 40960000000000 bytes"
+    traceback when the networks were built)."""
+    from cxraug.families import family_of
+    from cxraug.models.common import gb, memory_bytes, pick_device, tensor_bytes
 
     try:
         device = pick_device(cfg.device)
     except RuntimeError:
         device = "cpu"
-    copies = 2 if family_of(cfg.family).takes_source else 1  # a CycleGAN trains two generators and two critics
-    need = TRAIN_BYTES_PER_WEIGHT * copies * tensor_bytes(g, d)
+    family = family_of(cfg.family)
+    weights = len(family.names) * tensor_bytes(g) + tensor_bytes(*critics.values())  # bytes at float32
+    need = TRAIN_BYTES_PER_WEIGHT * weights
     have = memory_bytes(device)
     if have and need > have:
-        keys = {"ddpm": ("width", "unet_mult", "unet_layers"), "stylegan2": ("width", "z_dim", "w_dim", "map_layers"),
-                "wgan": ("z_dim",)}.get(cfg.family, ("width", "z_dim", "g_layout", "d_layout"))  # fmt: skip
+        keys = family.size_keys
         sizes = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in keys if getattr(cfg, k, None) not in (None, {}, []))
-        raise ConfigError(f"{cfg.preset}: networks of {tensor_bytes(g, d) // 4:,} weights ({sizes}, "
+        raise ConfigError(f"{cfg.preset}: networks of {weights // 4:,} weights ({sizes}, "
                           f"{cfg.data.size} px) need about {gb(need)} to train, more than the {gb(have)} of memory "
                           f"on {device}; lower --set width / z_dim / g_layout")  # fmt: skip
 

@@ -77,7 +77,7 @@ class TrainConfig:
     pool_size: int = 50
     ema_decay: float = 0.999  # 0 disables the generator EMA
     diffaug: str = ""  # e.g. "translation,cutout,brightness" for the limited-data regime
-    # --- StyleGAN2-ADA (family stylegan2: models/stylegan2.py, train/ada.py, train/stylegan_family.py; Karras et
+    # --- StyleGAN2-ADA (family stylegan2: models/stylegan2.py, families/ada.py, families/stylegan2.py; Karras et
     # al. 2020). What each field means, and its default: StyleGAN2Config (models/stylegan2.py). Also read by
     # it: z_dim, width, class_cond. ---
     w_dim: int = _STYLEGAN2.w_dim
@@ -229,7 +229,7 @@ def steps_for_epochs(epochs: int, n_images: int, batch_size: int, *, processes: 
 def training_images(cfg: TrainConfig, counts: dict[str, int], total: int) -> int:
     """How many images one epoch passes over: the chosen class, the smaller CycleGAN domain (the larger is
     undersampled to it), or the whole collection. ``counts``: images per class."""
-    from cxraug.models.artifact import family_of
+    from cxraug.families import family_of
 
     if family_of(cfg.family).takes_source and cfg.domain_a and cfg.domain_b:
         return min(counts.get(cfg.domain_a, 0), counts.get(cfg.domain_b, 0))

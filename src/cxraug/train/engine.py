@@ -1,4 +1,4 @@
-"""One training engine for every GAN family.
+"""One training engine for every generator family.
 
 Loop: ``n_critic`` critic updates, one generator update, EMA update = one step. Every
 ``log_every`` steps the losses are synced to the host (no ``.item()`` in between), checked for
@@ -10,12 +10,12 @@ step, RNG states, history). Multi-GPU/multi-node via Hugging Face Accelerate
 
 Randomness never touches torch's global RNG state: each process draws batches, noise, DiffAugment
 parameters, penalty ``eps`` and image-pool choices from its own ``torch.Generator`` objects, seeded from a
-hash of (stream, seed, rank) (:func:`cxraug.train.seeding.stream_seed`), so under torchrun every rank draws
+hash of (stream, seed, rank) (:func:`cxraug.seeding.stream_seed`), so under torchrun every rank draws
 different noise while the DDP replicas stay identical. Draws that cannot take a generator (dropout) run on a
 per-rank "ambient" stream swapped in around each step. All of these, for every rank, are in the
 checkpoint.
 
-A checkpoint is a :class:`cxraug.models.artifact.GeneratorArtifact` (what sampling needs) plus the
+A checkpoint is a :class:`cxraug.families.artifact.GeneratorArtifact` (what sampling needs) plus the
 training state (critics, optimisers, EMA count, RNG streams, history).
 """
 
@@ -35,21 +35,20 @@ from tqdm.auto import tqdm
 from cxraug.config import save_config
 from cxraug.data.cache import CachedDataset
 from cxraug.data.preprocess import u8_to_tensor
-from cxraug.models.artifact import FORMAT as CKPT_FORMAT
-from cxraug.models.artifact import pick_device
+from cxraug.families.artifact import FORMAT as CKPT_FORMAT
+from cxraug.models.common import pick_device
 from cxraug.train.checkpoints import (
     RESUME_FREE,
     CheckpointStore,
     changed_settings,
     config_from_checkpoint,
-    load_generator,
 )
 from cxraug.train.config import TrainConfig
 from cxraug.train.observers import TrainingDiverged, TrainingOutputs
 from cxraug.train.setup import AMP_DTYPES, AMP_ENV, FIXED_SEED, TrainerSetup, default_amp
 
 __all__ = ["AMP_DTYPES", "AMP_ENV", "CKPT_FORMAT", "FIXED_SEED", "RESUME_FREE", "Trainer", "TrainingDiverged",
-           "changed_settings", "config_from_checkpoint", "default_amp", "load_generator", "pick_device"]  # fmt: skip
+           "changed_settings", "config_from_checkpoint", "default_amp", "pick_device"]  # fmt: skip
 
 
 class Trainer(TrainerSetup, CheckpointStore, TrainingOutputs):

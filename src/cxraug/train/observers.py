@@ -13,8 +13,8 @@ import torch
 
 from cxraug.config import to_dict
 from cxraug.errors import CXRAugError
+from cxraug.families.base import Family
 from cxraug.io import atomic_path
-from cxraug.models.artifact import GeneratorFamily
 from cxraug.plotting import plot_curves, save_grid
 from cxraug.train.setup import FIXED_SEED
 
@@ -42,7 +42,7 @@ class TrainingOutputs:
         self.history.setdefault("images_per_s", []).append([self.step, rate])
         bar.set_postfix({**{k: f"{v:.3f}" for k, v in vals.items()}, "img/s": f"{rate:.0f}"})
 
-    def generator_family(self, use_ema: bool = True) -> GeneratorFamily:
+    def generator_family(self, use_ema: bool = True) -> Family:
         """The models-level sampler around the current EMA (or live) generator, as synthesis would load it."""
         g = self.ema.module if use_ema and self.ema is not None else self.acc.unwrap_model(self.main_generator)
         real = torch.from_numpy(np.nan_to_num(np.asarray(self.data_a.labels, np.float32)))

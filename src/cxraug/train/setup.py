@@ -16,11 +16,11 @@ from torch.optim.swa_utils import AveragedModel
 
 from cxraug.data.cache import CachedDataset
 from cxraug.errors import CXRAugError
-from cxraug.models.artifact import GeneratorFamily, pick_device
+from cxraug.families.base import Family, make_training
+from cxraug.models.common import pick_device
+from cxraug.seeding import stream_seed
 from cxraug.train.config import TrainConfig
-from cxraug.train.families import make_family
 from cxraug.train.graphs import StepGraph, graph_blocker
-from cxraug.train.seeding import stream_seed
 
 log = logging.getLogger("cxraug.train")
 
@@ -35,7 +35,7 @@ AMP_ENV = "CXRAUG_AMP"  # auto | bf16 | fp16 | no (fp32): overrides the hardware
 
 def default_amp(device: torch.device) -> str:
     """bf16 autocast where the hardware does bf16 natively: CUDA, and CPUs with AVX-512-BF16/AMX, where it
-    measured 1.8x faster than fp32 at 64 px with the same FID trajectory (BENCHMARKS.md). fp32 elsewhere.
+    measured faster than fp32 at 64 px with the same FID trajectory (BENCHMARKS.md §1). fp32 elsewhere.
     ``$CXRAUG_AMP`` (bf16, fp16 or no) replaces the detection, e.g. ``CXRAUG_AMP=no`` runs a bf16 machine
     on the fp32 route to check the time budget of a CPU without bf16; an explicit ``amp`` setting wins."""
     forced = os.environ.get(AMP_ENV, "").strip().lower()
@@ -83,7 +83,7 @@ class TrainerSetup:
         self.device = self.acc.device
         # fp16 needs loss scaling; bf16 has float32's range and does not
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
-        # channels_last: on CUDA, and on CPUs under bf16, where oneDNN's bf16 convolutions prefer it (+17-22 % for
+        # channels_last: on CUDA, and on CPUs under bf16, where oneDNN's bf16 convolutions prefer it (faster for
         # DCGAN-64 on top of bf16; within noise in fp32; BENCHMARKS.md §1)
         auto_cl = self.device.type == "cuda" or (self.device.type == "cpu" and self.amp == "bf16")
         self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and auto_cl)
@@ -99,8 +99,8 @@ class TrainerSetup:
         # each process of a multi-GPU/multi-node run (`accelerate launch`) draws its own batches
         self.sampler = torch.Generator().manual_seed(stream_seed(cfg.seed, "sampler", rank))
         self._ambient = self._ambient_init(stream_seed(cfg.seed, "ambient", rank))
-        self.family = make_family(cfg, self.n_labels, rng=self.rng, pool_seed=stream_seed(cfg.seed, "pool", rank))
-        self.spec: type[GeneratorFamily] = self.family.spec
+        self.family = make_training(cfg, self.n_labels, rng=self.rng, pool_seed=stream_seed(cfg.seed, "pool", rank))
+        self.spec: type[Family] = self.family.spec
         self.data_a, self.data_b = self.family.select_data(data)
         self._on_device_a, self._on_device_b = self._resident(self.data_a), self._resident(self.data_b)
 

@@ -1,54 +1,35 @@
-"""The generator artifact: what a trained GAN is, owned by the models layer, not by the trainer.
+"""The generator artifact: what a trained generator is, a typed checkpoint that needs no trainer to read.
 
-A :class:`GeneratorArtifact` is the typed form of a checkpoint: the GAN family, the training config
-(a plain dict), the generator weights (live and EMA), the perceptual hashes of every training image and
-the duplicate detector's features of each (:mod:`cxraug.data.dedupe`: ORB keypoints and descriptors, no
-pixels), so that a study can prove the generator never saw one of its test images, not even cropped,
-padded or rescaled, the class names and real label
-vectors, the step, and a format version. The trainer's ``last.pt`` is this artifact plus the
-training state (critics, optimisers, RNG streams); :meth:`GeneratorArtifact.load` reads either, and
-the earlier ``cxraug-gan/1`` checkpoints too. Files are written atomically and read with
-``weights_only=True``.
+A :class:`GeneratorArtifact` holds the family's name, the training config (a plain dict), the generator weights
+(live and EMA), the perceptual hashes of every training image and the duplicate detector's features of each
+(:mod:`cxraug.data.dedupe`: ORB keypoints and descriptors, no pixels), so that a study can prove the generator
+never saw one of its test images, not even cropped, padded or rescaled, the class names and real label vectors,
+the step, and a format version. The trainer's ``last.pt`` is this artifact plus the training state (critics,
+optimisers, RNG streams); :meth:`GeneratorArtifact.load` reads either. The earlier ``cxraug-gan/1`` trainer
+checkpoints are read here and nowhere else: :func:`current_format` turns one into today's layout, for the artifact
+and for a resume alike. Files are written atomically and read with ``weights_only=True``.
 
-Each GAN family is a :class:`GeneratorFamily` subclass registered by name: it builds its generator
-network from a config and knows how to ``sample(n, labels=None, source=None, generator=None)``.
-Noise generators (DCGAN, WGAN, WGAN-GP) are defined here, the conditional GAN and the translation
-generator beside their networks. :func:`load_generator` gives the family object for a checkpoint;
+:func:`load_generator` gives the :class:`cxraug.families.base.Family` instance of a checkpoint, ready to sample:
 synthesis, metrics and the study sample through it without importing the trainer.
 """
 
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from cxraug.errors import CheckpointError, CXRAugError, show_path
+from cxraug.errors import CheckpointError, show_path
+from cxraug.families.base import Family, family_of
 from cxraug.io import load_checkpoint, save_checkpoint
-from cxraug.models.dcgan import DCGANGenerator
-from cxraug.models.wgan import HussainGenerator
-from cxraug.models.wgangp import WGANGPGenerator
+from cxraug.models.common import pick_device
 
 FORMAT = "cxraug-gan/2"
 LEGACY_FORMAT = "cxraug-gan/1"  # the trainer's checkpoint before the artifact existed: read, never written
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA, else Apple MPS, else CPU; anything else is passed to ``torch.device``."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 StateDict = dict[str, torch.Tensor]
@@ -117,22 +98,13 @@ class GeneratorArtifact:
 
     @classmethod
     def _from_dict(cls, st: dict[str, Any], source: str | os.PathLike) -> GeneratorArtifact:
+        st = current_format(st)
         fmt = st.get("format") if isinstance(st, dict) else None
         if fmt == FORMAT:
             return cls(family=st["family"], config=st["config"], weights=st["weights"], ema=st.get("ema"),
                        train_phash=st["train_phash"], train_signatures=st.get("train_signatures"),
                        class_names=list(st["class_names"]), real_labels=st["real_labels"],
                        step=int(st.get("step", 0)))  # fmt: skip
-        if fmt == LEGACY_FORMAT:  # flat trainer dict: nets = generators + critics, ema = AveragedModel state
-            family = st["config"]["family"]
-            names = family_of(family).names
-            ema = None
-            if st.get("ema") is not None:
-                ema = {family_of(family).main: {k.removeprefix("module."): v for k, v in st["ema"].items()
-                                                if k.startswith("module.")}}  # fmt: skip
-            return cls(family=family, config=st["config"], weights={k: st["nets"][k] for k in names}, ema=ema,
-                       train_phash=st.get("train_phash", torch.zeros(0, 8, dtype=torch.uint8)),
-                       class_names=list(st["class_names"]), real_labels=st["real_labels"], step=int(st["step"]))  # fmt: skip
         raise CheckpointError(f"{show_path(source)} is not a cxraug GAN checkpoint")
 
     def save(self, dest: str | os.PathLike) -> Path:
@@ -162,134 +134,30 @@ class GeneratorArtifact:
             raise CheckpointError(f"{show_path(source)} is not a usable cxraug GAN checkpoint ({e})") from None
 
 
-class GeneratorFamily(ABC):
-    """A trained generator ready to sample: one subclass per GAN family.
-
-    ``sample`` returns images [n,1,S,S] in [-1,1] (float32, CPU) and their label vectors [n,K].
-    Random draws come from ``generator`` (a CPU ``torch.Generator``), so a seed gives the same images on
-    any device up to float rounding.
-    """
-
-    name: ClassVar[str]
-    main: ClassVar[str] = "G"  # the network that is sampled (and averaged by the EMA)
-    names: ClassVar[tuple[str, ...]] = ("G",)  # every generator network the family trains
-    conditional: ClassVar[bool] = False  # sample() honours `labels`
-    takes_source: ClassVar[bool] = False  # sample() translates `source` images instead of drawing noise
-
-    def __init__(self, net: nn.Module, config: dict[str, Any], class_names: list[str], real_labels: torch.Tensor):
-        self.net, self.config, self.class_names = net, config, list(class_names)
-        self.real_labels = torch.nan_to_num(real_labels.float())  # [N, K]
-
-    @classmethod
-    def conditional_for(cls, config: dict[str, Any]) -> bool:
-        """Whether a generator this config trains will honour `labels` (known before it exists)."""
-        return cls.conditional
-
-    @classmethod
-    @abstractmethod
-    def build(cls, config: dict[str, Any], n_labels: int) -> nn.Module:
-        """A freshly initialised generator network for this config."""
-
-    @abstractmethod
-    def sample(
-        self,
-        n: int,
-        labels: torch.Tensor | None = None,
-        source: torch.Tensor | np.ndarray | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def preview(
-        self,
-        n: int,
-        labels: torch.Tensor | None = None,
-        source: torch.Tensor | np.ndarray | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """What training previews (the sample grids) draw: ``sample`` unless a family's sampling is slow enough
-        to bound (a diffusion model previews with fewer sampler steps)."""
-        return self.sample(n, labels=labels, source=source, generator=generator)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    @property
-    def size(self) -> int:
-        return int(self.config["data"]["size"])
-
-    @property
-    def target_class(self) -> str | None:
-        """The class its images belong to (None: any, as given by the label vectors)."""
-        return self.config.get("cls")
-
-    @property
-    def shared_labels(self) -> list[str]:
-        """The labels all its images carry: ``--class``, or those every training row is positive for (a study
-        trains its generator on the minority's images alone); [] for a generator of several classes."""
-        if self.target_class:
-            return [self.target_class]
-        rows = self.real_labels
-        if len(rows) == 0:
-            return []
-        return [c for c, p in zip(self.class_names, (rows > 0.5).all(0).tolist()) if p]
-
-    @property
-    def preset(self) -> str:
-        return str(self.config.get("preset", self.name))
-
-    def _real_rows(self, n: int, generator: torch.Generator | None) -> torch.Tensor:  # [n, K]
-        """Label vectors for ``n`` images: drawn from the training rows, which for an unconditional generator
-        trained on one class (``--class``) all carry it. One trained on several classes at once has no say in
-        its images' class: they are unlabelled (zeros), not given the class of a random training row."""
-        if len(self.real_labels) == 0 or (not self.conditional and not self.shared_labels):
-            return torch.zeros(n, len(self.class_names))
-        return self.real_labels[torch.randint(len(self.real_labels), (n,), generator=generator)]
-
-
-GENERATORS: dict[str, type[GeneratorFamily]] = {}
-
-
-def register(cls: type[GeneratorFamily]) -> type[GeneratorFamily]:
-    GENERATORS[cls.name] = cls
-    return cls
-
-
-def family_of(name: str) -> type[GeneratorFamily]:
-    if name not in GENERATORS:
-        raise CXRAugError(f"unknown GAN family {name!r}; known: {', '.join(sorted(GENERATORS))}")
-    return GENERATORS[name]
-
-
-class NoiseGenerator(GeneratorFamily):
-    """z ~ N(0, I) -> image. Label vectors are drawn from the real ones (for the manifest) unless given."""
-
-    networks: ClassVar[dict[str, Callable[[dict[str, Any]], nn.Module]]] = {}
-
-    @classmethod
-    def build(cls, config: dict[str, Any], n_labels: int) -> nn.Module:
-        return cls.networks[cls.name](config)
-
-    @torch.no_grad()
-    def sample(self, n, labels=None, source=None, generator=None):
-        z = torch.randn(n, int(self.config["z_dim"]), generator=generator)  # [n, z]
-        y = self._real_rows(n, generator) if labels is None else labels.float()  # [n, K]
-        self.net.eval()
-        return self.net(z.to(self.device), y.to(self.device)).float().cpu(), y
-
-
-NoiseGenerator.networks = {
-    "dcgan": lambda c: DCGANGenerator(c["z_dim"], c["data"]["size"], c["width"], **(c.get("g_layout") or {})),
-    "wgan": lambda c: HussainGenerator(c["z_dim"], c["data"]["size"]),
-    "wgangp": lambda c: WGANGPGenerator(c["z_dim"], c["data"]["size"], c["width"], **(c.get("g_layout") or {})),
-}
-for _name in NoiseGenerator.networks:
-    register(type(f"{_name.upper()}Family", (NoiseGenerator,), {"name": _name, "__module__": __name__}))
+def current_format(st: Any) -> Any:
+    """A checkpoint dict in today's layout: a legacy ``cxraug-gan/1`` trainer dict (``nets`` = generators and
+    critics together, ``ema`` = a ``torch.optim.swa_utils.AveragedModel`` state, one ``rng`` entry) converted to
+    ``weights`` / ``critics`` / ``ema`` + ``ema_n_averaged`` / ``per_rank``; anything else returned as it is."""
+    if not (isinstance(st, dict) and st.get("format") == LEGACY_FORMAT):
+        return st
+    family = family_of(st["config"]["family"])
+    nets, ema = st["nets"], st.get("ema")
+    new = {k: v for k, v in st.items() if k not in ("nets", "ema", "rng", "family")}
+    new["format"], new["family"] = FORMAT, family.name
+    new["weights"] = {k: nets[k] for k in family.names}
+    new["critics"] = {k: v for k, v in nets.items() if k not in family.names}
+    new["ema"] = None if ema is None else {family.main: {k.removeprefix("module."): v for k, v in ema.items()
+                                                         if k.startswith("module.")}}  # fmt: skip
+    new["ema_n_averaged"] = None if ema is None else ema.get("n_averaged")
+    new.setdefault("train_phash", torch.zeros(0, 8, dtype=torch.uint8))
+    if "rng" in st:
+        new["per_rank"] = [{"sampler": st["rng"]["sampler"], "family": st.get("family") or {}}]  # its family state
+    return new
 
 
 def load_generator(
     path: str | os.PathLike | GeneratorArtifact, device: str | torch.device = "cpu", use_ema: bool = True
-) -> GeneratorFamily:
+) -> Family:
     """The family object of a checkpoint, its network in eval mode on ``device`` (EMA weights when present)."""
     art = path if isinstance(path, GeneratorArtifact) else GeneratorArtifact.load(path)
     where = show_path(path) if not isinstance(path, GeneratorArtifact) else "the artifact"
@@ -310,7 +178,7 @@ def load_generator(
     return g
 
 
-def _check_buildable(fam: type[GeneratorFamily], art: GeneratorArtifact, where: str, device: torch.device) -> None:
+def _check_buildable(fam: type[Family], art: GeneratorArtifact, where: str, device: torch.device) -> None:
     """Build the checkpoint's generator on the meta device first (nothing allocated): a config lacking a field
     (``z_dim``), holding a mistyped one, or asking for more memory than ``device`` has is one line naming the file
     (a KeyError, a TypeError and the allocator's "can't allocate 512000000000 bytes" traceback before)."""

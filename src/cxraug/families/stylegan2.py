@@ -5,31 +5,36 @@
 - R1 (Mescheder et al. 2018) on the real images, lazily (the StyleGAN2 paper, Sec. 4): on every
   ``r1_every``-th discriminator step the term (gamma / 2) E ||grad_x D(aug(x))||^2 times ``r1_every`` is added
   to that step's loss (the gradient taken with respect to the un-augmented reals, through the augmentation).
-- ADA (:mod:`cxraug.train.ada`): every image the discriminator sees, real or fake, in either player's update,
+- ADA (:mod:`cxraug.families.ada`): every image the discriminator sees, real or fake, in either player's update,
   is augmented with probability p; p follows r_t = E[sign(D(aug(x_real)))] toward ``ada_target``. ``ada_p`` and
   ``ada_rt`` are in every step's logs (hence ``losses.csv``), and in the checkpoint.
 - The generator EMA is the engine's (``ema_decay``); the noise inputs draw from the family's ``rng``.
 
 DiffAugment (``diffaug``), when set as well, is applied after ADA to the same images.
+
+Sampling draws z and the per-layer noise maps on the CPU from ``generator``; ``labels`` [n, K] are honoured when
+the network is class-conditional (else real label rows are reported, as for the other noise generators); ``psi``
+(default: the config's ``truncation``, 1 = none) truncates w toward its mean. The networks:
+:mod:`cxraug.models.stylegan2`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from cxraug.config import to_dict
 from cxraug.data.cache import CachedDataset
 from cxraug.errors import ConfigError
-from cxraug.models.artifact import GeneratorFamily, family_of
-from cxraug.models.stylegan2 import build_discriminator, build_generator
-from cxraug.train.ada import AdaptiveAugment, parse_policy
-from cxraug.train.config import TrainConfig
-from cxraug.train.diffaug import DiffAugment
-from cxraug.train.family import TrainingFamily, trains
-from cxraug.train.seeding import seeded_init
+from cxraug.families.ada import AdaptiveAugment, parse_policy
+from cxraug.families.base import Config, Family, Training, family_of, register
+from cxraug.families.diffaug import DiffAugment
+from cxraug.models.stylegan2 import StyleGAN2Config, build_discriminator, build_generator
+from cxraug.seeding import seeded_init
 
 # this family's fields, checked before anything is built: (test, what it must be)
 RULES = {
@@ -46,7 +51,7 @@ RULES = {
 }
 
 
-def check_config(cfg: TrainConfig) -> None:
+def check_config(cfg: Any) -> None:
     """One line naming the first StyleGAN2-ADA field out of range (``--set key=...``)."""
     for key, (ok, what) in RULES.items():
         v = getattr(cfg, key)
@@ -61,24 +66,22 @@ def check_config(cfg: TrainConfig) -> None:
                           f"{cfg.loss!r} (--set loss)")  # fmt: skip
 
 
-@trains("stylegan2")
-class StyleGAN2Training(TrainingFamily):
+class StyleGAN2Training(Training):
     """One mapping + synthesis generator G, one residual discriminator D; (z, noise maps[, labels]) in."""
 
     # The R1 and ADA schedules branch on host-side counters (R1 every r1_every steps, p adjusted every
     # ada_interval steps): one captured graph cannot replay both kinds of step.
     graphable = False
-    check_config = staticmethod(check_config)  # also run by train.checks before any run folder exists
 
-    def __init__(self, cfg: TrainConfig, n_labels: int, rng: torch.Generator, pool_seed: int = 0):
+    def __init__(self, cfg: Any, n_labels: int, rng: torch.Generator, pool_seed: int = 0):
         check_config(cfg)
         self.cfg, self.n_labels, self.rng = cfg, n_labels, rng
-        self.spec: type[GeneratorFamily] = family_of(cfg.family)
+        self.spec = family_of(cfg.family)
         self.conditional = bool(getattr(cfg, "class_cond", False)) and n_labels > 0
         conf = to_dict(cfg)
         with seeded_init(cfg.seed):  # the init stream; the caller's global RNG untouched
-            self.G = build_generator(conf, n_labels)
-            self.D = build_discriminator(conf, n_labels)
+            self.G = self.spec.build(conf, n_labels)
+            self.D = self.spec.build_critics(conf, n_labels)["D"]
         self.generators, self.critics = {"G": self.G}, {"D": self.D}
         self.ada = AdaptiveAugment(cfg.ada, cfg.ada_p, cfg.ada_target, cfg.ada_interval, cfg.ada_kimg, rng.device)
         self.diffaug = DiffAugment(cfg.diffaug) if cfg.diffaug else None
@@ -136,3 +139,46 @@ class StyleGAN2Training(TrainingFamily):
         if "ada" in st:
             self.ada.load_state(st["ada"])
         self.d_steps = int(st.get("d_steps", 0))
+
+
+@register
+class StyleGAN2ADA(Family):
+    """A mapping + synthesis generator G and a residual discriminator D; z, noise maps (and labels) in."""
+
+    name = "stylegan2"
+    paper = "Karras et al. 2020, arXiv:1912.04958 (StyleGAN2) and arXiv:2006.06676 (ADA)"
+    size_keys = ("width", "z_dim", "w_dim", "map_layers")
+    training = StyleGAN2Training
+
+    def __init__(self, net: nn.Module, config: Config, class_names: list[str], real_labels: torch.Tensor):
+        super().__init__(net, config, class_names, real_labels)
+        opts = StyleGAN2Config.from_config(config)
+        self.conditional = opts.class_cond  # per checkpoint, not per family name
+        self.psi = opts.truncation
+
+    @classmethod
+    def conditional_for(cls, config: Config) -> bool:
+        return StyleGAN2Config.from_config(config).class_cond  # class-conditional by configuration
+
+    @classmethod
+    def build(cls, config: Config, n_labels: int) -> nn.Module:
+        return build_generator(config, n_labels)
+
+    @classmethod
+    def build_critics(cls, config: Config, n_labels: int) -> dict[str, nn.Module]:
+        return {"D": build_discriminator(config, n_labels)}
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        check_config(cfg)
+
+    @torch.no_grad()
+    def sample(self, n, labels=None, source=None, generator=None, psi: float | None = None):
+        net = self.net
+        z = torch.randn(n, net.z_dim, generator=generator)  # [n, z]
+        y = self._real_rows(n, generator) if labels is None else labels.float()  # [n, K]
+        noise = [torch.randn(s, generator=generator).to(self.device) for s in net.noise_shapes(n)]
+        net.eval()
+        out = net(z.to(self.device), y.to(self.device) if self.conditional else None, noise=noise,
+                  psi=self.psi if psi is None else psi)  # fmt: skip
+        return out.float().clamp(-1, 1).cpu(), y
