@@ -126,6 +126,29 @@ def test_training_sizes_are_bounded_up_front(tmp_path, capsys, extra, fragments)
     assert not (tmp_path / "runs").exists()
 
 
+def test_the_memory_bound_counts_every_critic(tmp_path, capsys, monkeypatch):
+    """StyleGAN2-ADA's discriminator was left out of the bound (the trainer's critic lookup returned None for it):
+    a machine with room for the generator's training state but not the discriminator's passed the check. With memory
+    between the two, the run is refused up front, naming both networks' weights."""
+    import torch
+
+    from cxraug.config import from_dict, to_dict
+    from cxraug.models import common
+    from cxraug.models.stylegan2 import build_discriminator, build_generator
+    from cxraug.train.checks import TRAIN_BYTES_PER_WEIGHT
+    from cxraug.train.config import TrainConfig, preset
+
+    config = to_dict(from_dict(TrainConfig, preset("stylegan2-ada-64")))
+    with torch.device("meta"):
+        g, d = build_generator(config, 1), build_discriminator(config, 1)
+    g_bytes, d_bytes = common.tensor_bytes(g), common.tensor_bytes(d)
+    monkeypatch.setattr(common, "memory_bytes", lambda device="cpu": TRAIN_BYTES_PER_WEIGHT * (g_bytes + d_bytes // 2))
+    argv = ["train", "--preset", "stylegan2-ada-64", "--data", PHANTOM, "--steps", "1", "-q"]
+    assert main([*argv, "--out", str(tmp_path / "runs")]) == 2
+    one_line(capsys, f"stylegan2-ada-64: networks of {(g_bytes + d_bytes) // 4:,} weights", "w_dim=")
+    assert not (tmp_path / "runs").exists()
+
+
 def _study(tmp_path: Path, **fields) -> Path:
     import yaml
 
