@@ -27,9 +27,10 @@ train on the 85 %. ``evaluate`` draws 1,000 images per contestant (timed: sample
 thread at synthesis) and runs ``cxraug.metrics.evaluate_images`` on them: FID and KID with their spread, precision /
 recall / density / coverage, MS-SSIM diversity, the spectral check and the memorization audit, in the shipped
 CXR feature space ``cxraug-cxr-v1`` (``--features cxr``, the default; what ``cxraug evaluate`` uses offline), so the
-numbers compare across runs and machines. Next to them, the real-vs-real floor at the same n: the training
-images split in two seeded halves A and B, FID(A, B) against FID(A, the first |B| samples), both with bootstrap
-CIs. ``--features trained`` reproduces the first (session 6) run: an encoder trained on a patient-level half of the
+numbers compare across runs and machines. Next to them, the real-vs-real floor at the same n, as
+``evaluate_images`` gives it (``res["floor"]``, what ``cxraug evaluate`` prints): the training images split in two
+seeded halves A and B (one image per patient here), FID(A, B) against FID(A, the first |B| samples), both with
+bootstrap CIs. ``--features trained`` reproduces the first (session 6) run: an encoder trained on a patient-level half of the
 training images, a new feature space per reference set (issue 27: not comparable across runs).
 
 **On a GPU** (``--device cuda --clock wall --size 64|128``): the budget is wall seconds of the training loop (CPU
@@ -247,10 +248,6 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     train, held, _ = split_data(a.size)
     real = np.asarray(train.images)
-    half_a, half_b = real_halves(real)
-    floor = _fid(real[half_a], real[half_b], a.features)
-    (Path(a.out) / "floor.json").write_text(json.dumps(floor, indent=2))
-    print(f"real-vs-real floor (n {len(half_a)} vs {len(half_b)}): FID {floor['fid']:.2f} {floor['fid_ci95']}")
     names = a.only or [n for n in CONTESTANTS if (Path(a.out) / n / "last.pt").exists()]
     for name in names:
         d = Path(a.out) / name
@@ -261,31 +258,19 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         gen_s = clock() - t0
         res = evaluate_images(real, fake, features=a.features, n=N_EVAL, seed=0, progress=False, heldout_u8=held,
                               device=a.device)  # fmt: skip
-        res["matched_n"] = _fid(real[half_a], fake[: len(half_b)], a.features)  # beside the floor, same n
+        fl = res["floor"]  # the same halves for every contestant: same reference, same seed
+        floor = {"features": res["features"], "n_ref": fl["n_a"], "n": fl["n"], "fid": fl["real"]["fid"],
+                 "fid_ci95": fl["real"]["ci95"], "split": fl["split"]}  # fmt: skip
+        res["matched_n"] = {**floor, "fid": fl["generated"]["fid"], "fid_ci95": fl["generated"]["ci95"]}
+        (Path(a.out) / "floor.json").write_text(json.dumps(floor, indent=2))
         res["samples_per_s"] = round(N_EVAL / gen_s, 2)
         res["synthesis_s"] = round(gen_s, 1)
         (d / "metrics.json").write_text(json.dumps(res, indent=2, default=float))
         grid = torch.from_numpy(fake[:64]).float().div(127.5).sub(1).unsqueeze(1)
         save_grid(grid, d / "grid.png", nrow=8)
-        print(f"{name}: FID {res['fid']:.2f}  KID {res['kid_mean']:.4f}  {res['samples_per_s']} img/s", flush=True)
+        print(f"{name}: FID {res['fid']:.2f}  KID {res['kid_mean']:.4f}  {res['samples_per_s']} img/s; at n "
+              f"{floor['n']}: {res['matched_n']['fid']:.2f} vs real-vs-real {floor['fid']:.2f}", flush=True)
     return 0
-
-
-def real_halves(real) -> tuple:
-    """Two disjoint seeded halves of the training images (covid-cxnet: one image per patient)."""
-    import numpy as np
-
-    perm = np.random.default_rng(0).permutation(len(real))
-    return np.sort(perm[: len(real) // 2]), np.sort(perm[len(real) // 2 :])
-
-
-def _fid(ref, other, features: str) -> dict:
-    """FID of ``other`` against ``ref`` with its bootstrap CI, through ``evaluate_images`` (no audit)."""
-    from cxraug.metrics import evaluate_images
-
-    r = evaluate_images(ref, other, features=features, n=max(len(ref), len(other)), seed=0, progress=False, audit=False)
-    return {"features": r["features"], "n_ref": r["n_real"], "n": r["n_fake"], "fid": r["fid"],
-            "fid_ci95": r["fid_ci95"]}  # fmt: skip
 
 
 def minority_per_seed(cfg_path: Path) -> list[int]:
