@@ -32,9 +32,10 @@ class OutOfTime(Exception):
     pass
 
 
-def fid_floor(real, n: int, seed: int = 0) -> float:
+def subset_floor(real, n: int, seed: int = 0) -> float:
     """FID of ``n`` real images drawn at random against all of them (the hook's comparison: n images against every
-    real one): what a generator that returned its training images would score at this n."""
+    real one): what a generator that returned its training images would score at this n. Not
+    :func:`cxraug.metrics.fid_floor` (two disjoint halves: what new images of the same collection score)."""
     import numpy as np
 
     from cxraug.metrics.features import cached_features, extract, get_extractor
@@ -76,7 +77,7 @@ def main() -> int:
     floor = None
     if a.features == "cxr":
         features, t_enc = "cxr", 0.0
-        floor = fid_floor(ds.images, 256)
+        floor = subset_floor(ds.images, 256)
         print(f"real-vs-real floor (256 random real vs all {len(ds)}): FID {floor:.2f}", file=sys.stderr)
         a.threshold = a.threshold if a.threshold is not None else round(2 * floor, 2)
     else:
