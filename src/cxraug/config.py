@@ -2,6 +2,13 @@
 
 Every run writes its resolved config (``config.yaml``) next to its outputs, so a run can be
 repeated exactly with ``--config RUN/config.yaml``.
+
+A config class may name *sections*: groups of its flat keys that a user may also write nested under the
+group's name (``stylegan2: {w_dim: 128}`` or ``--set stylegan2.w_dim=128`` for the flat ``w_dim``). The class
+says which in a ``config_sections`` class attribute, a mapping of section name to a dataclass whose field names
+are flat keys of the class (:func:`config_sections`). Each source of a config (a base dict, a YAML file, the
+overrides) is flattened on its own before the sources are merged (:func:`flatten_sections`), so precedence is
+by source as for flat keys, and what is built and saved (:func:`save_config`) stays flat.
 """
 
 from __future__ import annotations
@@ -12,12 +19,13 @@ import os
 import re
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from cxraug.errors import CXRAugError, show_path
+from cxraug.errors import ConfigError, CXRAugError, show_path
 from cxraug.io import write_text_atomic
 
 T = TypeVar("T")
@@ -210,8 +218,72 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def config_sections(cls: type) -> Mapping[str, type]:
+    """The sections a config class takes besides its flat keys: its ``config_sections`` class attribute, a
+    mapping of section name to a dataclass whose field names are flat keys of ``cls`` (none: no sections)."""
+    return getattr(cls, "config_sections", None) or {}
+
+
+def _short(value: Any) -> str:
+    r = repr(value)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _lift(
+    items: Iterable[tuple[tuple[Any, ...], Any]], sections: Mapping[str, type], where: str
+) -> list[tuple[tuple[Any, ...], Any]]:
+    """One source's (key path, value) pairs, in order, with each section's keys lifted to flat key paths:
+    ``(("stylegan2",), {"w_dim": 128})`` and ``(("stylegan2", "w_dim"), 128)`` both become ``(("w_dim",), 128)``.
+    Refused, one line each: a section that is not a mapping, a key that is no field of its section, and a key
+    given in this source both flat and in a section (or in two sections)."""
+    flat: set[Any] = set()  # top-level keys given flat
+    nested: dict[Any, str] = {}  # key -> the section that gave it
+    out: list[tuple[tuple[Any, ...], Any]] = []
+    for path, value in items:
+        head = path[0]
+        if head not in sections:
+            if head in nested:
+                raise ConfigError(f"{where}: {head} given twice: flat and in {nested[head]}:")
+            flat.add(head)
+            out.append((path, value))
+            continue
+        fields = {f.name for f in dataclasses.fields(sections[head])}
+        if len(path) > 1:
+            entries = [(path[1:], value)]
+        elif value is None:  # `stylegan2:` with nothing under it: an empty section
+            entries = []
+        elif isinstance(value, dict):
+            entries = [((k,), v) for k, v in value.items()]
+        else:
+            raise ConfigError(f"{where}: {head}: expected a mapping of its keys ({head}: {{KEY: VALUE}} or "
+                              f"--set {head}.KEY=VALUE), got {_short(value)}")  # fmt: skip
+        for sub, v in entries:
+            key = sub[0]
+            if key not in fields:
+                raise ConfigError(f"{where}: {head}: unknown key {key!r}; known: {', '.join(sorted(fields))}")
+            if key in flat:
+                raise ConfigError(f"{where}: {key} given twice: flat and in {head}:")
+            if nested.get(key, head) != head:
+                raise ConfigError(f"{where}: {key} given twice: in {nested[key]}: and in {head}:")
+            nested[key] = head
+            out.append((sub, v))
+    return out
+
+
+def flatten_sections(data: dict, sections: Mapping[str, type], *, where: str = "config") -> dict:
+    """One source's config dict with each section (``stylegan2: {w_dim: 128}``) replaced by its keys, flat
+    (``w_dim: 128``); ``sections``: section name -> dataclass whose field names are the flat keys it may hold.
+    A key given both flat and in its section, an unknown key of a section, and a section that is not a mapping
+    are a :class:`~cxraug.errors.ConfigError` naming ``where``, the section and the key."""
+    if not sections or not any(k in sections for k in data):
+        return data
+    return {path[0]: v for path, v in _lift((((k,), v) for k, v in data.items()), sections, where)}
+
+
 def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
-    """Build dataclass ``cls`` from a (possibly partial) dict; unknown keys are an error."""
+    """Build dataclass ``cls`` from a (possibly partial) dict; unknown keys are an error. The dict is one source:
+    sections of ``cls`` (:func:`config_sections`) in it are flattened first."""
+    data = flatten_sections(data, config_sections(cls), where=where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
@@ -241,11 +313,16 @@ def _set_dotted(d: dict, key: str, value: Any) -> None:
 
 
 def load_config(
-    cls: type[T], path: str | os.PathLike | None = None, *, overrides: list[str] | None = None,
+    cls: type[T],
+    path: str | os.PathLike | None = None,
+    *,
+    overrides: list[str] | None = None,
     base: dict | None = None,
 ) -> T:
-    """``base`` (e.g. a preset) < YAML file < ``overrides`` ("a.b=value", YAML-parsed values)."""
-    data: dict = to_dict(base) if base is not None else {}
+    """``base`` (e.g. a preset) < YAML file < ``overrides`` ("a.b=value", YAML-parsed values). Each of the three
+    is flattened on its own (the sections of ``cls``, :func:`flatten_sections`) before it is merged."""
+    sections = config_sections(cls)
+    data: dict = flatten_sections(to_dict(base), sections, where="base config") if base is not None else {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -260,7 +337,8 @@ def load_config(
             raise CXRAugError(f"{show_path(p)}: cannot read config ({e})") from e
         if not isinstance(loaded, dict):
             raise CXRAugError(f"{show_path(p)}: expected a mapping of config keys, got {type(loaded).__name__}")
-        _deep_update(data, loaded)
+        _deep_update(data, flatten_sections(loaded, sections, where=show_path(p)))
+    given: list[tuple[tuple[Any, ...], Any]] = []
     for ov in overrides or []:
         if "=" not in ov:
             raise CXRAugError(f"override {ov!r} must look like key=value (e.g. train.steps=500)")
@@ -269,7 +347,9 @@ def load_config(
             value = load_yaml(v) if v.strip() else ""
         except yaml.YAMLError as e:
             raise CXRAugError(f"override {ov!r}: invalid YAML value ({_one_line(e)})") from e
-        _set_dotted(data, k.strip(), value)
+        given.append((tuple(k.strip().split(".")), value))
+    for key, value in _lift(given, sections, "overrides (--set)") if sections else given:
+        _set_dotted(data, ".".join(key), value)
     return from_dict(cls, data)
 
 

@@ -4,8 +4,16 @@
 ``w_dim: 128`` in a YAML config or a run's ``config.yaml``). The options of the StyleGAN2-ADA and DDPM families
 take their defaults from the models layer's sections (:class:`cxraug.models.stylegan2.StyleGAN2Config`,
 :class:`cxraug.models.ddpm.DDPMConfig`, the one place those defaults are written), which is also how those
-networks read a config dict: ``StyleGAN2Config.from_config(config)``. The keys stay flat; a section is not a
-nested syntax.
+networks read a config dict: ``StyleGAN2Config.from_config(config)``.
+
+A user may also write a family's keys nested in its section, named in :data:`SECTIONS` (the one place):
+``stylegan2: {w_dim: 128, r1_gamma: 0.5}`` or ``ddpm: {diffusion_steps: 500}`` in a YAML config or a preset
+file, ``--set stylegan2.w_dim=128`` on the command line, ``stylegan2.w_dim=128`` in a study's ``gan:``
+``overrides``. Each source (preset, ``--config`` file, the ``--set`` overrides) is flattened on its own before
+the sources are merged (:func:`cxraug.config.flatten_sections`), so a nested key takes the flat key's place in
+the order preset < config file < ``--set``; within one source, a key given both flat and in its section is
+refused, as is a key its section does not have. What is built and saved stays flat: a run's ``config.yaml``
+and every checkpoint's config read as before.
 
 Presets are small YAML files shipped with the package, ``src/cxraug/train/presets/<name>.yaml``, one per preset
 (after StudioGAN's ``configs/<data>/<model>.yaml``). Each starts with comment lines saying what it follows, then
@@ -17,7 +25,9 @@ Presets are small YAML files shipped with the package, ``src/cxraug/train/preset
   ``tuned``: the project's tuned defaults (``wgan-gp-64``, ``dcgan-64``, ...);
 - optionally ``base:`` the name of another file of the folder whose keys are read first and overridden by this
   file's (one level of keys, no deep merge); a file whose name starts with ``_`` is such a base, not a preset;
-- the config keys, flat as in ``--set``, and ``size``: the image size (without it, the number the name ends in).
+- the config keys, flat as in ``--set`` or in a family's section (``stylegan2: {r1_gamma: 0.25}``; each file is
+  flattened before it is merged with its base), and ``size``: the image size (without it, the number the name
+  ends in).
 
 :func:`preset` strips ``paper``, ``kind`` and ``base`` and returns the config dict; :data:`PRESETS` (and
 :data:`PAPER_PRESETS`, :data:`TUNED_PRESETS`) map names to the files' config keys; :func:`list_presets` gives
@@ -31,24 +41,33 @@ import copy
 import functools
 import math
 import re
+import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
-from cxraug.config import load_yaml
+from cxraug.config import flatten_sections, load_yaml
 from cxraug.data.source import DataConfig
 from cxraug.errors import ConfigError
+from cxraug.models.common import ConfigSection
 from cxraug.models.ddpm import DDPMConfig
 from cxraug.models.stylegan2 import StyleGAN2Config
 
 # The family sections' defaults (models layer), which TrainConfig's fields of those names take.
 _STYLEGAN2, _DDPM = StyleGAN2Config(), DDPMConfig()
 
+# The sections a user may write nested (``stylegan2: {w_dim: 128}``, ``--set stylegan2.w_dim=128``): section
+# name -> the models layer's section, whose field names are TrainConfig's flat keys of the same names.
+SECTIONS: Mapping[str, type[ConfigSection]] = types.MappingProxyType({"stylegan2": StyleGAN2Config, "ddpm": DDPMConfig})
+
 
 @dataclass
 class TrainConfig:
+    # read by cxraug.config.load_config / from_dict: each source's sections flattened onto these fields
+    config_sections: ClassVar[Mapping[str, type[ConfigSection]]] = SECTIONS
+
     preset: str = "wgan-gp-64"
     family: str = "wgangp"  # dcgan | wgan | wgangp | cgan | cyclegan | stylegan2 | ddpm
     data: DataConfig = field(default_factory=DataConfig)
@@ -113,7 +132,8 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | bf16 | fp16 | no
     channels_last: str = "auto"  # auto (on CUDA, and on CPU under bf16) | on | off
     compile: bool = False  # torch.compile the networks (opt-in)
-    cuda_graphs: bool = True  # on CUDA, each step captured in a CUDA graph where that is exact (train/graphs.py); else eager
+    # on CUDA, each step captured in a CUDA graph where that is exact (train/graphs.py); else eager
+    cuda_graphs: bool = True
     threads: int = 0  # CPU threads for torch (0 = torch's default)
 
 
@@ -144,6 +164,7 @@ def _read_preset(files: dict[str, Traversable], name: str, chain: tuple[str, ...
     data = load_yaml(files[name].read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ConfigError(f"presets/{name}.yaml: expected a mapping of config keys")
+    data = flatten_sections(data, SECTIONS, where=f"presets/{name}.yaml")  # each file flat, then merged
     base = data.pop("base", None)
     if base is None:
         return data
