@@ -185,6 +185,36 @@ def test_a_study_gan_block_takes_nested_overrides():
         gan_train_config(GanSpec(preset=SG, overrides=["w_dim=64", "stylegan2.w_dim=128"]), 64)
 
 
+def test_a_study_gan_block_takes_a_section_as_in_a_training_config(tmp_path):
+    """``gan: {stylegan2: {w_dim: 64}}`` in a study YAML, read by the study's own loader; a key also in
+    ``overrides`` is refused as given twice; the section reaches the generator's TrainConfig."""
+    from cxraug.classify.config import load_study_config
+    from cxraug.classify.generators import gan_train_config
+
+    study = _yaml(tmp_path, f"sources: [{{path: 'phantom:normal=8,covid=8'}}]\ngan: {{preset: {SG}, "
+                            "stylegan2: {w_dim: 64, ada: ''}, ddpm: {}}\n")  # fmt: skip
+    cfg = gan_train_config(load_study_config(study).gan, 64)
+    assert (cfg.w_dim, cfg.ada, cfg.family) == (64, "", "stylegan2")
+    twice = load_study_config(study, ["gan.overrides=[w_dim=32]"]).gan
+    with pytest.raises(ConfigError, match="w_dim given twice"):
+        gan_train_config(twice, 64)
+
+
+def test_the_gan_block_sections_leave_older_runs_fingerprints_alone(tmp_path):
+    """A study's runs are keyed by a hash of its config: the gan: block's new (empty) sections must not change it,
+    or ``--resume`` would redo every finished run of an older study. Pinned to what commit 4c8cf48 computed."""
+    from types import SimpleNamespace
+
+    from cxraug.classify.config import load_study_config
+    from cxraug.classify.study import Study
+
+    study = _yaml(tmp_path, "sources: [{path: 'phantom:normal=8,covid=8'}]\nprotocols: [real, gan-aug]\n"
+                            "regimes: [1.0]\nseeds: [0]\ngan: {preset: dcgan-64, steps: 10}\n")  # fmt: skip
+    st = SimpleNamespace(cfg=load_study_config(study), data_hash="data", generator_hash=lambda r, s: "gen")
+    assert Study.fingerprint(st, "gan-aug", 1.0, 0) == "52bcf01b325c385de38c"
+    assert Study.fingerprint(st, "real", 1.0, 0) == "719ddf095283daa23a29"
+
+
 # --------------------------------------------------------------------------- cxraug train, as a user runs it
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CXRAUG_CACHE": str(tmp_path / "cache")}

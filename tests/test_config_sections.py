@@ -83,6 +83,6 @@ def test_ddpm_reads_the_section():
 
 
 def test_user_keys_stay_flat():
-    """``--set w_dim=128`` and a YAML ``w_dim:`` are what set the section (not a nested syntax)."""
+    """``--set w_dim=128`` and a YAML ``w_dim:`` set the section (the nested forms: test_config_nested_sections)."""
     cfg = load_config(TrainConfig, overrides=["w_dim=128", "unet_layers=1"], base=preset("stylegan2-ada-64"))
     assert StyleGAN2Config.from_config(to_dict(cfg)).w_dim == 128 and DDPMConfig.from_config(to_dict(cfg)).unet_layers == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cxraug.config import load_config
 from cxraug.data.manifests import ManifestSpec
@@ -103,6 +104,9 @@ class GanSpec:
     diffaug: str = "translation,cutout"  # limited data (Zhao et al., DiffAugment)
     seed: int = 0
     overrides: list[str] = field(default_factory=list)  # more TrainConfig fields, "key=value"
+    # a family's own section, as in a training config (stylegan2: {w_dim: 128}); a key both here and in overrides is refused
+    stylegan2: dict[str, Any] = field(default_factory=dict)
+    ddpm: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -5,6 +5,7 @@ synthetic images drawn from it."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from cxraug.data.splits import regime_subset
 from cxraug.errors import CXRAugError
 from cxraug.families import GeneratorArtifact
 from cxraug.io import load_checkpoint
-from cxraug.train.config import TrainConfig, preset
+from cxraug.train.config import SECTIONS, TrainConfig, preset
 from cxraug.train.engine import Trainer
 
 
@@ -42,6 +43,8 @@ def gan_train_config(spec: GanSpec, size: int, *, minority: str = "minority", n_
                                            f"diffaug={spec.diffaug}", f"seed={seed}", f"data.size={size}",
                                            f"data.path=study:{n_images} {minority} training images",
                                            "epochs=0",  # length in steps
+                                           *[f"{name}={json.dumps(getattr(spec, name))}" for name in SECTIONS
+                                             if getattr(spec, name, None)],  # a section as one value
                                            *spec.overrides],
                        base=preset(spec.preset))  # fmt: skip
 

@@ -452,6 +452,9 @@ class Study(StudyGenerators):
             c.pop(k, None)
         if not c.get("augment_labels") and c.get("augment_rule") == "equalize":  # defaults: older runs' keys stand
             c.pop("augment_labels"), c.pop("augment_rule")
+        for section in ("stylegan2", "ddpm"):  # the gan: block's family sections, when empty: older runs' keys stand
+            if isinstance(c.get("gan"), dict) and not c["gan"].get(section):
+                c["gan"].pop(section, None)
         synthetic = split_arm(protocol)[0] in SYNTHETIC_PROTOCOLS
         gen = self.generator_hash(regime, seed) if synthetic else None
         blob = json.dumps({"config": c, "run": [protocol, regime, seed], "data": self.data_hash, "generator": gen},

@@ -144,8 +144,9 @@ class ConfigSection:
     (:class:`cxraug.train.config.TrainConfig` takes its defaults for them from here). Subclasses: a network's
     section next to it (:class:`cxraug.models.stylegan2.StyleGAN2Config`, :class:`cxraug.models.ddpm.DDPMConfig`).
 
-    The user-facing keys stay flat (``--set w_dim=128``, ``w_dim: 128``, every run's ``config.yaml``): a section
-    is how the models layer reads and defaults them from a config dict, not a nested syntax.
+    Every run's ``config.yaml`` and the dict the networks read stay flat (``w_dim: 128``); a user may write the
+    keys flat or nested in the section (``stylegan2: {w_dim: 128}``, ``--set stylegan2.w_dim=128``), which
+    :func:`cxraug.config.load_config` flattens (``TrainConfig.config_sections``).
     """
 
     @classmethod
