@@ -111,6 +111,37 @@ def test_legacy_checkpoint_still_loads(tiny_ds, tmp_path):
         load_generator(tmp_path / "x.pt")
 
 
+@pytest.mark.parametrize("damage", ["generator", "sampler"])
+def test_a_damaged_legacy_checkpoint_is_one_line_naming_it(tiny_ds, tmp_path, damage):
+    """A ``cxraug-gan/1`` file missing its generator or its sampler stream: one CheckpointError naming the file on
+    resume, and on loading for sampling unless sampling does not need the missing part (the raw KeyError of the
+    first families commit, 6c850db, is what this guards against)."""
+    from cxraug.errors import CheckpointError
+
+    tr = Trainer(gan_cfg("cgan-64", **TINY), tiny_ds, tmp_path / "run", progress=False)
+    tr.fit()
+    st = tr.state_dict()
+    nets = {**st["weights"], **st["critics"]}
+    rng = {"sampler": st["per_rank"][0]["sampler"]}
+    if damage == "generator":
+        nets.pop("G")
+    else:
+        rng.pop("sampler")
+    old = {"format": "cxraug-gan/1", "config": st["config"], "step": st["step"], "class_names": st["class_names"],
+           "real_labels": st["real_labels"], "train_phash": st["train_phash"], "nets": nets, "rng": rng,
+           "opt_g": st["opt_g"], "opt_d": st["opt_d"], "history": st["history"]}  # fmt: skip
+    torch.save(old, tmp_path / "old.pt")
+    again = Trainer(gan_cfg("cgan-64", **TINY), tiny_ds, tmp_path / "run2", progress=False)
+    with pytest.raises(CheckpointError, match="old.pt") as e:
+        again.resume(tmp_path / "old.pt")
+    assert "\n" not in str(e.value)
+    if damage == "generator":
+        with pytest.raises(CheckpointError, match=r"old.pt is not a usable cxraug GAN checkpoint \(cxraug-gan/1: no 'G'\)"):
+            load_generator(tmp_path / "old.pt")
+    else:  # sampling needs no training stream
+        assert load_generator(tmp_path / "old.pt").conditional
+
+
 def test_sampling_side_never_imports_the_trainer():
     code = ("import sys, cxraug.synth.generate, cxraug.cli.synth, cxraug.metrics.hooks, cxraug.cli.evaluate, "
             "cxraug.classify.assemble; print(sorted(m for m in sys.modules if m.startswith('cxraug.train')))")  # fmt: skip

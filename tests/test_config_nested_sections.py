@@ -200,6 +200,16 @@ def test_a_study_gan_block_takes_a_section_as_in_a_training_config(tmp_path):
         gan_train_config(twice, 64)
 
 
+def test_the_sections_are_the_families_own_and_the_gan_block_has_each():
+    from cxraug.classify.config import GanSpec
+    from cxraug.families import FAMILIES
+
+    assert dict(SECTIONS) == {n: f.section for n, f in FAMILIES.items() if f.section is not None}
+    assert set(SECTIONS) == {"stylegan2", "ddpm"}
+    fields = {f.name for f in dataclasses.fields(GanSpec)}
+    assert set(SECTIONS) <= fields
+
+
 def test_the_gan_block_sections_leave_older_runs_fingerprints_alone(tmp_path):
     """A study's runs are keyed by a hash of its config: the gan: block's new (empty) sections must not change it,
     or ``--resume`` would redo every finished run of an older study. Pinned to what commit 4c8cf48 computed."""

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from cxraug.config import load_config, to_dict
-from cxraug.families.ddpm import DDPM as DDPMFamily
-from cxraug.families.stylegan2 import StyleGAN2ADA as StyleGAN2Family
+from cxraug.families.ddpm import DDPM
+from cxraug.families.stylegan2 import StyleGAN2ADA
 from cxraug.models.common import ConfigSection
 from cxraug.models.ddpm import DDPMConfig, unet_kwargs
 from cxraug.models.stylegan2 import StyleGAN2Config, build_discriminator, build_generator
@@ -65,11 +65,11 @@ def test_stylegan2_networks_read_the_section():
     g_old, d_old = build_generator(old, 3), build_discriminator(old, 3)
     assert (g_old.w_dim, d_old.mbstd_group) == (512, 4)
     assert len(g_old.mapping.fc) == 8
-    fam = StyleGAN2Family(g, old, ["a", "b", "c"], torch.zeros(2, 3))
+    fam = StyleGAN2ADA(g, old, ["a", "b", "c"], torch.zeros(2, 3))
     assert fam.psi == 1.0 and not fam.conditional
     cond = {**conf, "truncation": 0.7, "class_cond": True}
-    fam = StyleGAN2Family(build_generator(cond, 3), cond, ["a", "b", "c"], torch.zeros(2, 3))
-    assert fam.psi == 0.7 and fam.conditional and fam.net.n_labels == 3 and StyleGAN2Family.conditional_for(cond)
+    fam = StyleGAN2ADA(build_generator(cond, 3), cond, ["a", "b", "c"], torch.zeros(2, 3))
+    assert fam.psi == 0.7 and fam.conditional and fam.net.n_labels == 3 and StyleGAN2ADA.conditional_for(cond)
 
 
 def test_ddpm_reads_the_section():
@@ -79,7 +79,7 @@ def test_ddpm_reads_the_section():
     assert kw["down_block_types"] == ("DownBlock2D", "AttnDownBlock2D")
     bare = {k: v for k, v in conf.items() if k not in {f.name for f in dataclasses.fields(DDPMConfig)}}
     assert unet_kwargs({**bare, "data": {"size": 64}})["block_out_channels"] == (8, 16, 16, 16)  # [1, 2, 2, 2]
-    assert not DDPMFamily.conditional_for(bare) and DDPMFamily.conditional_for({"class_cond": True})
+    assert not DDPM.conditional_for(bare) and DDPM.conditional_for({"class_cond": True})
 
 
 def test_user_keys_stay_flat():

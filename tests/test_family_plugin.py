@@ -134,3 +134,20 @@ def test_register_refuses_a_class_without_the_interface():
     with pytest.raises(TypeError, match="not a Training subclass"):
         register(bad)
     assert "bad" not in FAMILIES
+
+
+def test_a_family_whose_word_and_training_disagree_is_refused_when_built(toy_family):
+    """``names`` (what the checkpoint records) and ``has_critic`` must be what its training builds."""
+    from cxraug.families import make_training
+
+    class Liar(Toy):
+        name, names, main = "liar", ("G", "G2"), "G"
+
+    register(Liar)
+    try:
+        with pytest.raises(TypeError, match=r"Liar: its training built generators \['G'\]"):
+            make_training(gan_cfg("dcgan-64", family="liar"), 0)
+    finally:
+        FAMILIES.pop("liar", None)
+    with pytest.raises(TypeError, match="main 'H' is not one of its networks"):
+        register(type("Headless", (Toy,), {"name": "headless", "main": "H"}))

@@ -113,10 +113,15 @@ def test_cli_lists_the_presets_with_their_papers(capsys, tmp_path):
     from cxraug.cli import main
 
     assert main(["train", "--list-presets", "--out", str(tmp_path)]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    presets, families = capsys.readouterr().out.strip().split("\n\nfamilies (--set family=NAME):\n")
+    lines = presets.splitlines()
     assert len(lines) == len(PRESETS)
     for line, info in zip(lines, list_presets()):
         assert line.split()[:2] == [info.name, info.kind] and line.endswith(info.paper)
+    from cxraug.families import FAMILIES
+
+    listed = dict(line.split(maxsplit=1) for line in families.splitlines())
+    assert listed == {name: fam.paper for name, fam in FAMILIES.items()} and all(listed.values())
     assert not list(tmp_path.iterdir())  # nothing trained
 
 

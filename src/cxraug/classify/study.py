@@ -64,6 +64,7 @@ from cxraug.data.splits import (
 from cxraug.errors import CXRAugError
 from cxraug.families import family_of
 from cxraug.io import load_checkpoint, save_checkpoint, write_json
+from cxraug.train.config import SECTIONS
 
 # per-image, kept in runs/*/result.json
 RAW_KEYS = ("test_prob", "test_true", "external_prob", "external_true", "test_prob_labels", "test_true_labels")
@@ -452,7 +453,7 @@ class Study(StudyGenerators):
             c.pop(k, None)
         if not c.get("augment_labels") and c.get("augment_rule") == "equalize":  # defaults: older runs' keys stand
             c.pop("augment_labels"), c.pop("augment_rule")
-        for section in ("stylegan2", "ddpm"):  # the gan: block's family sections, when empty: older runs' keys stand
+        for section in SECTIONS:  # the gan: block's family sections, when empty: older runs' keys stand
             if isinstance(c.get("gan"), dict) and not c["gan"].get(section):
                 c["gan"].pop(section, None)
         synthetic = split_arm(protocol)[0] in SYNTHETIC_PROTOCOLS

@@ -52,13 +52,19 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def print_presets() -> int:
-    """``--list-presets``: one line per preset, its name, kind and the paper it follows; nothing is trained."""
+    """``--list-presets``: one line per preset, its name, kind and the paper it follows, then the generator
+    families (``family:`` in a config) and what each follows; nothing is trained."""
+    from cxraug.families import FAMILIES
     from cxraug.train.config import list_presets
 
     infos = list_presets()
     width = max(len(i.name) for i in infos)
     for info in infos:
         print(f"{info.name:<{width}}  {info.kind:<5}  {info.paper}")
+    print("\nfamilies (--set family=NAME):")
+    width = max(map(len, FAMILIES))
+    for name, fam in FAMILIES.items():
+        print(f"{name:<{width}}  {fam.paper}")
     return 0
 
 

@@ -37,7 +37,7 @@ StateDict = dict[str, torch.Tensor]
 
 @dataclass
 class GeneratorArtifact:
-    family: str  # a key of GENERATORS
+    family: str  # a key of cxraug.families.FAMILIES
     config: dict[str, Any]  # the training config (TrainConfig as a dict)
     weights: dict[str, StateDict]  # live generator network(s) by name
     ema: dict[str, StateDict] | None = None  # EMA weights of the sampled network, or None
@@ -98,7 +98,7 @@ class GeneratorArtifact:
 
     @classmethod
     def _from_dict(cls, st: dict[str, Any], source: str | os.PathLike) -> GeneratorArtifact:
-        st = current_format(st)
+        st = current_format(st, source)
         fmt = st.get("format") if isinstance(st, dict) else None
         if fmt == FORMAT:
             return cls(family=st["family"], config=st["config"], weights=st["weights"], ema=st.get("ema"),
@@ -134,12 +134,22 @@ class GeneratorArtifact:
             raise CheckpointError(f"{show_path(source)} is not a usable cxraug GAN checkpoint ({e})") from None
 
 
-def current_format(st: Any) -> Any:
+def current_format(st: Any, source: str | os.PathLike = "checkpoint") -> Any:
     """A checkpoint dict in today's layout: a legacy ``cxraug-gan/1`` trainer dict (``nets`` = generators and
     critics together, ``ema`` = a ``torch.optim.swa_utils.AveragedModel`` state, one ``rng`` entry) converted to
-    ``weights`` / ``critics`` / ``ema`` + ``ema_n_averaged`` / ``per_rank``; anything else returned as it is."""
+    ``weights`` / ``critics`` / ``ema`` + ``ema_n_averaged`` / ``per_rank``; anything else returned as it is. A
+    legacy dict missing a part is a :class:`CheckpointError` naming ``source``."""
     if not (isinstance(st, dict) and st.get("format") == LEGACY_FORMAT):
         return st
+    try:
+        return _from_legacy(st)
+    except (KeyError, TypeError, AttributeError) as e:
+        why = f"no {e}" if isinstance(e, KeyError) else str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{show_path(source)} is not a usable cxraug GAN checkpoint ({LEGACY_FORMAT}: "
+                              f"{why})") from None  # fmt: skip
+
+
+def _from_legacy(st: dict) -> dict:
     family = family_of(st["config"]["family"])
     nets, ema = st["nets"], st.get("ema")
     new = {k: v for k, v in st.items() if k not in ("nets", "ema", "rng", "family")}
@@ -150,7 +160,7 @@ def current_format(st: Any) -> Any:
                                                          if k.startswith("module.")}}  # fmt: skip
     new["ema_n_averaged"] = None if ema is None else ema.get("n_averaged")
     new.setdefault("train_phash", torch.zeros(0, 8, dtype=torch.uint8))
-    if "rng" in st:
+    if isinstance(st.get("rng"), dict) and "sampler" in st["rng"]:  # (a resume needs it; sampling does not)
         new["per_rank"] = [{"sampler": st["rng"]["sampler"], "family": st.get("family") or {}}]  # its family state
     return new
 

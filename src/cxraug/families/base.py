@@ -30,6 +30,7 @@ from torch import nn
 
 from cxraug.data.cache import CachedDataset
 from cxraug.errors import CXRAugError
+from cxraug.models.common import ConfigSection
 
 Config = dict[str, Any]  # a run's config as a dict (TrainConfig through cxraug.config.to_dict)
 Batch = tuple[torch.Tensor, torch.Tensor]  # (images [B,1,S,S] in [-1,1], label vectors [B,K]) or (a, b)
@@ -45,15 +46,19 @@ class Family(ABC):
     """
 
     name: ClassVar[str]
-    paper: ClassVar[str] = ""  # what it follows (shown by ``cxraug train --list-presets`` through its presets)
+    paper: ClassVar[str] = ""  # the paper(s) it follows (``cxraug train --list-presets`` lists the families with it)
     main: ClassVar[str] = "G"  # the network that is sampled (and averaged by the EMA)
     names: ClassVar[tuple[str, ...]] = ("G",)  # every generator network the family trains and checkpoints
     conditional: ClassVar[bool] = False  # sample() honours `labels`
     takes_source: ClassVar[bool] = False  # sample() translates `source` images instead of drawing noise
-    has_critic: ClassVar[bool] = True  # build_critics() gives networks for a critic optimiser
+    has_critic: ClassVar[bool] = True  # build_critics() gives networks for a critic optimiser (checked per run)
+    #: its own options as a typed section (defaults in one place; ``stylegan2: {w_dim: 128}`` in a config), or None
+    section: ClassVar[type[ConfigSection] | None] = None
     #: the config keys that set its networks' size (named when they would not fit the device's memory)
     size_keys: ClassVar[tuple[str, ...]] = ("width", "z_dim", "g_layout", "d_layout")
     training: ClassVar[type[Training] | None] = None  # how it is trained; None: sampled only
+
+    artifact: Any = None  # the GeneratorArtifact it was loaded from (set by artifact.load_generator)
 
     def __init__(self, net: nn.Module, config: Config, class_names: list[str], real_labels: torch.Tensor):
         self.net, self.config, self.class_names = net, config, list(class_names)
@@ -199,11 +204,14 @@ def register(cls: type[Family]) -> type[Family]:
         raise TypeError(f"{cls.__name__} has no name")
     if cls.training is not None and not (isinstance(cls.training, type) and issubclass(cls.training, Training)):
         raise TypeError(f"{cls.__name__}.training is {cls.training!r}, not a Training subclass")
+    if cls.main not in cls.names:
+        raise TypeError(f"{cls.__name__}.main {cls.main!r} is not one of its networks {cls.names}")
     FAMILIES[cls.name] = cls
     return cls
 
 
 def family_of(name: str) -> type[Family]:
+    """The registered family of that name (one line naming the known ones if there is none)."""
     if name not in FAMILIES:
         raise CXRAugError(f"unknown generator family {name!r}; known: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[name]
@@ -221,4 +229,10 @@ def make_training(cfg: Any, n_labels: int, *, rng: torch.Generator | None = None
         raise CXRAugError(f"generator family {cfg.family!r} can be sampled but not trained here; trainable: {trainable}")
     rng = rng if rng is not None else torch.Generator().manual_seed(stream_seed(cfg.seed, "noise"))
     pool_seed = stream_seed(cfg.seed, "pool") if pool_seed is None else pool_seed
-    return family.training(cfg, n_labels, rng, pool_seed)
+    training = family.training(cfg, n_labels, rng, pool_seed)
+    # what the checkpoint records and the engine relies on: the family's word and what its training built agree
+    if set(training.generators) != set(family.names) or bool(training.critics) != family.has_critic:
+        raise TypeError(f"{family.__name__}: its training built generators {sorted(training.generators)} and critics "
+                        f"{sorted(training.critics)}; the family declares names {list(family.names)} and "
+                        f"has_critic={family.has_critic}")  # fmt: skip
+    return training

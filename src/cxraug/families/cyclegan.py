@@ -16,7 +16,7 @@ from torch import nn
 from cxraug.data.cache import CachedDataset
 from cxraug.data.preprocess import u8_to_tensor
 from cxraug.errors import CXRAugError
-from cxraug.families.base import Config, Family, Training, family_of, register
+from cxraug.families.base import Batch, Config, Family, Logs, Training, family_of, register
 from cxraug.families.losses import cycle_loss
 from cxraug.families.noise import make_loss
 from cxraug.models.cyclegan import ImagePool, PatchDiscriminator, ResnetGenerator
@@ -56,7 +56,7 @@ class CycleGANTraining(Training):
         b = b.subset(np.sort(rng.choice(len(b), n, replace=False))) if len(b) > n else b
         return a, b
 
-    def generator_loss(self, batch):
+    def generator_loss(self, batch: Batch) -> tuple[torch.Tensor, Logs]:
         a, b = batch
         fake_b, fake_a = self.G_AB(a), self.G_BA(b)
         d_a, d_b = self.critics["D_A"], self.critics["D_B"]  # plain modules: frozen, not all-reduced
@@ -71,7 +71,7 @@ class CycleGANTraining(Training):
         self._fakes = (fake_a.detach(), fake_b.detach())
         return loss, logs
 
-    def critic_loss(self, batch):
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, Logs]:
         a, b = batch
         if self._fakes is None:  # first step: make fakes without a generator update
             with torch.no_grad():
@@ -105,6 +105,7 @@ class CycleGAN(Family):
     main = "G_AB"
     names = ("G_AB", "G_BA")
     takes_source = True
+    size_keys = ("width", "n_blocks")
     training = CycleGANTraining
 
     @classmethod
@@ -120,7 +121,13 @@ class CycleGAN(Family):
         return self.config.get("domain_b")
 
     @torch.no_grad()
-    def sample(self, n, labels=None, source=None, generator=None):
+    def sample(
+        self,
+        n: int,
+        labels: torch.Tensor | None = None,
+        source: torch.Tensor | np.ndarray | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Translate ``source[:n]`` (uint8 [N,S,S] or float [N,1,S,S] in [-1,1]); fewer if it has fewer."""
         if source is None or len(source) == 0:
             a = self.config.get("domain_a") or "domain A"

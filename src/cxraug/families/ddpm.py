@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -29,16 +30,15 @@ from torch.nn import functional as F
 from cxraug.config import to_dict
 from cxraug.data.cache import CachedDataset
 from cxraug.errors import ConfigError
-from cxraug.families.base import Config, Family, Training, family_of, register
+from cxraug.families.base import Batch, Config, Family, Logs, Training, family_of, register
+from cxraug.families.losses import DEFAULT_LOSS
 from cxraug.models.ddpm import DDPMConfig, DenoisingUNet, check_sampling, ddim_scheduler, noise_scheduler
 from cxraug.seeding import seeded_init
-
-GAN_LOSS_DEFAULT = "wgan-gp"  # TrainConfig's default ``loss``: what a config that never set one holds
 
 
 def check_config(cfg: Any) -> None:
     """A GAN loss given to a denoiser is refused, not recorded in the run's config as if it had trained it."""
-    if cfg.loss != GAN_LOSS_DEFAULT:
+    if cfg.loss != DEFAULT_LOSS:  # what a config that never set one holds
         raise ConfigError(f"a DDPM trains by the denoising objective ||eps - eps_theta||^2; --set loss={cfg.loss} "
                           "has no effect on it")  # fmt: skip
 
@@ -69,7 +69,7 @@ class DDPMTraining(Training):
         eps = torch.randn(x0.shape, device=x0.device, dtype=torch.float32, generator=self.rng)
         return t, eps
 
-    def generator_loss(self, batch):
+    def generator_loss(self, batch: Batch) -> tuple[torch.Tensor, Logs]:
         x0, y = batch  # [B,1,S,S] in [-1,1], [B,K]
         t, eps = self.draw(x0)
         x_t = self.scheduler.add_noise(x0.float(), eps, t)  # sqrt(ab_t) x0 + sqrt(1 - ab_t) eps
@@ -88,6 +88,7 @@ class DDPM(Family):
     paper = "Ho, Jain & Abbeel 2020, arXiv:2006.11239; DDIM sampling: Song, Meng & Ermon 2021, arXiv:2010.02502"
     has_critic = False
     size_keys = ("width", "unet_mult", "unet_layers")
+    section = DDPMConfig
     training = DDPMTraining
 
     def __init__(self, net: nn.Module, config: Config, class_names: list[str], real_labels: torch.Tensor):
@@ -108,13 +109,27 @@ class DDPM(Family):
     def check_config(cls, cfg: Any) -> None:
         check_config(cfg)
 
-    def preview(self, n, labels=None, source=None, generator=None):
+    def preview(
+        self,
+        n: int,
+        labels: torch.Tensor | None = None,
+        source: torch.Tensor | np.ndarray | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Training previews: DDIM with ``preview_steps`` (default 10) instead of ``sample_steps``, so that a
         sample grid costs a fifth of a full sampling (a rougher picture of the same x_T)."""
         return self.sample(n, labels=labels, generator=generator, steps=self.opts.preview_steps)
 
     @torch.no_grad()
-    def sample(self, n, labels=None, source=None, generator=None, batch: int | None = None, steps: int | None = None):
+    def sample(
+        self,
+        n: int,
+        labels: torch.Tensor | None = None,
+        source: torch.Tensor | np.ndarray | None = None,
+        generator: torch.Generator | None = None,
+        batch: int | None = None,
+        steps: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` images [n,1,S,S] in [-1,1] (float32, CPU) and their label vectors [n,K]. All of x_T is drawn
         first, so the images do not depend on ``batch`` (default: the config's ``sample_batch``). ``steps``: DDIM
         steps (default: the config's ``sample_steps``)."""

@@ -133,4 +133,5 @@ def cycle_loss(real: torch.Tensor, reconstructed: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(reconstructed, real)
 
 
+DEFAULT_LOSS = "wgan-gp"  # TrainConfig's default ``loss``
 LOSSES = {"bce": NonSaturatingBCE, "wgan-clip": WeightClip, "wgan-gp": WassersteinGP, "hinge": Hinge, "lsgan": LSGAN}

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from cxraug.config import to_dict
 from cxraug.data.cache import CachedDataset
-from cxraug.families.base import Family, Training, family_of
+from cxraug.families.base import Batch, Family, Logs, Training, family_of
 from cxraug.families.diffaug import DiffAugment
 from cxraug.families.losses import LOSSES, GANLoss, WassersteinGP, WeightClip
 from cxraug.seeding import seeded_init
@@ -66,7 +67,7 @@ class NoiseGANTraining(Training):
     def _critic(self, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.D(t, y) if self.conditional else self.D(t)
 
-    def critic_loss(self, batch):
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, Logs]:
         """Draw order on ``rng``: z, DiffAugment(real), DiffAugment(fake), the penalty's eps."""
         x, y = batch
         y = y if self.conditional else None
@@ -84,7 +85,7 @@ class NoiseGANTraining(Training):
     def after_critic_step(self) -> None:
         self.loss.after_critic_step(self.critics["D"])
 
-    def generator_loss(self, batch):
+    def generator_loss(self, batch: Batch) -> tuple[torch.Tensor, Logs]:
         x, y = batch
         y = y if self.conditional else None
         fake = self.G(self.noise(x.size(0), x.device), y)
@@ -100,7 +101,13 @@ class NoiseGAN(Family):
     training = NoiseGANTraining
 
     @torch.no_grad()
-    def sample(self, n, labels=None, source=None, generator=None):
+    def sample(
+        self,
+        n: int,
+        labels: torch.Tensor | None = None,
+        source: torch.Tensor | np.ndarray | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         z = torch.randn(n, int(self.config["z_dim"]), generator=generator)  # [n, z]
         y = self._real_rows(n, generator) if labels is None else labels.float()  # [n, K]
         self.net.eval()

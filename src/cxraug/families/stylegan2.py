@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -31,7 +32,7 @@ from cxraug.config import to_dict
 from cxraug.data.cache import CachedDataset
 from cxraug.errors import ConfigError
 from cxraug.families.ada import AdaptiveAugment, parse_policy
-from cxraug.families.base import Config, Family, Training, family_of, register
+from cxraug.families.base import Batch, Config, Family, Logs, Training, family_of, register
 from cxraug.families.diffaug import DiffAugment
 from cxraug.models.stylegan2 import StyleGAN2Config, build_discriminator, build_generator
 from cxraug.seeding import seeded_init
@@ -94,11 +95,11 @@ class StyleGAN2Training(Training):
         x = self.ada(x, generator=self.rng)
         return self.diffaug(x, generator=self.rng) if self.diffaug else x
 
-    def _fake(self, n: int, y: torch.Tensor | None, device) -> torch.Tensor:
+    def _fake(self, n: int, y: torch.Tensor | None, device: torch.device | str) -> torch.Tensor:
         z = torch.randn(n, self.cfg.z_dim, device=device, generator=self.rng)  # [n, z]
         return self.G(z, y, generator=self.rng)  # noise maps drawn inside, on rng
 
-    def critic_loss(self, batch):
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, Logs]:
         """Draw order on ``rng``: z, the noise maps, ADA(real), ADA(fake)."""
         x, y = batch
         y = y if self.conditional else None
@@ -122,7 +123,7 @@ class StyleGAN2Training(Training):
     def after_critic_step(self) -> None:
         self.ada.adjust(self.cfg.batch_size)
 
-    def generator_loss(self, batch):
+    def generator_loss(self, batch: Batch) -> tuple[torch.Tensor, Logs]:
         x, y = batch
         y = y if self.conditional else None
         fake = self._fake(x.size(0), y, x.device)
@@ -148,6 +149,7 @@ class StyleGAN2ADA(Family):
     name = "stylegan2"
     paper = "Karras et al. 2020, arXiv:1912.04958 (StyleGAN2) and arXiv:2006.06676 (ADA)"
     size_keys = ("width", "z_dim", "w_dim", "map_layers")
+    section = StyleGAN2Config
     training = StyleGAN2Training
 
     def __init__(self, net: nn.Module, config: Config, class_names: list[str], real_labels: torch.Tensor):
@@ -173,7 +175,14 @@ class StyleGAN2ADA(Family):
         check_config(cfg)
 
     @torch.no_grad()
-    def sample(self, n, labels=None, source=None, generator=None, psi: float | None = None):
+    def sample(
+        self,
+        n: int,
+        labels: torch.Tensor | None = None,
+        source: torch.Tensor | np.ndarray | None = None,
+        generator: torch.Generator | None = None,
+        psi: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.net
         z = torch.randn(n, net.z_dim, generator=generator)  # [n, z]
         y = self._real_rows(n, generator) if labels is None else labels.float()  # [n, K]

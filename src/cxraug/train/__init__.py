@@ -7,14 +7,13 @@ from pathlib import Path
 
 from cxraug.config import load_config, to_dict
 from cxraug.errors import CheckpointError, CXRAugError, show_path
-from cxraug.families import load_generator
 from cxraug.io import load_checkpoint, new_run_dir
 from cxraug.models.common import pick_device
 from cxraug.train.checks import check_resumable, check_train_config, fit_to_data
 from cxraug.train.config import PRESETS, TrainConfig, preset, resolve_steps, steps_over_epochs
 from cxraug.train.engine import Trainer, changed_settings
 
-__all__ = ["PRESETS", "TrainConfig", "Trainer", "load_generator", "preset", "resume", "train"]
+__all__ = ["PRESETS", "TrainConfig", "Trainer", "preset", "resume", "train"]
 
 
 def train(

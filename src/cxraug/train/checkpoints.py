@@ -125,7 +125,7 @@ class CheckpointStore:
     def load_state_dict(self, st: dict, source: str | os.PathLike = "checkpoint") -> None:
         """Continue the run ``st`` was saved from (a current or a legacy ``cxraug-gan/1`` checkpoint, read by
         :func:`cxraug.families.artifact.current_format`)."""
-        st = current_format(st)
+        st = current_format(st, source)
         art = GeneratorArtifact.from_dict(st, source)
         self._check_same_run(st, source)
         self._load_networks(st, art, source)

@@ -83,7 +83,7 @@ def check_train_config(cfg: Any) -> None:
 
 
 def _check_family(cfg: Any) -> None:
-    """A training family's own fields (e.g. StyleGAN2-ADA's R1 and ADA settings), when it has a ``check_config``."""
+    """The family's own fields (``Family.check_config``: e.g. StyleGAN2-ADA's R1 and ADA settings)."""
     from cxraug.families import family_of
 
     family_of(cfg.family).check_config(cfg)
@@ -124,7 +124,7 @@ def _check_size(cfg: Any) -> None:
         raise ConfigError(f"{cfg.preset}: its networks cannot be built from this config ({_first_line(e)}); check "
                           "width, z_dim, g_layout / d_layout and the family's sizes (--set KEY=...)") from None  # fmt: skip
     check_network_memory(cfg, g, critics)
-    if family.takes_source:
+    if family.takes_source and critics:
         _check_translation_size(cfg, g, next(iter(critics.values())))
 
 
@@ -157,7 +157,7 @@ def check_network_memory(cfg: Any, g: Any, critics: dict[str, Any]) -> None:
         sizes = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in keys if getattr(cfg, k, None) not in (None, {}, []))
         raise ConfigError(f"{cfg.preset}: networks of {weights // 4:,} weights ({sizes}, "
                           f"{cfg.data.size} px) need about {gb(need)} to train, more than the {gb(have)} of memory "
-                          f"on {device}; lower --set width / z_dim / g_layout")  # fmt: skip
+                          f"on {device}; lower --set {' / '.join(keys)}")  # fmt: skip
 
 
 def _translates_at(g: Any, d: Any, size: int) -> str | None:

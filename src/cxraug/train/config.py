@@ -51,6 +51,8 @@ from typing import Any, ClassVar, NamedTuple
 from cxraug.config import flatten_sections, load_yaml
 from cxraug.data.source import DataConfig
 from cxraug.errors import ConfigError
+from cxraug.families import FAMILIES
+from cxraug.families.losses import DEFAULT_LOSS
 from cxraug.models.common import ConfigSection
 from cxraug.models.ddpm import DDPMConfig
 from cxraug.models.stylegan2 import StyleGAN2Config
@@ -60,7 +62,10 @@ _STYLEGAN2, _DDPM = StyleGAN2Config(), DDPMConfig()
 
 # The sections a user may write nested (``stylegan2: {w_dim: 128}``, ``--set stylegan2.w_dim=128``): section
 # name -> the models layer's section, whose field names are TrainConfig's flat keys of the same names.
-SECTIONS: Mapping[str, type[ConfigSection]] = types.MappingProxyType({"stylegan2": StyleGAN2Config, "ddpm": DDPMConfig})
+# name -> the models layer's section, whose field names are TrainConfig's flat keys of the same names. The families
+# say which section is theirs (Family.section).
+SECTIONS: Mapping[str, type[ConfigSection]] = types.MappingProxyType(
+    {name: fam.section for name, fam in FAMILIES.items() if fam.section is not None})
 
 
 @dataclass
@@ -88,7 +93,7 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.9
     n_critic: int = 5
-    loss: str = "wgan-gp"  # bce | wgan-clip | wgan-gp | hinge | lsgan
+    loss: str = DEFAULT_LOSS  # bce | wgan-clip | wgan-gp | hinge | lsgan
     clip: float = 0.01
     gp_lambda: float = 10.0
     cycle_lambda: float = 10.0
