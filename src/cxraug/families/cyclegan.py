@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxraug.config import to_dict
 from cxraug.data.cache import CachedDataset
 from cxraug.data.preprocess import u8_to_tensor
 from cxraug.errors import CXRAugError
@@ -29,8 +30,6 @@ class CycleGANTraining(Training):
     graphable = False  # the image pools draw on the host and branch in Python
 
     def __init__(self, cfg: Any, n_labels: int, rng: torch.Generator, pool_seed: int = 0):
-        from cxraug.config import to_dict
-
         self.cfg, self.rng = cfg, rng
         self.spec = family_of(cfg.family)
         self.loss = make_loss(cfg)

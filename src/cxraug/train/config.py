@@ -51,7 +51,7 @@ from typing import Any, ClassVar, NamedTuple
 from cxraug.config import flatten_sections, load_yaml
 from cxraug.data.source import DataConfig
 from cxraug.errors import ConfigError
-from cxraug.families import FAMILIES
+from cxraug.families import FAMILIES, family_of
 from cxraug.families.losses import DEFAULT_LOSS
 from cxraug.models.common import ConfigSection
 from cxraug.models.ddpm import DDPMConfig
@@ -61,7 +61,6 @@ from cxraug.models.stylegan2 import StyleGAN2Config
 _STYLEGAN2, _DDPM = StyleGAN2Config(), DDPMConfig()
 
 # The sections a user may write nested (``stylegan2: {w_dim: 128}``, ``--set stylegan2.w_dim=128``): section
-# name -> the models layer's section, whose field names are TrainConfig's flat keys of the same names.
 # name -> the models layer's section, whose field names are TrainConfig's flat keys of the same names. The families
 # say which section is theirs (Family.section).
 SECTIONS: Mapping[str, type[ConfigSection]] = types.MappingProxyType(
@@ -255,8 +254,6 @@ def steps_for_epochs(epochs: int, n_images: int, batch_size: int, *, processes: 
 def training_images(cfg: TrainConfig, counts: dict[str, int], total: int) -> int:
     """How many images one epoch passes over: the chosen class, the smaller CycleGAN domain (the larger is
     undersampled to it), or the whole collection. ``counts``: images per class."""
-    from cxraug.families import family_of
-
     if family_of(cfg.family).takes_source and cfg.domain_a and cfg.domain_b:
         return min(counts.get(cfg.domain_a, 0), counts.get(cfg.domain_b, 0))
     if cfg.cls:
